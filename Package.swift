@@ -1,0 +1,42 @@
+// swift-tools-version:5.10
+import PackageDescription
+
+let package = Package(
+    name: "kv",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "kv-master", targets: ["MasterFCGI"]),
+        .executable(name: "kv-replicad", targets: ["ReplicaD"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CFCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
+        .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
+        .target(name: "KVCommon", dependencies: ["CYAML"]),
+        .target(name: "KVRuntime", dependencies: [
+            "KVCommon",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "MasterFCGI", dependencies: [
+            "CFCGI", "KVCommon", "KVRuntime",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "ReplicaD", dependencies: [
+            "KVCommon", "KVRuntime",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "KVCommonTests", dependencies: ["KVCommon"]),
+        .testTarget(name: "KVRuntimeTests", dependencies: ["KVRuntime", "KVCommon"]),
+    ]
+)

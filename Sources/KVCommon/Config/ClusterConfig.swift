@@ -1,0 +1,82 @@
+import Foundation
+
+/// cluster.yaml as a Swift value: the master, the replicas, time-outs and limits. Built only by
+/// `ClusterConfig.load`/`parse`, which validate everything, so a value of this type is always usable.
+public struct ClusterConfig: Equatable, Sendable {
+    /// Where the master's FastCGI socket listens when systemd does not hand it one.
+    public enum ListenAddress: Equatable, Sendable, CustomStringConvertible {
+        case unix(path: String)
+        case tcp(host: String, port: Int)
+
+        public var description: String {
+            switch self {
+            case .unix(let path): return path
+            case .tcp(let host, let port): return "\(host):\(port)"
+            }
+        }
+    }
+
+    public struct Master: Equatable, Sendable {
+        public var id: String
+        public var listen: ListenAddress
+        /// Directory of the decision log and the epoch file.
+        public var decisionLogDir: String
+        /// FastCGI worker threads; must cover nginx's upstream connections (see docs/OPERATIONS.md).
+        public var workerThreads: Int
+    }
+
+    public struct Replica: Equatable, Sendable {
+        public var id: String
+        public var host: String
+        public var port: Int
+        public var dataDir: String
+        public var address: String { "\(host):\(port)" }
+    }
+
+    public struct Timeouts: Equatable, Sendable {
+        public var connectTimeoutMs: Int = 500
+        public var prepareTimeoutMs: Int = 2000
+        public var commitTimeoutMs: Int = 2000
+        public var readTimeoutMs: Int = 2000
+        public var lockWaitTimeoutMs: Int = 1000
+    }
+
+    public struct Limits: Equatable, Sendable {
+        public var keyBytesMax: Int = 1024
+        public var valueBytesMax: Int = 1 << 20
+        public var inFlightTransactionsMax: Int = 4096
+
+        /// The longest wire line a replica accepts: both fields fully escaped plus framing.
+        public var wireLineBytesMax: Int { 3 * (keyBytesMax + valueBytesMax) + 64 }
+    }
+
+    /// The file this configuration came from (absolute).
+    public var path: String
+    public var master: Master
+    public var replicas: [Replica]
+    public var timeouts: Timeouts
+    public var limits: Limits
+
+    public func replica(id: String) -> Replica? { replicas.first { $0.id == id } }
+
+    /// Reads and validates `path`. Relative paths inside are resolved against the file's directory.
+    public static func load(path: String) throws -> ClusterConfig {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        guard let data = FileManager.default.contents(atPath: absolute) else {
+            throw KVError.config(file: path, line: 1, column: 1, message: "cannot read the file (does it exist?)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw KVError.config(file: path, line: 1, column: 1, message: "the file is not UTF-8 text")
+        }
+        let directory = (absolute as NSString).deletingLastPathComponent
+        return try parse(text, fileName: path, baseDirectory: directory, absolutePath: absolute)
+    }
+
+    /// Parses and validates YAML text; `fileName` labels errors, `baseDirectory` anchors relative paths.
+    public static func parse(_ text: String, fileName: String, baseDirectory: String,
+                             absolutePath: String? = nil) throws -> ClusterConfig {
+        let root = try YAMLParser.parse(text, fileName: fileName)
+        var loader = ClusterConfigLoader(fileName: fileName, baseDirectory: baseDirectory)
+        return try loader.load(root, path: absolutePath ?? fileName)
+    }
+}

@@ -1,0 +1,151 @@
+/// Turns a `YAMLNode` into a validated `ClusterConfig`, reporting the first mistake with its position.
+struct ClusterConfigLoader {
+    let fileName: String
+    let baseDirectory: String
+
+    private func error(_ mark: YAMLMark, _ message: String) -> KVError {
+        .config(file: fileName, line: mark.line, column: mark.column, message: message)
+    }
+
+    mutating func load(_ root: YAMLNode, path: String) throws -> ClusterConfig {
+        let top = try Fields(root, path: "cluster.yaml", loader: self, known: ["master", "replicas", "timeouts", "limits"])
+        let master = try loadMaster(try top.require("master"))
+        guard case .sequence(let items, let listMark) = try top.require("replicas") else {
+            throw error(top.node("replicas")!.mark, "replicas must be a list of replicas")
+        }
+        guard !items.isEmpty else { throw error(listMark, "replicas must list at least one replica") }
+        var replicas: [ClusterConfig.Replica] = []
+        for (index, item) in items.enumerated() {
+            let replica = try loadReplica(item, index: index)
+            if let other = replicas.firstIndex(where: { $0.id == replica.id }) {
+                throw error(item.mark, "replicas[\(index)].id '\(replica.id)' is already used by replicas[\(other)]")
+            }
+            if let other = replicas.firstIndex(where: { $0.address == replica.address }) {
+                throw error(item.mark, "replicas[\(index)] address \(replica.address) is already used by replicas[\(other)]")
+            }
+            if let other = replicas.firstIndex(where: { $0.dataDir == replica.dataDir }) {
+                throw error(item.mark, "replicas[\(index)].data_dir is already used by replicas[\(other)]")
+            }
+            replicas.append(replica)
+        }
+        var timeouts = ClusterConfig.Timeouts()
+        if let node = top.node("timeouts") {
+            let fields = try Fields(node, path: "timeouts", loader: self, known: [
+                "connect_timeout_ms", "prepare_timeout_ms", "commit_timeout_ms", "read_timeout_ms",
+                "lock_wait_timeout_ms",
+            ])
+            timeouts.connectTimeoutMs = try fields.int("connect_timeout_ms", in: 1...60_000) ?? timeouts.connectTimeoutMs
+            timeouts.prepareTimeoutMs = try fields.int("prepare_timeout_ms", in: 1...600_000) ?? timeouts.prepareTimeoutMs
+            timeouts.commitTimeoutMs = try fields.int("commit_timeout_ms", in: 1...600_000) ?? timeouts.commitTimeoutMs
+            timeouts.readTimeoutMs = try fields.int("read_timeout_ms", in: 1...600_000) ?? timeouts.readTimeoutMs
+            timeouts.lockWaitTimeoutMs = try fields.int("lock_wait_timeout_ms", in: 1...600_000)
+                ?? timeouts.lockWaitTimeoutMs
+        }
+        var limits = ClusterConfig.Limits()
+        if let node = top.node("limits") {
+            let fields = try Fields(node, path: "limits", loader: self, known: [
+                "key_bytes_max", "value_bytes_max", "in_flight_transactions_max",
+            ])
+            limits.keyBytesMax = try fields.int("key_bytes_max", in: 1...65_536) ?? limits.keyBytesMax
+            limits.valueBytesMax = try fields.int("value_bytes_max", in: 0...(64 << 20)) ?? limits.valueBytesMax
+            limits.inFlightTransactionsMax = try fields.int("in_flight_transactions_max", in: 1...1_000_000)
+                ?? limits.inFlightTransactionsMax
+        }
+        return ClusterConfig(path: path, master: master, replicas: replicas, timeouts: timeouts, limits: limits)
+    }
+
+    private func loadMaster(_ node: YAMLNode) throws -> ClusterConfig.Master {
+        let fields = try Fields(node, path: "master", loader: self,
+                                known: ["id", "listen", "decision_log_dir", "worker_threads"])
+        let id = try fields.identifier("id")
+        let listenText = try fields.string("listen")
+        let listen: ClusterConfig.ListenAddress
+        if listenText.contains("/") {
+            listen = .unix(path: resolve(listenText))
+        } else {
+            guard let colon = listenText.lastIndex(of: ":"), let port = Int(listenText[listenText.index(after: colon)...]),
+                  (1...65_535).contains(port), colon != listenText.startIndex
+            else {
+                throw error(fields.node("listen")!.mark,
+                            "master.listen must be a socket path (with a '/') or host:port with port 1-65535")
+            }
+            listen = .tcp(host: String(listenText[..<colon]), port: port)
+        }
+        return ClusterConfig.Master(
+            id: id, listen: listen, decisionLogDir: resolve(try fields.string("decision_log_dir")),
+            workerThreads: try fields.int("worker_threads", in: 1...4096) ?? 128)
+    }
+
+    private func loadReplica(_ node: YAMLNode, index: Int) throws -> ClusterConfig.Replica {
+        let fields = try Fields(node, path: "replicas[\(index)]", loader: self, known: ["id", "host", "port", "data_dir"])
+        guard let port = try fields.int("port", in: 1...65_535) else {
+            throw error(node.mark, "replicas[\(index)]: missing field 'port'")
+        }
+        return ClusterConfig.Replica(id: try fields.identifier("id"), host: try fields.string("host"), port: port,
+                                     dataDir: resolve(try fields.string("data_dir")))
+    }
+
+    private func resolve(_ path: String) -> String {
+        path.hasPrefix("/") ? path : baseDirectory + "/" + (path.hasPrefix("./") ? String(path.dropFirst(2)) : path)
+    }
+
+    /// The fields of one mapping, checked against the names it may have.
+    struct Fields {
+        let entries: [YAMLNode.MappingEntry]
+        let mark: YAMLMark
+        let path: String
+        let loader: ClusterConfigLoader
+
+        init(_ node: YAMLNode, path: String, loader: ClusterConfigLoader, known: [String]) throws {
+            guard case .mapping(let entries, let mark) = node else {
+                throw loader.error(node.mark, "\(path) must be a mapping, found \(node.kindName)")
+            }
+            var seen: Set<String> = []
+            for entry in entries {
+                guard known.contains(entry.key) else {
+                    throw loader.error(entry.keyMark,
+                                       "\(path): unknown field '\(entry.key)' (known: \(known.joined(separator: ", ")))")
+                }
+                guard seen.insert(entry.key).inserted else {
+                    throw loader.error(entry.keyMark, "\(path): field '\(entry.key)' appears twice")
+                }
+            }
+            self.entries = entries
+            self.mark = mark
+            self.path = path
+            self.loader = loader
+        }
+
+        func node(_ name: String) -> YAMLNode? { entries.first { $0.key == name }?.value }
+
+        func require(_ name: String) throws -> YAMLNode {
+            guard let node = node(name) else { throw loader.error(mark, "\(path): missing field '\(name)'") }
+            return node
+        }
+
+        func string(_ name: String) throws -> String {
+            guard case .scalar(let text, let mark) = try require(name) else {
+                throw loader.error(try require(name).mark, "\(path).\(name) must be a scalar")
+            }
+            guard !text.isEmpty else { throw loader.error(mark, "\(path).\(name) must not be empty") }
+            return text
+        }
+
+        func identifier(_ name: String) throws -> String {
+            let text = try string(name)
+            let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+            guard text.count <= 64, text.allSatisfy(allowed.contains) else {
+                throw loader.error(node(name)!.mark, "\(path).\(name) must be 1-64 letters, digits, '-', '_' or '.'")
+            }
+            return text
+        }
+
+        func int(_ name: String, in range: ClosedRange<Int>) throws -> Int? {
+            guard let node = node(name) else { return nil }
+            guard case .scalar(let text, _) = node, let value = Int(text), range.contains(value) else {
+                throw loader.error(node.mark, "\(path).\(name) must be \(range.lowerBound)-\(range.upperBound)")
+            }
+            return value
+        }
+    }
+}

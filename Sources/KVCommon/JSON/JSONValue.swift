@@ -1,0 +1,48 @@
+/// A parsed JSON value. Numbers keep their text so 64-bit integers survive exactly.
+public indirect enum JSONValue: Equatable, Sendable {
+    case null
+    case bool(Bool)
+    case number(String)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let members) = self { return members[key] }
+        return nil
+    }
+
+    public var stringValue: String? {
+        if case .string(let text) = self { return text }
+        return nil
+    }
+
+    public var boolValue: Bool? {
+        if case .bool(let flag) = self { return flag }
+        return nil
+    }
+
+    public var uint64Value: UInt64? {
+        if case .number(let text) = self { return UInt64(text) }
+        return nil
+    }
+
+    public var doubleValue: Double? {
+        if case .number(let text) = self { return Double(text) }
+        return nil
+    }
+
+    public var arrayValue: [JSONValue]? {
+        if case .array(let items) = self { return items }
+        return nil
+    }
+
+    public var isNull: Bool { self == .null }
+
+    /// Parses a complete JSON text (RFC 8259). Nesting is limited to `maxDepth`.
+    public static func parse<C: Collection>(_ text: C, maxDepth: Int = 64) -> Result<JSONValue, KVError>
+    where C.Element == UInt8 {
+        var parser = JSONParser(Array(text), maxDepth: maxDepth)
+        return parser.parseDocument()
+    }
+}

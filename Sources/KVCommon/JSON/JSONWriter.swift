@@ -1,0 +1,89 @@
+/// Builds one JSON object into a byte buffer without intermediate allocations per field.
+///
+/// Usage: `var w = JSONWriter(); w.field("status", true); w.field("message", "ok"); let bytes = w.finish()`.
+public struct JSONWriter {
+    public private(set) var bytes: [UInt8]
+    private var needsComma = false
+
+    public init(capacity: Int = 128) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+        bytes.append(UInt8(ascii: "{"))
+    }
+
+    public mutating func field(_ name: String, _ value: String) {
+        key(name)
+        Self.appendString(value.utf8, to: &bytes)
+    }
+
+    public mutating func field(_ name: String, _ value: Bool) {
+        key(name)
+        bytes.append(contentsOf: value ? Array("true".utf8) : Array("false".utf8))
+    }
+
+    public mutating func field(_ name: String, _ value: UInt64?) {
+        key(name)
+        if let value { bytes.append(contentsOf: String(value).utf8) } else { bytes.append(contentsOf: "null".utf8) }
+    }
+
+    public mutating func field(_ name: String, _ value: Int) {
+        key(name)
+        bytes.append(contentsOf: String(value).utf8)
+    }
+
+    public mutating func field(_ name: String, _ value: Double) {
+        key(name)
+        bytes.append(contentsOf: String(value).utf8)
+    }
+
+    /// Inserts `json`, which must already be valid JSON (an object or array built by another writer).
+    public mutating func field(_ name: String, rawJSON json: [UInt8]) {
+        key(name)
+        bytes.append(contentsOf: json)
+    }
+
+    /// Finishes the object and returns its bytes.
+    public mutating func finish() -> [UInt8] {
+        bytes.append(UInt8(ascii: "}"))
+        return bytes
+    }
+
+    /// Encodes `values` (already-valid JSON texts) as a JSON array.
+    public static func array(_ values: [[UInt8]]) -> [UInt8] {
+        var out: [UInt8] = [UInt8(ascii: "[")]
+        for (index, value) in values.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: value)
+        }
+        out.append(UInt8(ascii: "]"))
+        return out
+    }
+
+    /// Appends `text` as a quoted JSON string with the escapes RFC 8259 requires.
+    public static func appendString<S: Sequence>(_ text: S, to out: inout [UInt8]) where S.Element == UInt8 {
+        out.append(UInt8(ascii: "\""))
+        for byte in text {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])
+            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            case 0x00..<0x20:
+                out.append(contentsOf: "\\u00".utf8)
+                let hex = Array("0123456789abcdef".utf8)
+                out.append(hex[Int(byte >> 4)])
+                out.append(hex[Int(byte & 0x0F)])
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    private mutating func key(_ name: String) {
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
+        needsComma = true
+        Self.appendString(name.utf8, to: &bytes)
+        bytes.append(UInt8(ascii: ":"))
+    }
+}

@@ -1,0 +1,68 @@
+/// A record of a replica's log. The log is the replica's only source of truth: the key space is what
+/// replaying these records in order produces.
+///
+/// Payload layout (inside the checksummed frame of `LogFile`): a type byte, the seq (u64), then for
+/// `prepare` the op byte (1 put, 2 delete), key and value as u32-length-prefixed byte strings.
+public enum ReplicaRecord: Equatable, Sendable {
+    /// The replica voted yes for `op` under `seq`; the key stays locked until a decision record follows.
+    case prepare(seq: UInt64, op: WriteOp)
+    /// Transaction `seq` committed: apply its op.
+    case commit(seq: UInt64)
+    /// Transaction `seq` aborted: drop its op and release its lock.
+    case abort(seq: UInt64)
+
+    public var seq: UInt64 {
+        switch self {
+        case .prepare(let seq, _), .commit(let seq), .abort(let seq): return seq
+        }
+    }
+
+    public func encoded() -> [UInt8] {
+        var writer = BinaryWriter()
+        switch self {
+        case .prepare(let seq, let op):
+            writer.u8(1)
+            writer.u64(seq)
+            switch op {
+            case .put(let key, let value):
+                writer.u8(1)
+                writer.blob(key)
+                writer.blob(value)
+            case .delete(let key):
+                writer.u8(2)
+                writer.blob(key)
+                writer.blob([UInt8]())
+            }
+        case .commit(let seq):
+            writer.u8(2)
+            writer.u64(seq)
+        case .abort(let seq):
+            writer.u8(3)
+            writer.u64(seq)
+        }
+        return writer.bytes
+    }
+
+    public static func decode(_ payload: [UInt8]) throws -> ReplicaRecord {
+        var reader = BinaryReader(payload)
+        let type = try reader.u8()
+        let seq = try reader.u64()
+        let record: ReplicaRecord
+        switch type {
+        case 1:
+            let opType = try reader.u8()
+            let key = try reader.blob()
+            let value = try reader.blob()
+            switch opType {
+            case 1: record = .prepare(seq: seq, op: .put(key: key, value: value))
+            case 2: record = .prepare(seq: seq, op: .delete(key: key))
+            default: throw KVError.recordMalformed("unknown op type \(opType)")
+            }
+        case 2: record = .commit(seq: seq)
+        case 3: record = .abort(seq: seq)
+        default: throw KVError.recordMalformed("unknown replica record type \(type)")
+        }
+        guard reader.isAtEnd else { throw KVError.recordMalformed("trailing bytes in replica record") }
+        return record
+    }
+}

@@ -1,0 +1,226 @@
+// Coordinator: the master side of two-phase commit for one transaction, as a value-type state machine.
+//
+// Phases (TwoPhase.tla's tmState): preparing -> committing | aborting -> finished.
+// Messages in: replies from replicas (votes, then acks), "unreachable" reports, time-outs, and abort
+// requests from in-doubt resolution. Actions out: send a wire request, persist a decision record, finish.
+//
+// Invariants:
+// - Commit is decided only when every participant voted yes, and `.persist(.commit)` precedes every `com`.
+// - Once committing, nothing turns the transaction into an abort: missing acks become "pending" and are
+//   redelivered by the master until acknowledged.
+// - Abort needs no log record (presumed abort): `abrt` goes to every participant not known unreachable.
+// - `.persist(.end)` is emitted only after every participant acknowledged the commit.
+
+/// The master side of 2PC for one transaction. Replies from one replica arrive in the order the requests
+/// were sent (one pipelined connection per replica), so the first reply is the vote and later ones acks.
+public struct Coordinator {
+    public enum Phase: Equatable, Sendable { case preparing, committing, aborting, finished }
+
+    public enum Event: Equatable {
+        case start
+        case reply(replica: String, WireReply)
+        /// The replica could not be reached or the connection broke before it answered.
+        case unreachable(replica: String, reason: String)
+        /// The current phase ran out of time.
+        case timeout
+        /// In-doubt resolution asked for this transaction to abort (honoured only while preparing).
+        case abortRequested(reason: String)
+    }
+
+    public enum Action: Equatable {
+        case send(replica: String, WireRequest)
+        case persist(DecisionRecord)
+        case finish(Outcome)
+    }
+
+    /// Why a transaction did not commit; the HTTP edge maps it to a status code.
+    public enum Failure: Equatable, Sendable {
+        /// A replica was unreachable or too slow: nothing was applied, a retry is safe.
+        case unavailable
+        /// A replica holds the key for another transaction (first one wins).
+        case conflict
+        /// A delete of a key that does not exist.
+        case notFound
+        /// Aborted for another reason (e.g. in-doubt resolution, a replica's own abort).
+        case aborted
+    }
+
+    /// What one replica said, for the client's `"replicas"` list.
+    public struct ReplicaReport: Equatable, Sendable {
+        public var server: String
+        public var status: Bool
+        public var message: String
+        public var code: ReplyCode?
+    }
+
+    public struct Outcome: Equatable, Sendable {
+        public var seq: UInt64
+        public var committed: Bool
+        public var failure: Failure?
+        public var replicas: [ReplicaReport]
+        /// Replicas that have not acknowledged a commit; the master keeps redelivering `com` to them.
+        public var pendingCommit: [String]
+    }
+
+    private enum ReplicaState: Equatable { case awaitingVote, yes, no, unreachable }
+
+    public let seq: UInt64
+    public let op: WriteOp
+    public let participants: [String]
+    public private(set) var phase: Phase = .preparing
+    private var states: [String: ReplicaState] = [:]
+    private var outstanding: [String: Int] = [:]
+    private var reports: [String: ReplicaReport] = [:]
+    private var acked: Set<String> = []
+    private var failure: Failure?
+
+    public init(seq: UInt64, op: WriteOp, participants: [String]) {
+        precondition(!participants.isEmpty, "a transaction needs at least one participant")
+        self.seq = seq
+        self.op = op
+        self.participants = participants
+        for replica in participants {
+            states[replica] = .awaitingVote
+            outstanding[replica] = 0
+        }
+    }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        switch (phase, event) {
+        case (.preparing, .start):
+            return participants.map { replica in
+                outstanding[replica, default: 0] += 1
+                return .send(replica: replica, op.prepareRequest(seq: seq))
+            }
+        case (.finished, _), (_, .start):
+            return []
+        case (_, .reply(let replica, let reply)):
+            guard states[replica] != nil, outstanding[replica, default: 0] > 0 else { return [] }
+            outstanding[replica, default: 0] -= 1
+            return received(reply, from: replica)
+        case (_, .unreachable(let replica, let reason)):
+            guard let state = states[replica], state != .unreachable else { return [] }
+            outstanding[replica] = 0
+            states[replica] = .unreachable
+            if phase == .committing {
+                reports[replica] = ReplicaReport(server: replica, status: false,
+                                                 message: "commit not acknowledged: \(reason)", code: nil)
+                return finishCommitIfSettled()
+            }
+            reports[replica] = ReplicaReport(server: replica, status: false, message: reason, code: nil)
+            return beginAbort(because: .unavailable)
+        case (.preparing, .timeout):
+            for replica in participants where states[replica] == .awaitingVote {
+                reports[replica] = ReplicaReport(server: replica, status: false,
+                                                 message: "no vote before the prepare timeout", code: .timeout)
+            }
+            return beginAbort(because: .unavailable)
+        case (.committing, .timeout):
+            for replica in participants where !acked.contains(replica) && states[replica] != .unreachable {
+                reports[replica] = ReplicaReport(server: replica, status: false,
+                                                 message: "commit not acknowledged before the timeout", code: .timeout)
+            }
+            return finishCommit()
+        case (.aborting, .timeout):
+            return finishAbort()
+        case (.preparing, .abortRequested(let reason)):
+            for replica in participants where states[replica] == .awaitingVote {
+                reports[replica] = ReplicaReport(server: replica, status: false, message: reason, code: .aborted)
+            }
+            return beginAbort(because: .aborted)
+        case (_, .abortRequested):
+            return []
+        }
+    }
+
+    // MARK: - Transitions
+
+    private mutating func received(_ reply: WireReply, from replica: String) -> [Action] {
+        switch phase {
+        case .preparing:
+            guard states[replica] == .awaitingVote else { return [] }
+            reports[replica] = ReplicaReport(server: replica, status: reply.status, message: reply.message,
+                                             code: reply.code)
+            guard reply.status else {
+                states[replica] = .no
+                return beginAbort(because: Self.failure(for: reply.code))
+            }
+            states[replica] = .yes
+            guard participants.allSatisfy({ states[$0] == .yes }) else { return [] }
+            phase = .committing
+            var actions: [Action] = [.persist(.commit(seq: seq, participants: participants))]
+            for replica in participants {
+                outstanding[replica, default: 0] += 1
+                actions.append(.send(replica: replica, .com(seq)))
+            }
+            return actions
+        case .committing:
+            guard outstanding[replica] == 0 else { return [] }
+            if reply.status {
+                acked.insert(replica)
+                reports[replica] = ReplicaReport(server: replica, status: true, message: "committed", code: .ok)
+            } else {
+                reports[replica] = ReplicaReport(server: replica, status: false,
+                                                 message: "commit not applied: \(reply.message)", code: reply.code)
+            }
+            return finishCommitIfSettled()
+        case .aborting:
+            if states[replica] == .awaitingVote {
+                states[replica] = reply.status ? .yes : .no
+                if reports[replica] == nil || reports[replica]?.code == .timeout {
+                    reports[replica] = ReplicaReport(server: replica, status: reply.status,
+                                                     message: reply.message, code: reply.code)
+                }
+            }
+            return participants.allSatisfy({ outstanding[$0] == 0 }) ? finishAbort() : []
+        case .finished:
+            return []
+        }
+    }
+
+    private mutating func beginAbort(because reason: Failure) -> [Action] {
+        guard phase == .preparing else {
+            return phase == .aborting && participants.allSatisfy({ outstanding[$0] == 0 }) ? finishAbort() : []
+        }
+        phase = .aborting
+        failure = reason
+        var actions: [Action] = []
+        for replica in participants where states[replica] != .unreachable {
+            outstanding[replica, default: 0] += 1
+            actions.append(.send(replica: replica, .abrt(seq)))
+        }
+        if actions.isEmpty { actions += finishAbort() }
+        return actions
+    }
+
+    private mutating func finishCommitIfSettled() -> [Action] {
+        let settled = participants.allSatisfy { acked.contains($0) || states[$0] == .unreachable || outstanding[$0] == 0 }
+        return settled ? finishCommit() : []
+    }
+
+    private mutating func finishCommit() -> [Action] {
+        phase = .finished
+        let pending = participants.filter { !acked.contains($0) }
+        let outcome = Outcome(seq: seq, committed: true, failure: nil, replicas: orderedReports(), pendingCommit: pending)
+        return pending.isEmpty ? [.persist(.end(seq: seq)), .finish(outcome)] : [.finish(outcome)]
+    }
+
+    private mutating func finishAbort() -> [Action] {
+        phase = .finished
+        return [.finish(Outcome(seq: seq, committed: false, failure: failure ?? .aborted, replicas: orderedReports(),
+                                pendingCommit: []))]
+    }
+
+    private func orderedReports() -> [ReplicaReport] {
+        participants.map { reports[$0] ?? ReplicaReport(server: $0, status: false, message: "no answer", code: nil) }
+    }
+
+    private static func failure(for code: ReplyCode) -> Failure {
+        switch code {
+        case .conflict: return .conflict
+        case .notFound: return .notFound
+        case .timeout, .busy: return .unavailable
+        case .ok, .aborted, .badRequest, .unknownTransaction: return .aborted
+        }
+    }
+}

@@ -1,0 +1,33 @@
+/// The outcomes a participant remembers for transactions it no longer holds, so duplicate or late
+/// messages get consistent answers (`com` twice acks twice; a prepare after an abort votes no).
+/// Bounded: the oldest outcomes are forgotten first once `capacity` is reached.
+public struct DecisionMemory: Sendable {
+    public enum Outcome: Equatable, Sendable { case committed, aborted }
+
+    private var outcomes: [UInt64: Outcome] = [:]
+    private var order: [UInt64] = []
+    private var head = 0
+    public let capacity: Int
+
+    public init(capacity: Int) {
+        precondition(capacity > 0, "DecisionMemory capacity must be positive")
+        self.capacity = capacity
+    }
+
+    public subscript(seq: UInt64) -> Outcome? { outcomes[seq] }
+
+    public var count: Int { outcomes.count }
+
+    public mutating func record(_ seq: UInt64, _ outcome: Outcome) {
+        if outcomes.updateValue(outcome, forKey: seq) != nil { return }
+        order.append(seq)
+        if order.count - head > capacity {
+            outcomes[order[head]] = nil
+            head += 1
+            if head > capacity {
+                order.removeFirst(head)
+                head = 0
+            }
+        }
+    }
+}

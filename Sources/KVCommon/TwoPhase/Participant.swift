@@ -1,0 +1,225 @@
+// Participant: the replica side of two-phase commit, as a value-type state machine.
+//
+// Per transaction (TwoPhase.tla's rmState): working -> prepared -> committed | aborted.
+// Messages in: get, put/del (prepare), com, abrt, stat, and read time-outs. Actions out: persist a log
+// record, reply to a request, await a decision for a parked read.
+//
+// Invariants:
+// - A key is locked by at most one prepared transaction; a prepare on a locked key votes no at once.
+// - A yes vote is always preceded, in the same action list, by `.persist(.prepare)`; a commit ack by
+//   `.persist(.commit)`. The executor must not send a reply before the persists listed before it are durable.
+// - A read never sees a prepared-but-undecided value: it waits for the decision or times out.
+// - Once aborted here, a seq never prepares here (late or duplicate prepares vote no).
+
+/// The replica side of 2PC. No IO inside: the caller executes the returned actions in order.
+public struct Participant {
+    /// Identifies one request so its reply can be routed back; assigned by the IO layer.
+    public typealias RequestID = UInt64
+
+    public struct Entry: Equatable, Sendable {
+        public var value: [UInt8]
+        /// Seq of the transaction that last wrote this key.
+        public var version: UInt64
+        /// Seq of the transaction that created this key.
+        public var created: UInt64
+    }
+
+    public enum Event: Equatable {
+        /// A parsed request; `nowMs` is the caller's monotonic clock, used only to age in-doubt transactions.
+        case request(WireRequest, RequestID, nowMs: UInt64)
+        /// A parked read (see `Action.awaitDecision`) waited as long as allowed.
+        case readTimedOut(RequestID)
+    }
+
+    public enum Action: Equatable {
+        /// Append the record to the log; everything after it waits until it is durable.
+        case persist(ReplicaRecord)
+        /// Send this reply for the request.
+        case reply(RequestID, WireReply)
+        /// The read waits for a decision; feed `.readTimedOut` after the lock-wait limit.
+        case awaitDecision(RequestID)
+    }
+
+    private struct Prepared {
+        var op: WriteOp
+        var preparedAtMs: UInt64
+    }
+
+    public let server: String
+    public private(set) var store: [[UInt8]: Entry] = [:]
+    public private(set) var digest: UInt64 = 0
+    public private(set) var lastCommittedSeq: UInt64 = 0
+    private var locks: [[UInt8]: UInt64] = [:]
+    private var prepared: [UInt64: Prepared] = [:]
+    private var decided: DecisionMemory
+    private var parkedReads: [[UInt8]: [RequestID]] = [:]
+    private var parkedKeys: [RequestID: [UInt8]] = [:]
+
+    public init(server: String, decisionMemory: Int = 1 << 20) {
+        self.server = server
+        decided = DecisionMemory(capacity: decisionMemory)
+    }
+
+    /// Seqs prepared here and not yet decided, oldest first.
+    public var inDoubt: [UInt64] { prepared.keys.sorted() }
+
+    /// The key currently locked by a prepared transaction, if any.
+    public func lockHolder(of key: [UInt8]) -> UInt64? { locks[key] }
+
+    public func stat(nowMs: UInt64) -> ReplicaStat {
+        let items = prepared.sorted { $0.key < $1.key }.map {
+            ReplicaStat.InDoubt(seq: $0.key, ageMs: nowMs >= $0.value.preparedAtMs ? nowMs - $0.value.preparedAtMs : 0)
+        }
+        return ReplicaStat(keys: store.count, digest: digest, lastCommittedSeq: lastCommittedSeq, inDoubt: items)
+    }
+
+    /// Rebuilds state from one log record at start-up. Produces no actions: replay never talks.
+    public mutating func replay(_ record: ReplicaRecord, nowMs: UInt64) {
+        switch record {
+        case .prepare(let seq, let op):
+            if let holder = locks[op.key], holder != seq { prepared[holder] = nil }
+            locks[op.key] = seq
+            prepared[seq] = Prepared(op: op, preparedAtMs: nowMs)
+        case .commit(let seq):
+            if let entry = prepared.removeValue(forKey: seq) { apply(seq: seq, op: entry.op) }
+            decided.record(seq, .committed)
+        case .abort(let seq):
+            if let entry = prepared.removeValue(forKey: seq) { locks[entry.op.key] = nil }
+            decided.record(seq, .aborted)
+        }
+    }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        switch event {
+        case .readTimedOut(let id):
+            guard let key = parkedKeys.removeValue(forKey: id) else { return [] }
+            parkedReads[key]?.removeAll { $0 == id }
+            if parkedReads[key]?.isEmpty == true { parkedReads[key] = nil }
+            let holder = locks[key].map(String.init) ?? "?"
+            return [.reply(id, reply(false, .timeout, "key is locked by undecided transaction \(holder); retry later"))]
+        case .request(let request, let id, let nowMs):
+            switch request.command {
+            case .get: return read(request.key, id: id)
+            case .put: return prepare(request.seq!, .put(key: request.key, value: request.value), id: id, nowMs: nowMs)
+            case .del: return prepare(request.seq!, .delete(key: request.key), id: id, nowMs: nowMs)
+            case .com: return commit(request.seq!, id: id)
+            case .abrt: return abort(request.seq!, id: id)
+            case .stat:
+                var answer = reply(true, .ok, "ok", seq: lastCommittedSeq)
+                answer.stat = stat(nowMs: nowMs)
+                return [.reply(id, answer)]
+            }
+        }
+    }
+
+    // MARK: - Commands
+
+    private mutating func read(_ key: [UInt8], id: RequestID) -> [Action] {
+        if locks[key] != nil {
+            parkedReads[key, default: []].append(id)
+            parkedKeys[id] = key
+            return [.awaitDecision(id)]
+        }
+        return [.reply(id, valueReply(for: key))]
+    }
+
+    private mutating func prepare(_ seq: UInt64, _ op: WriteOp, id: RequestID, nowMs: UInt64) -> [Action] {
+        if let existing = prepared[seq] {
+            guard existing.op == op else {
+                return [.reply(id, reply(false, .conflict, "transaction \(seq) already prepared another write", seq: seq))]
+            }
+            return [.reply(id, reply(true, .ok, "prepared", seq: seq))]
+        }
+        switch decided[seq] {
+        case .aborted:
+            return [.reply(id, reply(false, .aborted, "transaction \(seq) was already aborted here", seq: seq))]
+        case .committed:
+            return [.reply(id, reply(true, .ok, "already committed", seq: seq))]
+        case nil:
+            break
+        }
+        if let holder = locks[op.key] {
+            decided.record(seq, .aborted)
+            return [.reply(id, reply(false, .conflict, "key is locked by transaction \(holder)", seq: seq))]
+        }
+        if case .delete(let key) = op, store[key] == nil {
+            decided.record(seq, .aborted)
+            return [.reply(id, reply(false, .notFound, "key not found", seq: seq))]
+        }
+        locks[op.key] = seq
+        prepared[seq] = Prepared(op: op, preparedAtMs: nowMs)
+        return [.persist(.prepare(seq: seq, op: op)), .reply(id, reply(true, .ok, "prepared", seq: seq))]
+    }
+
+    private mutating func commit(_ seq: UInt64, id: RequestID) -> [Action] {
+        guard let entry = prepared.removeValue(forKey: seq) else {
+            switch decided[seq] {
+            case .committed:
+                return [.reply(id, reply(true, .ok, "already committed", seq: seq))]
+            case .aborted:
+                return [.reply(id, reply(false, .aborted, "transaction \(seq) was aborted here; cannot commit", seq: seq))]
+            case nil:
+                return [.reply(id, reply(false, .unknownTransaction, "transaction \(seq) is not prepared here", seq: seq))]
+            }
+        }
+        apply(seq: seq, op: entry.op)
+        decided.record(seq, .committed)
+        return [.persist(.commit(seq: seq)), .reply(id, reply(true, .ok, "committed", seq: seq))]
+            + wakeReads(entry.op.key)
+    }
+
+    private mutating func abort(_ seq: UInt64, id: RequestID) -> [Action] {
+        if let entry = prepared.removeValue(forKey: seq) {
+            locks[entry.op.key] = nil
+            decided.record(seq, .aborted)
+            return [.persist(.abort(seq: seq)), .reply(id, reply(true, .ok, "aborted", seq: seq))]
+                + wakeReads(entry.op.key)
+        }
+        switch decided[seq] {
+        case .committed:
+            return [.reply(id, reply(false, .conflict, "transaction \(seq) already committed here; cannot abort", seq: seq))]
+        case .aborted:
+            return [.reply(id, reply(true, .ok, "already aborted", seq: seq))]
+        case nil:
+            // Not prepared here (yet): remember the abort durably so a late prepare votes no.
+            decided.record(seq, .aborted)
+            return [.persist(.abort(seq: seq)), .reply(id, reply(true, .ok, "aborted", seq: seq))]
+        }
+    }
+
+    // MARK: - Helpers
+
+    private mutating func apply(seq: UInt64, op: WriteOp) {
+        locks[op.key] = nil
+        lastCommittedSeq = max(lastCommittedSeq, seq)
+        let old = store[op.key]
+        if let old { digest &-= ContentDigest.entryHash(key: op.key, value: old.value, version: old.version) }
+        switch op {
+        case .put(let key, let value):
+            store[key] = Entry(value: value, version: seq, created: old?.created ?? seq)
+            digest &+= ContentDigest.entryHash(key: key, value: value, version: seq)
+        case .delete(let key):
+            store[key] = nil
+        }
+    }
+
+    private mutating func wakeReads(_ key: [UInt8]) -> [Action] {
+        guard let waiting = parkedReads.removeValue(forKey: key) else { return [] }
+        let answer = valueReply(for: key)
+        return waiting.map { id in
+            parkedKeys[id] = nil
+            return .reply(id, answer)
+        }
+    }
+
+    private func valueReply(for key: [UInt8]) -> WireReply {
+        guard let entry = store[key] else { return reply(false, .notFound, "key not found") }
+        var answer = reply(true, .ok, "", seq: entry.version)
+        answer.value = entry.value
+        return answer
+    }
+
+    private func reply(_ status: Bool, _ code: ReplyCode, _ message: String, seq: UInt64? = nil) -> WireReply {
+        WireReply(status: status, code: code, message: message, seq: seq, server: server)
+    }
+}

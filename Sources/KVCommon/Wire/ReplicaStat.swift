@@ -1,0 +1,34 @@
+/// What a replica reports for `;stat;;`: enough for the master to resolve in-doubt transactions and for
+/// tests and operators to compare replicas.
+public struct ReplicaStat: Equatable, Sendable {
+    /// Number of committed keys.
+    public var keys: Int
+    /// Order-independent digest of every (key, value, version); equal on replicas with equal content.
+    public var digest: UInt64
+    /// Highest seq this replica has committed.
+    public var lastCommittedSeq: UInt64
+    /// Transactions prepared here whose outcome this replica does not know yet, with their age in ms.
+    public var inDoubt: [InDoubt]
+
+    public struct InDoubt: Equatable, Sendable {
+        public var seq: UInt64
+        public var ageMs: UInt64
+        public init(seq: UInt64, ageMs: UInt64) {
+            self.seq = seq
+            self.ageMs = ageMs
+        }
+    }
+
+    public init(keys: Int, digest: UInt64, lastCommittedSeq: UInt64, inDoubt: [InDoubt]) {
+        self.keys = keys
+        self.digest = digest
+        self.lastCommittedSeq = lastCommittedSeq
+        self.inDoubt = inDoubt
+    }
+
+    /// The digest as 16 lowercase hex digits, as it appears on the wire.
+    public var digestHex: String {
+        let hex = String(digest, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}

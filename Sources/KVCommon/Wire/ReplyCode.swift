@@ -1,0 +1,19 @@
+/// Machine-readable reason carried in every reply as `"code"`, beside the human `message`.
+public enum ReplyCode: String, Sendable, CaseIterable {
+    /// The request did what it asked (vote yes, value found, decision applied).
+    case ok
+    /// The key does not exist (a get, or a delete's vote).
+    case notFound = "not_found"
+    /// The key is locked by another transaction: the user's rule, first one wins, this one aborts.
+    case conflict
+    /// The transaction was already aborted here, so it cannot prepare.
+    case aborted
+    /// The request waited longer than allowed (e.g. a read of a key locked by an undecided transaction).
+    case timeout
+    /// The request line was malformed.
+    case badRequest = "bad_request"
+    /// A decision arrived for a transaction this replica does not know.
+    case unknownTransaction = "unknown_transaction"
+    /// The replica cannot take more work right now.
+    case busy
+}

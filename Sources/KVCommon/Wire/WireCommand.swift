@@ -1,0 +1,34 @@
+/// The commands of the replica wire protocol (`seq;cmd;key;value`).
+public enum WireCommand: String, CaseIterable, Sendable {
+    /// Read a key: `;get;key;` (the user's short form `;get;key` is accepted too).
+    case get
+    /// Phase one, write: `seq;put;key;value` prepares "set key to value" under transaction `seq`.
+    case put
+    /// Phase one, delete: `seq;del;key;` prepares "remove key" under transaction `seq`.
+    case del
+    /// Phase two, commit: `seq;com;;`.
+    case com
+    /// Phase two, abort: `seq;abrt;;`.
+    case abrt
+    /// Replica status: `;stat;;` answers with key count, digest, last committed seq and in-doubt seqs.
+    case stat
+
+    /// Whether the first field must hold a transaction seq.
+    public var needsSeq: Bool {
+        switch self {
+        case .put, .del, .com, .abrt: return true
+        case .get, .stat: return false
+        }
+    }
+
+    /// Whether the key field must be non-empty (and is allowed at all).
+    public var needsKey: Bool {
+        switch self {
+        case .get, .put, .del: return true
+        case .com, .abrt, .stat: return false
+        }
+    }
+
+    /// Whether the value field may be non-empty.
+    public var takesValue: Bool { self == .put }
+}

@@ -1,0 +1,99 @@
+import Foundation
+
+/// One reply line of the replica wire protocol: a JSON object on one line.
+///
+/// `{"status":true|false,"message":"...","seq":N|null,"server":"r1","code":"ok"}`. For a `get` that found
+/// its key, `message` is the value and `seq` the seq of the transaction that last wrote it; a value that is
+/// not valid UTF-8 is sent base64-encoded with `"encoding":"base64"`. A `stat` reply adds `keys`, `digest`,
+/// `last_committed_seq` and `in_doubt` (a list of `{"seq":N,"age_ms":N}`).
+public struct WireReply: Equatable, Sendable {
+    public var status: Bool
+    public var code: ReplyCode
+    public var message: String
+    public var seq: UInt64?
+    public var server: String
+    /// The value bytes of a successful get.
+    public var value: [UInt8]?
+    /// The status of a replica, for `stat`.
+    public var stat: ReplicaStat?
+
+    public init(status: Bool, code: ReplyCode, message: String, seq: UInt64?, server: String,
+                value: [UInt8]? = nil, stat: ReplicaStat? = nil) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.seq = seq
+        self.server = server
+        self.value = value
+        self.stat = stat
+    }
+
+    /// The JSON line for this reply, with the trailing `\n`.
+    public func encoded() -> [UInt8] {
+        var writer = JSONWriter(capacity: 96 + (value?.count ?? message.utf8.count))
+        writer.field("status", status)
+        if let value {
+            if let text = String(validating: value, as: UTF8.self) {
+                writer.field("message", text)
+            } else {
+                writer.field("message", Data(value).base64EncodedString())
+                writer.field("encoding", "base64")
+            }
+        } else {
+            writer.field("message", message)
+        }
+        writer.field("seq", seq)
+        writer.field("server", server)
+        writer.field("code", code.rawValue)
+        if let stat {
+            writer.field("keys", stat.keys)
+            writer.field("digest", stat.digestHex)
+            writer.field("last_committed_seq", stat.lastCommittedSeq)
+            let items = stat.inDoubt.map { item -> [UInt8] in
+                var inner = JSONWriter(capacity: 48)
+                inner.field("seq", item.seq)
+                inner.field("age_ms", item.ageMs)
+                return inner.finish()
+            }
+            writer.field("in_doubt", rawJSON: JSONWriter.array(items))
+        }
+        var line = writer.finish()
+        line.append(UInt8(ascii: "\n"))
+        return line
+    }
+
+    /// Parses a reply line. `valueExpected` says whether `message` holds a value (a successful get).
+    public static func parse<C: Collection>(_ line: C, valueExpected: Bool) -> Result<WireReply, KVError>
+    where C.Element == UInt8 {
+        let json: JSONValue
+        switch JSONValue.parse(line) {
+        case .success(let value): json = value
+        case .failure(let error): return .failure(error)
+        }
+        guard let status = json["status"]?.boolValue else { return .failure(.wireBadReply("no boolean 'status'")) }
+        guard let message = json["message"]?.stringValue else { return .failure(.wireBadReply("no 'message'")) }
+        guard let server = json["server"]?.stringValue else { return .failure(.wireBadReply("no 'server'")) }
+        let seq = json["seq"]?.uint64Value
+        let code = json["code"]?.stringValue.flatMap(ReplyCode.init(rawValue:)) ?? (status ? .ok : .aborted)
+        var reply = WireReply(status: status, code: code, message: message, seq: seq, server: server)
+        if valueExpected && status {
+            if json["encoding"]?.stringValue == "base64" {
+                guard let data = Data(base64Encoded: message) else { return .failure(.wireBadReply("bad base64")) }
+                reply.value = Array(data)
+            } else {
+                reply.value = Array(message.utf8)
+            }
+        }
+        if let keys = json["keys"]?.uint64Value, let digestText = json["digest"]?.stringValue,
+           let digest = UInt64(digestText, radix: 16) {
+            let inDoubt = (json["in_doubt"]?.arrayValue ?? []).compactMap { item -> ReplicaStat.InDoubt? in
+                guard let seq = item["seq"]?.uint64Value else { return nil }
+                return ReplicaStat.InDoubt(seq: seq, ageMs: item["age_ms"]?.uint64Value ?? 0)
+            }
+            reply.stat = ReplicaStat(keys: Int(keys), digest: digest,
+                                     lastCommittedSeq: json["last_committed_seq"]?.uint64Value ?? 0,
+                                     inDoubt: inDoubt)
+        }
+        return .success(reply)
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+
+/// Thin wrappers over the POSIX calls storage needs. Every call retries on EINTR and throws
+/// `StorageError.io` naming the operation and the path.
+public enum FileIO {
+    @discardableResult
+    static func call(_ operation: String, _ path: String, _ body: () -> Int) throws -> Int {
+        while true {
+            let result = body()
+            if result >= 0 { return result }
+            if errno == EINTR { continue }
+            throw StorageError.io(operation: operation, path: path, errno: errno)
+        }
+    }
+
+    public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws -> Int32 {
+        Int32(try call("open", path) { Int(Foundation.open(path, flags | O_CLOEXEC, mode)) })
+    }
+
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = try bytes.withUnsafeBytes { buffer in
+                try call("write", path) { Foundation.write(fd, buffer.baseAddress! + offset, buffer.count - offset) }
+            }
+            offset += written
+        }
+    }
+
+    public static func fdatasync(_ fd: Int32, path: String) throws {
+        try call("fdatasync", path) { Int(Foundation.fdatasync(fd)) }
+    }
+
+    public static func fsync(_ fd: Int32, path: String) throws {
+        try call("fsync", path) { Int(Foundation.fsync(fd)) }
+    }
+
+    /// Makes a new entry in `directory` (a created or renamed file) durable.
+    public static func fsyncDirectory(_ directory: String) throws {
+        let fd = try open(directory, flags: O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        try fsync(fd, path: directory)
+    }
+
+    public static func readAll(_ path: String) throws -> [UInt8] {
+        let fd = try open(path, flags: O_RDONLY)
+        defer { close(fd) }
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let count = try chunk.withUnsafeMutableBytes { buffer in
+                try call("read", path) { Foundation.read(fd, buffer.baseAddress, buffer.count) }
+            }
+            if count == 0 { return result }
+            result.append(contentsOf: chunk[0..<count])
+        }
+    }
+
+    public static func truncate(_ fd: Int32, to length: Int, path: String) throws {
+        try call("ftruncate", path) { Int(ftruncate(fd, off_t(length))) }
+    }
+
+    /// Creates `path` and its parents if missing.
+    public static func makeDirectory(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw StorageError.io(operation: "mkdir", path: path, errno: EACCES)
+        }
+    }
+
+    /// Replaces `path` with `bytes` atomically: write a temp file, fsync it, rename, fsync the directory.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        let temp = path + ".tmp"
+        let fd = try open(temp, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        do {
+            try writeAll(fd, bytes, path: temp)
+            try fsync(fd, path: temp)
+        } catch {
+            close(fd)
+            throw error
+        }
+        close(fd)
+        try call("rename", temp) { Int(rename(temp, path)) }
+        try fsyncDirectory((path as NSString).deletingLastPathComponent)
+    }
+}

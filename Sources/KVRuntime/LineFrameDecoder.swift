@@ -1,0 +1,30 @@
+import NIOCore
+
+/// Splits the inbound byte stream into `\n`-terminated lines (the terminator stripped). A line longer than
+/// `maxLineBytes` throws `LineTooLong`; the handler after it decides what to tell the peer before closing.
+/// Used by both ends of the wire protocol.
+public final class LineFrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = ByteBuffer
+
+    public struct LineTooLong: Error {}
+
+    private let maxLineBytes: Int
+    private var scanned = 0
+
+    public init(maxLineBytes: Int) { self.maxLineBytes = maxLineBytes }
+
+    public func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        let view = buffer.readableBytesView
+        guard let newline = view.dropFirst(scanned).firstIndex(of: UInt8(ascii: "\n")) else {
+            scanned = view.count
+            if view.count > maxLineBytes { throw LineTooLong() }
+            return .needMoreData
+        }
+        let length = newline - view.startIndex
+        scanned = 0
+        let line = buffer.readSlice(length: length)!
+        buffer.moveReaderIndex(forwardBy: 1)
+        context.fireChannelRead(wrapInboundOut(line))
+        return .continue
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import KVCommon
+
+/// An append-only file of checksummed records: an 8-byte magic header, then frames of
+/// `[payload length u32 LE][CRC-32C of payload u32 LE][payload]`.
+///
+/// Opening reads every frame. A damaged frame at the very end (a crash mid-append) is cut off and reported
+/// through `discardedTailBytes`; a damaged frame anywhere else throws `StorageError.corrupt` with the offset,
+/// because dropping it would silently lose acknowledged data.
+public final class LogFile {
+    public static let magic: [UInt8] = Array("KVLOG01\n".utf8)
+    public static let frameHeaderBytes = 8
+    public static let payloadBytesMax = 256 << 20
+
+    public let path: String
+    private let fd: Int32
+    /// Bytes of a torn final frame removed at open (0 when the file ended cleanly).
+    public let discardedTailBytes: Int
+    public private(set) var sizeBytes: Int
+
+    /// Opens (creating if needed) the log at `path`, calling `onRecord` for each intact payload in order.
+    public init(path: String, onRecord: ([UInt8], Int) throws -> Void) throws {
+        self.path = path
+        let exists = FileManager.default.fileExists(atPath: path)
+        fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
+        do {
+            let bytes = exists ? try FileIO.readAll(path) : []
+            if bytes.isEmpty {
+                try FileIO.truncate(fd, to: 0, path: path)
+                try FileIO.writeAll(fd, Self.magic, path: path)
+                try FileIO.fsync(fd, path: path)
+                try FileIO.fsyncDirectory((path as NSString).deletingLastPathComponent)
+                discardedTailBytes = 0
+                sizeBytes = Self.magic.count
+                return
+            }
+            let validBytes = try Self.scan(bytes, path: path, onRecord: onRecord)
+            discardedTailBytes = bytes.count - validBytes
+            if discardedTailBytes > 0 {
+                try FileIO.truncate(fd, to: validBytes, path: path)
+                try FileIO.fsync(fd, path: path)
+            }
+            sizeBytes = validBytes
+            lseek(fd, off_t(validBytes), SEEK_SET)
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// The frame for `payload`, ready to append.
+    public static func frame(_ payload: [UInt8]) -> [UInt8] {
+        var writer = BinaryWriter(capacity: payload.count + frameHeaderBytes)
+        writer.u32(UInt32(payload.count))
+        writer.u32(CRC32C.checksum(payload))
+        var bytes = writer.bytes
+        bytes.append(contentsOf: payload)
+        return bytes
+    }
+
+    /// Appends already-framed bytes. Not durable until `sync()` returns.
+    public func append(framed bytes: [UInt8]) throws {
+        try FileIO.writeAll(fd, bytes, path: path)
+        sizeBytes += bytes.count
+    }
+
+    /// Makes everything appended so far durable.
+    public func sync() throws {
+        try FileIO.fdatasync(fd, path: path)
+    }
+
+    /// Walks the frames of `bytes`; returns the length of the intact prefix.
+    static func scan(_ bytes: [UInt8], path: String, onRecord: ([UInt8], Int) throws -> Void) throws -> Int {
+        guard bytes.count >= magic.count, Array(bytes[0..<magic.count]) == magic else {
+            throw StorageError.badHeader(path: path)
+        }
+        var offset = magic.count
+        while offset < bytes.count {
+            let remaining = bytes.count - offset
+            guard remaining >= frameHeaderBytes else { return offset }
+            var header = BinaryReader(Array(bytes[offset..<offset + frameHeaderBytes]))
+            let length = Int(try header.u32())
+            let checksum = try header.u32()
+            let end = offset + frameHeaderBytes + length
+            guard length <= payloadBytesMax, end <= bytes.count else {
+                // A length running past the end can only be a torn append if nothing follows it.
+                if length > payloadBytesMax && end < bytes.count {
+                    throw StorageError.corrupt(path: path, offset: offset, detail: "implausible record length \(length)")
+                }
+                return offset
+            }
+            let payload = Array(bytes[(offset + frameHeaderBytes)..<end])
+            guard CRC32C.checksum(payload) == checksum else {
+                if end == bytes.count { return offset }
+                throw StorageError.corrupt(path: path, offset: offset, detail: "checksum mismatch")
+            }
+            do {
+                try onRecord(payload, offset)
+            } catch let error as KVError {
+                throw StorageError.corrupt(path: path, offset: offset, detail: error.description)
+            }
+            offset = end
+        }
+        return offset
+    }
+}

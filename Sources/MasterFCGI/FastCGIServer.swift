@@ -1,0 +1,104 @@
+import CFCGI
+import Foundation
+import KVCommon
+import Logging
+
+/// The only file that touches libfcgi. A fixed pool of worker threads, each with its own `FCGX_Request`,
+/// accepts on one listening socket: the one systemd passed (socket activation, fd 3) or one it opens itself.
+///
+/// With nginx `fastcgi_keep_conn on`, a thread serves one nginx connection until nginx closes it, so the pool
+/// must be at least as large as the number of upstream connections nginx may hold open.
+final class FastCGIServer {
+    typealias Handler = (HTTPRequest) -> HTTPResponse
+
+    private let listenFD: Int32
+    private let logger: Logger
+    private let bodyBytesMax: Int
+    let listenDescription: String
+
+    init(listen: ClusterConfig.ListenAddress, bodyBytesMax: Int, logger: Logger) throws {
+        self.logger = logger
+        self.bodyBytesMax = bodyBytesMax
+        guard FCGX_Init() == 0 else { throw MasterError.fastCGI("FCGX_Init failed") }
+        let environment = ProcessInfo.processInfo.environment
+        if let pid = environment["LISTEN_PID"].flatMap(Int32.init), pid == getpid(),
+           let count = environment["LISTEN_FDS"].flatMap(Int.init), count >= 1 {
+            listenFD = 3
+            listenDescription = "systemd socket (fd 3)"
+            unsetenv("LISTEN_PID")
+            unsetenv("LISTEN_FDS")
+            unsetenv("LISTEN_FDNAMES")
+            return
+        }
+        let address: String
+        switch listen {
+        case .unix(let path):
+            unlink(path)
+            address = path
+        case .tcp(let host, let port):
+            address = "\(host):\(port)"
+        }
+        let fd = FCGX_OpenSocket(address, 1024)
+        guard fd >= 0 else { throw MasterError.fastCGI("cannot listen on \(address): \(String(cString: strerror(errno)))") }
+        if case .unix(let path) = listen { chmod(path, 0o666) }
+        listenFD = fd
+        listenDescription = address
+    }
+
+    /// Starts `workers` threads that serve requests with `handler` until the process exits.
+    func start(workers: Int, handler: @escaping Handler) {
+        for index in 0..<workers {
+            let thread = Thread { [self] in self.serve(handler) }
+            thread.name = "fcgi-\(index)"
+            thread.stackSize = 512 << 10
+            thread.start()
+        }
+    }
+
+    private func serve(_ handler: Handler) {
+        var request = FCGX_Request()
+        guard FCGX_InitRequest(&request, listenFD, 0) == 0 else {
+            logger.critical("FCGX_InitRequest failed")
+            return
+        }
+        while FCGX_Accept_r(&request) >= 0 {
+            let response = handler(read(&request))
+            let bytes = response.cgiBytes()
+            bytes.withUnsafeBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { chars in
+                    _ = FCGX_PutStr(chars.baseAddress, Int32(chars.count), request.out)
+                }
+            }
+            FCGX_Finish_r(&request)
+        }
+        logger.error("FCGX_Accept_r failed; worker thread stops")
+    }
+
+    private func read(_ request: inout FCGX_Request) -> HTTPRequest {
+        func param(_ name: String) -> String? {
+            FCGX_GetParam(name, request.envp).map { String(cString: $0) }
+        }
+        var headers: [String: String] = [:]
+        for name in ["CONTENT_TYPE", "HTTP_ACCEPT", "HTTP_IF_MATCH"] {
+            if let value = param(name) { headers[name] = value }
+        }
+        let length = param("CONTENT_LENGTH").flatMap(Int.init) ?? 0
+        var body: [UInt8] = []
+        var tooLarge = false
+        if length > 0 {
+            tooLarge = length > bodyBytesMax
+            var remaining = length
+            var chunk = [CChar](repeating: 0, count: min(length, 64 << 10))
+            while remaining > 0 {
+                let count = FCGX_GetStr(&chunk, Int32(min(chunk.count, remaining)), request.in)
+                if count <= 0 { break }
+                if !tooLarge {
+                    chunk.withUnsafeBytes { body.append(contentsOf: $0.prefix(Int(count))) }
+                }
+                remaining -= Int(count)
+            }
+        }
+        return HTTPRequest(method: param("REQUEST_METHOD") ?? "GET", uri: param("REQUEST_URI") ?? "/",
+                           headers: headers, body: tooLarge ? [] : body, bodyTooLarge: tooLarge)
+    }
+}

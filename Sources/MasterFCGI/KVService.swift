@@ -1,0 +1,58 @@
+import Foundation
+import KVCommon
+
+/// The master's operations, independent of HTTP: reads from one replica, writes through 2PC, status.
+final class KVService: @unchecked Sendable {
+    enum ReadResult {
+        case found(value: [UInt8], seq: UInt64?, server: String)
+        case notFound(server: String)
+        /// No replica could answer; `reasons` says why for each one tried.
+        case unavailable(reasons: [String])
+    }
+
+    let config: ClusterConfig
+    let pool: ReplicaPool
+    let runner: TransactionRunner
+    let delivery: CommitDelivery
+    let registry: InFlightRegistry
+    let seqs: SeqAllocator
+    let startedAt = Date()
+
+    init(config: ClusterConfig, pool: ReplicaPool, runner: TransactionRunner, delivery: CommitDelivery,
+         registry: InFlightRegistry, seqs: SeqAllocator) {
+        self.config = config
+        self.pool = pool
+        self.runner = runner
+        self.delivery = delivery
+        self.registry = registry
+        self.seqs = seqs
+    }
+
+    /// Reads `key` from a random replica that is up, trying the others if it fails.
+    func read(_ key: [UInt8]) -> ReadResult {
+        let links = pool.links.shuffled().sorted { lhs, rhs in lhs.health.connected && !rhs.health.connected }
+        var reasons: [String] = []
+        for link in links {
+            switch pool.call(link, .get(key), timeoutMs: config.timeouts.readTimeoutMs) {
+            case .success(let reply) where reply.status:
+                return .found(value: reply.value ?? [], seq: reply.seq, server: reply.server)
+            case .success(let reply) where reply.code == .notFound:
+                return .notFound(server: reply.server)
+            case .success(let reply):
+                reasons.append("\(link.replica.id): \(reply.message)")
+                if reply.code == .timeout { return .unavailable(reasons: reasons) }
+            case .failure(let failure):
+                reasons.append("\(link.replica.id): \(failure.reason)")
+            }
+        }
+        return .unavailable(reasons: reasons)
+    }
+
+    /// Runs `op` as a two-phase-commit transaction on every replica.
+    func write(_ op: WriteOp) -> Coordinator.Outcome? { runner.run(op) }
+
+    /// Asks every replica for `stat` in parallel.
+    func replicaStatus() -> [(ReplicaLink, Result<WireReply, LinkFailure>)] {
+        pool.callAll(.stat, timeoutMs: config.timeouts.readTimeoutMs)
+    }
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import KVCommon
+import KVRuntime
+import Logging
+
+/// `kv-master --config cluster.yaml`: the FastCGI master that nginx forwards to.
+@main
+struct MasterCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kv-master",
+        abstract: "Serve the kv HTTP API over FastCGI and coordinate two-phase commit across the replicas.")
+
+    @Option(help: "Path to cluster.yaml.")
+    var config: String = "cluster.yaml"
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Option(help: "Event-loop threads for replica connections.")
+    var ioThreads: Int = 1
+
+    func run() throws {
+        LogSetup.bootstrap(levelName: logLevel)
+        let logger = Logger(label: "kv-master")
+        let cluster: ClusterConfig
+        do {
+            cluster = try ClusterConfig.load(path: config)
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(78)
+        }
+        do {
+            try serve(cluster, logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    private func serve(_ cluster: ClusterConfig, logger: Logger) throws {
+        try FileIO.makeDirectory(cluster.master.decisionLogDir)
+        let seqs = try SeqAllocator(directory: cluster.master.decisionLogDir)
+        let decisions = try DecisionLog(directory: cluster.master.decisionLogDir, logger: logger)
+        let registry = InFlightRegistry(limit: cluster.limits.inFlightTransactionsMax)
+        var resolve: ((ReplicaLink, WireReply) -> Void)?
+        let pool = ReplicaPool(config: cluster, threads: max(1, ioThreads)) { link, stat in resolve?(link, stat) }
+        let delivery = CommitDelivery(pool: pool, decisions: decisions, registry: registry, logger: logger)
+        resolve = { link, stat in delivery.resolveInDoubt(link: link, stat: stat) }
+        delivery.start()
+        let runner = TransactionRunner(pool: pool, decisions: decisions, registry: registry, delivery: delivery,
+                                       seqs: seqs, timeouts: cluster.timeouts)
+        let service = KVService(config: cluster, pool: pool, runner: runner, delivery: delivery, registry: registry,
+                                seqs: seqs)
+        let router = KVRouter(service: service)
+        let bodyMax = max(cluster.limits.valueBytesMax, cluster.limits.keyBytesMax * 3 + 16) + 64
+        let server = try FastCGIServer(listen: cluster.master.listen, bodyBytesMax: bodyMax, logger: logger)
+        // Connect to every replica now, so in-doubt transactions are resolved before the first request.
+        for link in pool.links { link.send(.stat) { _ in } }
+        server.start(workers: cluster.master.workerThreads) { router.handle($0) }
+        logger.info("master \(cluster.master.id) ready on \(server.listenDescription): epoch \(seqs.epoch), \(cluster.replicas.count) replicas, \(cluster.master.workerThreads) workers")
+        let stopped = DispatchSemaphore(value: 0)
+        let signals = SignalTrap(signals: [SIGTERM, SIGINT]) { signal in
+            logger.info("signal \(signal): stopping")
+            stopped.signal()
+        }
+        stopped.wait()
+        withExtendedLifetime(signals) {}
+        decisions.close()
+        logger.info("master \(cluster.master.id) stopped")
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import KVCommon
+import KVRuntime
+import NIOCore
+import NIOPosix
+
+/// The master's persistent, pipelined connection to one replica.
+///
+/// All state lives on one event loop, so calls leave in exactly the order `send` was called (a transaction's
+/// `abrt` can never overtake its prepare). When disconnected, the next call opens a new connection; calls
+/// made meanwhile queue behind it. Each new connection first asks the replica for `stat` and hands the
+/// answer to `onConnect`, which resolves the replica's in-doubt transactions.
+final class ReplicaLink: @unchecked Sendable {
+    let replica: ClusterConfig.Replica
+    private let loop: EventLoop
+    private let connectTimeoutMs: Int
+    private let maxLineBytes: Int
+    private let onConnect: (ReplicaLink, WireReply) -> Void
+    // Event-loop state.
+    private var channel: Channel?
+    private var connecting = false
+    private var queued: [ReplicaCall] = []
+    // Readable from any thread.
+    private let stateLock = NSLock()
+    private var lastError: String?
+    private var connected = false
+
+    init(replica: ClusterConfig.Replica, loop: EventLoop, connectTimeoutMs: Int, maxLineBytes: Int,
+         onConnect: @escaping (ReplicaLink, WireReply) -> Void) {
+        self.replica = replica
+        self.loop = loop
+        self.connectTimeoutMs = connectTimeoutMs
+        self.maxLineBytes = maxLineBytes
+        self.onConnect = onConnect
+    }
+
+    /// Whether the last connection attempt succeeded and the connection is still open, and the last error.
+    var health: (connected: Bool, lastError: String?) {
+        stateLock.lock()
+        defer { stateLock.unlock() }
+        return (connected, lastError)
+    }
+
+    /// Sends `request`; `callback` runs on the event loop with the reply or the failure.
+    func send(_ request: WireRequest, callback: @escaping (Result<WireReply, LinkFailure>) -> Void) {
+        let call = ReplicaCall(line: request.encoded(), expectsValue: request.command == .get, callback: callback)
+        loop.execute { self.sendOnLoop(call) }
+    }
+
+    private func sendOnLoop(_ call: ReplicaCall) {
+        if let channel, channel.isActive {
+            channel.writeAndFlush(call, promise: nil)
+            return
+        }
+        queued.append(call)
+        if !connecting { connect() }
+    }
+
+    private func connect() {
+        connecting = true
+        channel = nil
+        let address = replica.address
+        ClientBootstrap(group: loop)
+            .connectTimeout(.milliseconds(Int64(connectTimeoutMs)))
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { [maxLineBytes] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxLineBytes)))
+                    try channel.pipeline.syncOperations.addHandler(ReplicaClientHandler(address: address))
+                }
+            }
+            .connect(host: replica.host, port: replica.port)
+            .whenComplete { result in self.connected(result) }
+    }
+
+    private func connected(_ result: Result<Channel, Error>) {
+        connecting = false
+        let calls = queued
+        queued.removeAll()
+        switch result {
+        case .success(let channel):
+            self.channel = channel
+            setHealth(connected: true, error: nil)
+            channel.closeFuture.whenComplete { _ in
+                self.loop.execute {
+                    if self.channel === channel { self.channel = nil }
+                    self.setHealth(connected: false, error: "connection lost (\(self.replica.address))")
+                }
+            }
+            let stat = ReplicaCall(line: WireRequest.stat.encoded(), expectsValue: false) { result in
+                if case .success(let reply) = result { self.onConnect(self, reply) }
+            }
+            channel.write(stat, promise: nil)
+            for call in calls { channel.write(call, promise: nil) }
+            channel.flush()
+        case .failure(let error):
+            let reason = Self.describe(error, address: replica.address)
+            setHealth(connected: false, error: reason)
+            for call in calls { call.callback(.failure(LinkFailure(reason: reason))) }
+        }
+    }
+
+    private func setHealth(connected: Bool, error: String?) {
+        stateLock.lock()
+        self.connected = connected
+        if let error { lastError = error } else if connected { lastError = nil }
+        stateLock.unlock()
+    }
+
+    private static func describe(_ error: Error, address: String) -> String {
+        if let ioError = error as? IOError, ioError.errnoCode == ECONNREFUSED {
+            return "connection refused (\(address))"
+        }
+        if let connectError = error as? NIOConnectionError {
+            if connectError.connectionErrors.contains(where: { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }) {
+                return "connection refused (\(address))"
+            }
+            if connectError.connectionErrors.isEmpty, connectError.dnsAError != nil || connectError.dnsAAAAError != nil {
+                return "cannot resolve host (\(address))"
+            }
+        }
+        if error is ChannelError { return "connect timed out (\(address))" }
+        return "cannot connect (\(address)): \(error)"
+    }
+}

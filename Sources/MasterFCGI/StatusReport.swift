@@ -1,0 +1,54 @@
+import Foundation
+import KVCommon
+
+/// `GET /status`: the master's identity and configuration, and each replica's live state from `stat`.
+struct StatusReport {
+    let service: KVService
+
+    func response() -> HTTPResponse {
+        let config = service.config
+        var replicas: [[UInt8]] = []
+        var upCount = 0
+        for (link, result) in service.replicaStatus() {
+            var writer = JSONWriter(capacity: 256)
+            writer.field("id", link.replica.id)
+            writer.field("address", link.replica.address)
+            switch result {
+            case .success(let reply):
+                upCount += 1
+                writer.field("up", true)
+                writer.field("state", "up")
+                if let stat = reply.stat {
+                    writer.field("keys", stat.keys)
+                    writer.field("digest", stat.digestHex)
+                    writer.field("last_committed_seq", stat.lastCommittedSeq)
+                    writer.field("in_doubt", rawJSON: JSONWriter.array(stat.inDoubt.map { item in
+                        var inner = JSONWriter(capacity: 48)
+                        inner.field("seq", item.seq)
+                        inner.field("age_ms", item.ageMs)
+                        return inner.finish()
+                    }))
+                }
+            case .failure(let failure):
+                writer.field("up", false)
+                writer.field("state", "down")
+                writer.field("error", failure.reason)
+            }
+            replicas.append(writer.finish())
+        }
+        let total = service.pool.links.count
+        var writer = JSONWriter(capacity: 1024)
+        writer.field("status", upCount == total)
+        writer.field("message", upCount == total ? "all \(total) replicas up"
+            : "\(upCount) of \(total) replicas up; writes fail until every replica answers")
+        writer.field("seq", nil)
+        writer.field("server", config.master.id)
+        writer.field("config", config.path)
+        writer.field("epoch", service.seqs.epoch)
+        writer.field("uptime_s", Int(Date().timeIntervalSince(service.startedAt)))
+        writer.field("in_flight", service.registry.count)
+        writer.field("pending_commits", service.delivery.pendingCount)
+        writer.field("replicas", rawJSON: JSONWriter.array(replicas))
+        return HTTPResponse(status: 200, body: writer.finish())
+    }
+}

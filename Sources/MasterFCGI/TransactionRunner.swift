@@ -1,0 +1,64 @@
+import Foundation
+import KVCommon
+import KVRuntime
+
+/// Runs one write through the `Coordinator` state machine on the calling worker thread: executes its
+/// actions (sends over the replica links, persists to the decision log) and feeds it the replies, with a
+/// deadline per phase.
+struct TransactionRunner {
+    let pool: ReplicaPool
+    let decisions: DecisionLog
+    let registry: InFlightRegistry
+    let delivery: CommitDelivery
+    let seqs: SeqAllocator
+    let timeouts: ClusterConfig.Timeouts
+
+    /// Runs `op` on every replica; nil when too many transactions are already in flight.
+    func run(_ op: WriteOp) -> Coordinator.Outcome? {
+        let seq = seqs.next()
+        let mailbox = Mailbox<Coordinator.Event>()
+        guard registry.register(seq, mailbox) else { return nil }
+        defer { registry.remove(seq) }
+        var coordinator = Coordinator(seq: seq, op: op, participants: pool.ids)
+        var actions = coordinator.handle(.start)
+        var phase = coordinator.phase
+        var deadline = Date(timeIntervalSinceNow: Double(timeouts.prepareTimeoutMs) / 1000)
+        while true {
+            for action in actions {
+                switch action {
+                case .send(let replica, let request):
+                    if request.command == .com { Failpoints.hit("master-mid-commit-send") }
+                    send(request, to: replica, mailbox: mailbox)
+                case .persist(.commit(let seq, let participants)):
+                    Failpoints.hit("master-after-votes")
+                    decisions.recordCommit(seq: seq, participants: participants)
+                    Failpoints.hit("master-after-commit-fsync")
+                case .persist(.end(let seq)):
+                    decisions.recordEnd(seq: seq)
+                case .finish(let outcome):
+                    if !outcome.pendingCommit.isEmpty { delivery.track(seq: seq, replicas: outcome.pendingCommit) }
+                    return outcome
+                }
+            }
+            if coordinator.phase != phase {
+                phase = coordinator.phase
+                let ms = phase == .committing ? timeouts.commitTimeoutMs : timeouts.prepareTimeoutMs
+                deadline = Date(timeIntervalSinceNow: Double(ms) / 1000)
+            }
+            actions = coordinator.handle(mailbox.take(before: deadline) ?? .timeout)
+        }
+    }
+
+    private func send(_ request: WireRequest, to replica: String, mailbox: Mailbox<Coordinator.Event>) {
+        guard let link = pool.link(replica) else {
+            mailbox.post(.unreachable(replica: replica, reason: "replica \(replica) is not configured"))
+            return
+        }
+        link.send(request) { result in
+            switch result {
+            case .success(let reply): mailbox.post(.reply(replica: replica, reply))
+            case .failure(let failure): mailbox.post(.unreachable(replica: replica, reason: failure.reason))
+            }
+        }
+    }
+}

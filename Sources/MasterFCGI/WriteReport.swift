@@ -1,0 +1,58 @@
+import KVCommon
+
+/// Turns a transaction's outcome into the client's answer: HTTP status, a one-sentence message that says
+/// what happened and whether a retry is safe, and each replica's vote.
+struct WriteReport {
+    let outcome: Coordinator.Outcome
+    let op: WriteOp
+
+    var httpStatus: Int {
+        guard !outcome.committed else { return 200 }
+        switch outcome.failure ?? .aborted {
+        case .unavailable: return 503
+        case .conflict, .aborted: return 409
+        case .notFound: return 404
+        }
+    }
+
+    var message: String {
+        let what: String
+        switch op {
+        case .put: what = "put"
+        case .delete: what = "delete"
+        }
+        let seq = outcome.seq
+        if outcome.committed {
+            if outcome.pendingCommit.isEmpty {
+                return "\(what) committed on all \(outcome.replicas.count) replicas (seq \(seq))"
+            }
+            return "\(what) committed (seq \(seq)); \(outcome.pendingCommit.joined(separator: ", ")) not acknowledged "
+                + "yet and will receive the commit when reachable; do not retry"
+        }
+        let failing = outcome.replicas.filter { !$0.status }
+        let culprit = failing.first(where: { $0.code != .ok }) ?? failing.first
+        let detail = culprit.map { "\($0.server): \($0.message)" } ?? "aborted"
+        switch outcome.failure ?? .aborted {
+        case .unavailable:
+            let names = failing.map(\.server).joined(separator: ", ")
+            return "\(what) aborted (seq \(seq)): replica \(names) unavailable (\(detail)); nothing was written, retrying is safe"
+        case .conflict:
+            return "\(what) aborted (seq \(seq)): a concurrent transaction holds the key (\(detail)); "
+                + "nothing was written, retrying is safe"
+        case .notFound:
+            return "key not found (\(detail)); nothing was deleted"
+        case .aborted:
+            return "\(what) aborted (seq \(seq)): \(detail); nothing was written, retrying is safe"
+        }
+    }
+
+    func replicasJSON() -> [UInt8] {
+        JSONWriter.array(outcome.replicas.map { report in
+            var writer = JSONWriter(capacity: 96)
+            writer.field("server", report.server)
+            writer.field("status", report.status)
+            writer.field("message", report.message)
+            return writer.finish()
+        })
+    }
+}

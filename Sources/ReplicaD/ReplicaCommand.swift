@@ -1,0 +1,65 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import KVCommon
+import KVRuntime
+import Logging
+
+/// `kv-replicad --config cluster.yaml --id r1`: serves one replica of the cluster.
+@main
+struct ReplicaCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kv-replicad",
+        abstract: "Serve one kv replica: durable log, two-phase-commit participant, wire protocol over TCP.")
+
+    @Option(help: "Path to cluster.yaml.")
+    var config: String = "cluster.yaml"
+
+    @Option(help: "This replica's id in cluster.yaml.")
+    var id: String
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Option(help: "Event-loop threads for connections.")
+    var threads: Int = 1
+
+    func run() throws {
+        LogSetup.bootstrap(levelName: logLevel)
+        var logger = Logger(label: "kv-replicad")
+        logger[metadataKey: "replica"] = "\(id)"
+        let cluster: ClusterConfig
+        do {
+            cluster = try ClusterConfig.load(path: config)
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(78)
+        }
+        guard let me = cluster.replica(id: id) else {
+            let known = cluster.replicas.map(\.id).joined(separator: ", ")
+            logger.critical("config: \(config): no replica with id '\(id)' (known: \(known))")
+            throw ExitCode(78)
+        }
+        let node: ReplicaNode
+        let server: ReplicaServer
+        do {
+            node = try ReplicaNode(server: me.id, dataDir: me.dataDir, lockWaitMs: cluster.timeouts.lockWaitTimeoutMs,
+                                   logger: logger)
+            server = try ReplicaServer(node: node, host: me.host, port: me.port,
+                                       maxLineBytes: cluster.limits.wireLineBytesMax, threads: max(1, threads))
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        logger.info("replica \(me.id) ready on \(me.address), data in \(me.dataDir)")
+        let signals = SignalTrap(signals: [SIGTERM, SIGINT]) { signal in
+            logger.info("signal \(signal): stopping")
+            server.shutdown()
+        }
+        try server.waitUntilClosed()
+        node.close()
+        server.shutdownGroup()
+        withExtendedLifetime(signals) {}
+        logger.info("replica \(me.id) stopped")
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The dev cluster on loopback: nginx on 127.0.0.1:8080 -> kv-master -> the replicas in cluster.yaml.
+#   scripts/cluster.sh            set up (packages, build) and start, then print curl examples
+#   scripts/cluster.sh stop       stop what start started (by PID)
+#   scripts/cluster.sh status     which processes are running
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command="${1:-start}"
+shift || true
+if [ "$command" = "start" ]; then
+    scripts/setup.sh
+fi
+KV_BIN_DIR="$(swift build --show-bin-path)" exec python3 scripts/kvcluster.py "$command" "$@"

@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Start, stop and talk to a kv cluster (nginx + kv-master + replicas) on loopback.
+
+Used two ways:
+  * as a library by the integration tests (Tests/integration), with a generated cluster.yaml on free ports
+    in a temporary directory, every process a child of the test and stopped by PID at the end;
+  * as the dev cluster CLI behind scripts/cluster.sh: `kvcluster.py start|stop|status --config cluster.yaml`,
+    processes detached, their PIDs kept in run/pids/ so `stop` signals exactly those.
+
+Readiness is checked, never slept for: a replica is up when it answers `;stat;;`, the master when nginx
+answers GET /ping with 200.
+"""
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SITE_FILE = os.path.join(REPO, "nginx", "kv-site.conf")
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_bin_dir():
+    env = os.environ.get("KV_BIN_DIR")
+    if env:
+        return env
+    out = subprocess.run(["swift", "build", "--show-bin-path"], cwd=REPO, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
+
+
+def wait_until(predicate, timeout_s, what):
+    """Polls `predicate` until it is true; raises TimeoutError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class WireClient:
+    """A connection speaking the replica wire protocol: send lines, read JSON reply lines."""
+
+    def __init__(self, host, port, timeout_s=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        self.file = self.sock.makefile("rwb")
+
+    def call(self, *lines):
+        for line in lines:
+            self.file.write(line if isinstance(line, bytes) else line.encode())
+            self.file.write(b"\n")
+        self.file.flush()
+        replies = []
+        for _ in lines:
+            raw = self.file.readline()
+            if not raw:
+                raise ConnectionError("replica closed the connection")
+            replies.append(json.loads(raw))
+        return replies
+
+    def close(self):
+        try:
+            self.file.close()
+        finally:
+            self.sock.close()
+
+
+def wire_escape(data):
+    """Percent-encodes a field the way the wire protocol wants (%, ;, CR, LF)."""
+    if isinstance(data, str):
+        data = data.encode()
+    out = bytearray()
+    for b in data:
+        if b in (0x25, 0x3B, 0x0D, 0x0A):
+            out += b"%%%02X" % b
+        else:
+            out.append(b)
+    return bytes(out)
+
+
+class Cluster:
+    """A cluster described by a cluster.yaml; processes are started from `bin_dir`."""
+
+    def __init__(self, config_path, run_dir, bin_dir=None, http_port=None, detached=False):
+        import yaml  # PyYAML; installed by scripts/setup.sh
+
+        self.config_path = os.path.abspath(config_path)
+        with open(self.config_path) as f:
+            self.config = yaml.safe_load(f)
+        self.run_dir = os.path.abspath(run_dir)
+        self.bin_dir = bin_dir or default_bin_dir()
+        self.detached = detached
+        self.procs = {}
+        os.makedirs(os.path.join(self.run_dir, "logs"), exist_ok=True)
+        os.makedirs(os.path.join(self.run_dir, "pids"), exist_ok=True)
+        self.http_port = http_port or 8080
+        self.replica_ids = [r["id"] for r in self.config["replicas"]]
+
+    # ----- generated configurations for tests -------------------------------------------------------------
+
+    @staticmethod
+    def generate(root, replicas=3, timeouts=None, limits=None, worker_threads=96):
+        """Writes a cluster.yaml on free loopback ports under `root` and returns a Cluster for it."""
+        os.makedirs(root, exist_ok=True)
+        lines = [
+            "master:",
+            "  id: m1",
+            f"  listen: 127.0.0.1:{free_port()}",
+            "  decision_log_dir: data/master",
+            f"  worker_threads: {worker_threads}",
+            "replicas:",
+        ]
+        for i in range(1, replicas + 1):
+            lines += [f"  - id: r{i}", "    host: 127.0.0.1", f"    port: {free_port()}", f"    data_dir: data/r{i}"]
+        for section, values in (("timeouts", timeouts), ("limits", limits)):
+            if values:
+                lines.append(f"{section}:")
+                lines += [f"  {k}: {v}" for k, v in values.items()]
+        path = os.path.join(root, "cluster.yaml")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return Cluster(path, os.path.join(root, "run"), http_port=free_port())
+
+    # ----- addresses ----------------------------------------------------------------------------------------
+
+    def replica(self, rid):
+        return next(r for r in self.config["replicas"] if r["id"] == rid)
+
+    def master_listen(self):
+        return str(self.config["master"]["listen"])
+
+    # ----- processes ----------------------------------------------------------------------------------------
+
+    def _spawn(self, name, argv, env=None):
+        log = open(os.path.join(self.run_dir, "logs", f"{name}.log"), "ab")
+        full_env = dict(os.environ)
+        full_env.pop("KV_FAILPOINTS", None)
+        full_env.update(env or {})
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                start_new_session=self.detached)
+        log.close()
+        self.procs[name] = proc
+        with open(os.path.join(self.run_dir, "pids", f"{name}.pid"), "w") as f:
+            f.write(f"{proc.pid}\n")
+        return proc
+
+    def _pid(self, name):
+        proc = self.procs.get(name)
+        if proc is not None:
+            return proc.pid if proc.poll() is None else None
+        try:
+            with open(os.path.join(self.run_dir, "pids", f"{name}.pid")) as f:
+                pid = int(f.read().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def _signal(self, name, sig, wait_s=10.0):
+        pid = self._pid(name)
+        if pid is None:
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        proc = self.procs.get(name)
+        if proc is not None:
+            try:
+                proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        else:
+            def gone():
+                try:
+                    os.kill(pid, 0)
+                    return False
+                except ProcessLookupError:
+                    return True
+            try:
+                wait_until(gone, wait_s, f"{name} (pid {pid}) to exit")
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+        try:
+            os.remove(os.path.join(self.run_dir, "pids", f"{name}.pid"))
+        except FileNotFoundError:
+            pass
+
+    def is_running(self, name):
+        return self._pid(name) is not None
+
+    def log(self, name):
+        with open(os.path.join(self.run_dir, "logs", f"{name}.log"), errors="replace") as f:
+            return f.read()
+
+    def start_replica(self, rid, env=None, wait=True):
+        self._spawn(rid, [os.path.join(self.bin_dir, "kv-replicad"), "--config", self.config_path, "--id", rid],
+                    env)
+        if wait:
+            self.wait_replica_ready(rid)
+
+    def stop_replica(self, rid):
+        self._signal(rid, signal.SIGTERM)
+
+    def kill_replica(self, rid):
+        self._signal(rid, signal.SIGKILL)
+
+    def wait_replica_ready(self, rid, timeout_s=30):
+        def ready():
+            if not self.is_running(rid):
+                raise RuntimeError(f"replica {rid} exited; log:\n{self.log(rid)[-3000:]}")
+            try:
+                return self.stat(rid)
+            except OSError:
+                return None
+        return wait_until(ready, timeout_s, f"replica {rid} to answer stat")
+
+    def start_master(self, env=None, wait=True):
+        self._spawn("master", [os.path.join(self.bin_dir, "kv-master"), "--config", self.config_path], env)
+        if wait:
+            self.wait_master_ready()
+
+    def stop_master(self):
+        self._signal("master", signal.SIGTERM)
+
+    def kill_master(self):
+        self._signal("master", signal.SIGKILL)
+
+    def wait_master_ready(self, timeout_s=30):
+        host, port = self.master_listen().rsplit(":", 1)
+
+        def ready():
+            if not self.is_running("master"):
+                raise RuntimeError(f"master exited; log:\n{self.log('master')[-3000:]}")
+            try:
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(ready, timeout_s, "the master's FastCGI socket")
+
+    def render_nginx(self):
+        with open(SITE_FILE) as f:
+            site = f.read()
+        site = site.replace("server 127.0.0.1:9000;", f"server {self.master_listen()};")
+        site = site.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{self.http_port};")
+        tmp = os.path.join(self.run_dir, "nginx")
+        os.makedirs(tmp, exist_ok=True)
+        with open(os.path.join(tmp, "kv-site.conf"), "w") as f:
+            f.write(site)
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        main = f"""{user}worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {self.run_dir}/logs/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    fastcgi_temp_path {tmp}/fastcgi;
+    proxy_temp_path {tmp}/proxy;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    default_type application/octet-stream;
+    include {tmp}/kv-site.conf;
+}}
+"""
+        path = os.path.join(tmp, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(main)
+        return path
+
+    def start_nginx(self, wait=True):
+        conf = self.render_nginx()
+        self._spawn("nginx", ["nginx", "-e", os.path.join(self.run_dir, "logs", "nginx-error.log"), "-p",
+                              os.path.join(self.run_dir, "nginx"), "-c", conf, "-g", "daemon off;"])
+        if wait:
+            def ready():
+                if not self.is_running("nginx"):
+                    raise RuntimeError(f"nginx exited; log:\n{self.log('nginx')[-3000:]}")
+                try:
+                    return self.http("GET", "/ping")[0] == 200
+                except OSError:
+                    return False
+            wait_until(ready, 30, "nginx to answer GET /ping")
+
+    def stop_nginx(self):
+        self._signal("nginx", signal.SIGQUIT)
+
+    def start(self):
+        for rid in self.replica_ids:
+            self.start_replica(rid, wait=False)
+        for rid in self.replica_ids:
+            self.wait_replica_ready(rid)
+        self.start_master()
+        self.start_nginx()
+
+    def stop(self):
+        self.stop_nginx()
+        self.stop_master()
+        for rid in self.replica_ids:
+            self.stop_replica(rid)
+
+    def kill_all(self):
+        """Stops every process this object started, by PID, whatever state it is in."""
+        for name in list(self.procs):
+            self._signal(name, signal.SIGKILL)
+
+    # ----- talking to it ------------------------------------------------------------------------------------
+
+    def http(self, method, path, body=None, headers=None, timeout_s=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout_s)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            try:
+                parsed = json.loads(data) if data else None
+            except ValueError:
+                parsed = {"raw": data.decode(errors="replace")}
+            return resp.status, parsed
+        finally:
+            conn.close()
+
+    def wire(self, rid, *lines):
+        r = self.replica(rid)
+        client = WireClient(r["host"], int(r["port"]))
+        try:
+            return client.call(*lines)
+        finally:
+            client.close()
+
+    def stat(self, rid):
+        return self.wire(rid, ";stat;;")[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("--config", default=os.path.join(REPO, "cluster.yaml"))
+    parser.add_argument("--run-dir", default=os.path.join(REPO, "run"))
+    parser.add_argument("--http-port", type=int, default=8080)
+    args = parser.parse_args()
+    cluster = Cluster(args.config, args.run_dir, http_port=args.http_port, detached=True)
+    names = ["nginx", "master"] + cluster.replica_ids
+    if args.command == "start":
+        running = [n for n in names if cluster.is_running(n)]
+        if running:
+            sys.exit(f"already running: {', '.join(running)} (scripts/cluster.sh stop first)")
+        cluster.start()
+        base = f"http://127.0.0.1:{cluster.http_port}"
+        print(f"kv is up: nginx {base} -> kv-master {cluster.master_listen()} -> "
+              f"{', '.join(cluster.replica_ids)}")
+        print(f"logs in {cluster.run_dir}/logs, data as in {cluster.config_path}\n")
+        print("try:")
+        print(f"  curl -s -X PUT --data-binary 'hello' {base}/kv/greeting")
+        print(f"  curl -s {base}/kv/greeting")
+        print(f"  curl -s -X DELETE {base}/kv/greeting")
+        print(f"  curl -s -X POST --data-binary 'put;colour;blue' {base}/kv")
+        print(f"  curl -s {base}/status")
+        print("stop with: scripts/cluster.sh stop")
+    elif args.command == "stop":
+        cluster.stop()
+        print("kv stopped")
+    else:
+        for n in names:
+            print(f"{n}: {'running' if cluster.is_running(n) else 'stopped'}")
+
+
+if __name__ == "__main__":
+    main()

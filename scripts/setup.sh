@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what kv needs on Debian 12 (system packages, Python test modules) and builds it.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in libfcgi-dev libyaml-dev nginx-light pkg-config python3-yaml python3-pytest; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The python3 on PATH may not be Debian's (pyenv); make sure it has the modules too.
+python3 -c 'import yaml, pytest' 2>/dev/null || python3 -m pip install -q pyyaml pytest
+
+echo "setup: building (swift build)"
+swift build 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]|^Building for|^Compiling|^Write|^Fetching|^Fetched|^Computing|^Computed|^Creating working copy|^Working copy' || true
+test -x "$(swift build --show-bin-path)/kv-master"
