@@ -10,4 +10,4 @@ shift || true
 if [ "$command" = "start" ]; then
     scripts/setup.sh
 fi
-KV_BIN_DIR="$(swift build --show-bin-path)" exec python3 scripts/kvcluster.py "$command" "$@"
+KV_BIN_DIR="$(swift build -c release --show-bin-path)" exec python3 scripts/kvcluster.py "$command" "$@"

@@ -34,7 +34,7 @@ def default_bin_dir():
     env = os.environ.get("KV_BIN_DIR")
     if env:
         return env
-    out = subprocess.run(["swift", "build", "--show-bin-path"], cwd=REPO, capture_output=True, text=True,
+    out = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=REPO, capture_output=True, text=True,
                          check=True)
     return out.stdout.strip()
 
@@ -209,7 +209,17 @@ class Cluster:
         with open(os.path.join(self.run_dir, "logs", f"{name}.log"), errors="replace") as f:
             return f.read()
 
+    @staticmethod
+    def _require_free(host, port, what):
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+        except OSError:
+            return
+        raise RuntimeError(f"{what}: {host}:{port} is already in use by another process; stop it first")
+
     def start_replica(self, rid, env=None, wait=True):
+        r = self.replica(rid)
+        self._require_free(r["host"], r["port"], f"replica {rid}")
         self._spawn(rid, [os.path.join(self.bin_dir, "kv-replicad"), "--config", self.config_path, "--id", rid],
                     env)
         if wait:
@@ -232,6 +242,8 @@ class Cluster:
         return wait_until(ready, timeout_s, f"replica {rid} to answer stat")
 
     def start_master(self, env=None, wait=True):
+        host, port = self.master_listen().rsplit(":", 1)
+        self._require_free(host, port, "master")
         self._spawn("master", [os.path.join(self.bin_dir, "kv-master"), "--config", self.config_path], env)
         if wait:
             self.wait_master_ready()
@@ -286,6 +298,7 @@ http {{
         return path
 
     def start_nginx(self, wait=True):
+        self._require_free("127.0.0.1", self.http_port, "nginx")
         conf = self.render_nginx()
         self._spawn("nginx", ["nginx", "-e", os.path.join(self.run_dir, "logs", "nginx-error.log"), "-p",
                               os.path.join(self.run_dir, "nginx"), "-c", conf, "-g", "daemon off;"])

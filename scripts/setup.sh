@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libfcgi-dev libyaml-dev nginx-light pkg-config python3-yaml python3-pytest; do
+for pkg in libfcgi-dev libyaml-dev nginx-light pkg-config python3-yaml python3-pytest wrk; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -18,6 +18,9 @@ fi
 # The python3 on PATH may not be Debian's (pyenv); make sure it has the modules too.
 python3 -c 'import yaml, pytest' 2>/dev/null || python3 -m pip install -q pyyaml pytest
 
-echo "setup: building (swift build)"
-swift build 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]|^Building for|^Compiling|^Write|^Fetching|^Fetched|^Computing|^Computed|^Creating working copy|^Working copy' || true
-test -x "$(swift build --show-bin-path)/kv-master"
+# The binaries the cluster and the integration tests run are release builds (unit tests build debug).
+echo "setup: building release binaries (swift build -c release)"
+quiet='^\[[0-9]+/[0-9]+\]|^Building for|^Compiling|^Write|^Fetching|^Fetched|^Computing|^Computed|^Creating working copy|^Working copy'
+swift build -c release 2>&1 | { grep -Ev "$quiet" || true; }
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "setup: swift build failed"; exit 1; }
+test -x "$(swift build -c release --show-bin-path)/kv-master"

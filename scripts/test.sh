@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 echo "== swift test"
-swift test 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]|^Building for|^Compiling|^Write ' 
+set +e
+swift test 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]|^Building for|^Compiling|^Write '
 status=${PIPESTATUS[0]}
+set -e
 [ "$status" -eq 0 ] || { echo "swift test failed"; exit "$status"; }
 echo "== integration tests (pytest)"
-KV_BIN_DIR="$(swift build --show-bin-path)" python3 -m pytest -q -p no:cacheprovider Tests/integration "$@"
+KV_BIN_DIR="$(swift build -c release --show-bin-path)" python3 -m pytest -q -p no:cacheprovider Tests/integration "$@"

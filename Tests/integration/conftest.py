@@ -1,0 +1,27 @@
+"""Fixtures for integration tests: a real cluster (nginx + kv-master + 3 kv-replicad) on free loopback
+ports in a temporary directory, stopped by PID after each test whatever happened."""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+
+import kvcluster  # noqa: E402
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    # nginx workers run as another user when not root; the temp dir must be reachable for logs only.
+    os.chmod(tmp_path, 0o755)
+    c = kvcluster.Cluster.generate(str(tmp_path / "kv"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.kill_all()
+
+
+def pytest_configure(config):
+    if not os.environ.get("KV_BIN_DIR"):
+        os.environ["KV_BIN_DIR"] = kvcluster.default_bin_dir()

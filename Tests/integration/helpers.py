@@ -1,0 +1,57 @@
+"""Small helpers shared by the integration tests."""
+import threading
+import time
+
+REQUIRED_FIELDS = ("status", "message", "seq", "server")
+
+
+def assert_kv_json(status, body):
+    """Every answer is a JSON object with status, message, seq and server, and status matches HTTP."""
+    assert isinstance(body, dict), f"HTTP {status}: body is not a JSON object: {body!r}"
+    for field in REQUIRED_FIELDS:
+        assert field in body, f"HTTP {status}: field {field!r} missing in {body}"
+    assert isinstance(body["status"], bool)
+    assert isinstance(body["message"], str) and body["message"], body
+    assert body["seq"] is None or isinstance(body["seq"], int), body
+    assert isinstance(body["server"], str) and body["server"], body
+    assert body["status"] == (status == 200), f"HTTP {status} but status={body['status']}: {body}"
+
+
+def replica_contents(cluster, rid, keys):
+    """Reads `keys` directly from one replica over the wire protocol: key -> (value, seq) or None."""
+    from kvcluster import wire_escape
+    replies = cluster.wire(rid, *[b";get;" + wire_escape(k) + b";" for k in keys])
+    out = {}
+    for key, reply in zip(keys, replies):
+        assert reply["server"] == rid
+        if reply["status"]:
+            out[key] = (reply["message"], reply["seq"])
+        else:
+            assert reply["code"] == "not_found", reply
+            out[key] = None
+    return out
+
+
+def run_threads(count, target, duration_s, max_ops):
+    """Runs `target(thread_index, stop)` on `count` threads, bounded in time and by `max_ops` per thread."""
+    stop = threading.Event()
+    errors = []
+
+    def wrapper(i):
+        try:
+            target(i, stop, max_ops)
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=wrapper, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + duration_s
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stop.set()
+    for t in threads:
+        t.join(30)
+    if errors:
+        raise errors[0]

@@ -1,0 +1,62 @@
+"""Replica and master failures: clear errors while down, full data after restart."""
+from helpers import assert_kv_json, replica_contents
+
+
+def test_killed_replica_fails_writes_naming_it_and_keeps_reads(cluster):
+    keys = [f"k{i}".encode() for i in range(20)]
+    for k in keys:
+        assert cluster.http("PUT", "/kv/" + k.decode(), body=b"v-" + k)[0] == 200
+
+    cluster.kill_replica("r2")
+    status, body = cluster.http("PUT", "/kv/k0", body=b"changed")
+    assert status == 503, body
+    assert_kv_json(status, body)
+    assert "r2" in body["message"] and "retrying is safe" in body["message"]
+    r2 = next(r for r in body["replicas"] if r["server"] == "r2")
+    assert r2["status"] is False and "127.0.0.1:" in r2["message"]
+    status, body = cluster.http("DELETE", "/kv/k1")
+    assert status == 503 and "r2" in body["message"]
+    for _ in range(10):  # reads go to a random replica and must skip the dead one
+        status, body = cluster.http("GET", "/kv/k0")
+        assert status == 200 and body["message"] == "v-k0" and body["server"] != "r2"
+
+    status, body = cluster.http("GET", "/status")
+    down = [r for r in body["replicas"] if not r["up"]]
+    assert [r["id"] for r in down] == ["r2"] and body["status"] is False
+
+    cluster.start_replica("r2")
+    status, body = cluster.http("PUT", "/kv/k0", body=b"after")
+    assert status == 200, body
+    expected = {k: ("v-" + k.decode(), None) for k in keys}
+    expected[b"k0"] = ("after", None)
+    for rid in cluster.replica_ids:
+        got = replica_contents(cluster, rid, keys)
+        assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in expected.items()}, rid
+    digests = {cluster.stat(rid)["digest"] for rid in cluster.replica_ids}
+    assert len(digests) == 1
+
+
+def test_replica_sigkill_keeps_every_committed_write(cluster):
+    for i in range(200):
+        assert cluster.http("PUT", f"/kv/d{i}", body=f"{i}".encode())[0] == 200
+    for i in range(0, 200, 3):
+        assert cluster.http("DELETE", f"/kv/d{i}")[0] == 200
+    before = cluster.stat("r3")
+    cluster.kill_replica("r3")
+    cluster.start_replica("r3")
+    after = cluster.stat("r3")
+    assert after["keys"] == before["keys"] == 200 - len(range(0, 200, 3))
+    assert after["digest"] == before["digest"] == cluster.stat("r1")["digest"]
+    assert after["last_committed_seq"] == before["last_committed_seq"]
+
+
+def test_master_restart_keeps_seqs_unique_and_data(cluster):
+    status, body = cluster.http("PUT", "/kv/x", body=b"1")
+    first = body["seq"]
+    cluster.kill_master()
+    cluster.start_master()
+    status, body = cluster.http("PUT", "/kv/y", body=b"2")
+    assert status == 200, body
+    assert body["seq"] > first
+    status, body = cluster.http("GET", "/kv/x")
+    assert status == 200 and body["message"] == "1" and body["seq"] == first
