@@ -364,7 +364,9 @@ http {{
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "start-replica", "stop-replica",
+                                            "kill-replica"])
+    parser.add_argument("replica", nargs="?", help="replica id, for the *-replica commands")
     parser.add_argument("--config", default=os.path.join(REPO, "cluster.yaml"))
     parser.add_argument("--run-dir", default=os.path.join(REPO, "run"))
     parser.add_argument("--http-port", type=int, default=8080)
@@ -390,6 +392,18 @@ def main():
     elif args.command == "stop":
         cluster.stop()
         print("kv stopped")
+    elif args.command.endswith("-replica"):
+        if args.replica not in cluster.replica_ids:
+            sys.exit(f"name a replica: one of {', '.join(cluster.replica_ids)}")
+        if args.command == "start-replica":
+            cluster.start_replica(args.replica)
+            print(f"{args.replica} is up")
+        elif args.command == "stop-replica":
+            cluster.stop_replica(args.replica)
+            print(f"{args.replica} stopped (SIGTERM)")
+        else:
+            cluster._signal(args.replica, signal.SIGKILL)
+            print(f"{args.replica} killed (SIGKILL)")
     else:
         for n in names:
             print(f"{n}: {'running' if cluster.is_running(n) else 'stopped'}")
