@@ -52,6 +52,7 @@ public final class LogFile {
 
     /// The frame for `payload`, ready to append.
     public static func frame(_ payload: [UInt8]) -> [UInt8] {
+        precondition(!payload.isEmpty, "log records are never empty")
         var writer = BinaryWriter(capacity: payload.count + frameHeaderBytes)
         writer.u32(UInt32(payload.count))
         writer.u32(CRC32C.checksum(payload))
@@ -72,37 +73,55 @@ public final class LogFile {
     }
 
     /// Walks the frames of `bytes`; returns the length of the intact prefix.
+    ///
+    /// A bad frame (length past the end, checksum mismatch) counts as a torn append only if no intact frame
+    /// starts anywhere after it: a crash mid-write damages the end of the file, never the middle.
     static func scan(_ bytes: [UInt8], path: String, onRecord: ([UInt8], Int) throws -> Void) throws -> Int {
         guard bytes.count >= magic.count, Array(bytes[0..<magic.count]) == magic else {
             throw StorageError.badHeader(path: path)
         }
         var offset = magic.count
         while offset < bytes.count {
-            let remaining = bytes.count - offset
-            guard remaining >= frameHeaderBytes else { return offset }
-            var header = BinaryReader(Array(bytes[offset..<offset + frameHeaderBytes]))
-            let length = Int(try header.u32())
-            let checksum = try header.u32()
-            let end = offset + frameHeaderBytes + length
-            guard length <= payloadBytesMax, end <= bytes.count else {
-                // A length running past the end can only be a torn append if nothing follows it.
-                if length > payloadBytesMax && end < bytes.count {
-                    throw StorageError.corrupt(path: path, offset: offset, detail: "implausible record length \(length)")
+            guard let payload = intactFrame(in: bytes, at: offset) else {
+                if let later = firstIntactFrame(in: bytes, after: offset) {
+                    throw StorageError.corrupt(path: path, offset: offset,
+                                               detail: "damaged record (intact records follow at byte \(later))")
                 }
                 return offset
-            }
-            let payload = Array(bytes[(offset + frameHeaderBytes)..<end])
-            guard CRC32C.checksum(payload) == checksum else {
-                if end == bytes.count { return offset }
-                throw StorageError.corrupt(path: path, offset: offset, detail: "checksum mismatch")
             }
             do {
                 try onRecord(payload, offset)
             } catch let error as KVError {
                 throw StorageError.corrupt(path: path, offset: offset, detail: error.description)
             }
-            offset = end
+            offset += frameHeaderBytes + payload.count
         }
         return offset
+    }
+
+    /// The payload of the frame at `offset` if its length fits and its checksum matches.
+    private static func intactFrame(in bytes: [UInt8], at offset: Int) -> [UInt8]? {
+        guard bytes.count - offset >= frameHeaderBytes else { return nil }
+        let length = Int(littleEndianU32(bytes, offset))
+        let checksum = littleEndianU32(bytes, offset + 4)
+        guard length > 0, length <= payloadBytesMax, bytes.count - offset - frameHeaderBytes >= length else {
+            return nil
+        }
+        let payload = Array(bytes[(offset + frameHeaderBytes)..<(offset + frameHeaderBytes + length)])
+        return CRC32C.checksum(payload) == checksum ? payload : nil
+    }
+
+    private static func firstIntactFrame(in bytes: [UInt8], after offset: Int) -> Int? {
+        var candidate = offset + 1
+        while candidate + frameHeaderBytes < bytes.count {
+            if intactFrame(in: bytes, at: candidate) != nil { return candidate }
+            candidate += 1
+        }
+        return nil
+    }
+
+    private static func littleEndianU32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
+        UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16
+            | UInt32(bytes[offset + 3]) << 24
     }
 }

@@ -132,7 +132,9 @@ struct JSONParser {
     }
 
     private mutating func readHex4() throws -> UInt32 {
-        guard bytes.count - index >= 4,
+        // Exactly four hex digits: `UInt32(_:radix:)` alone would also accept a sign, e.g. `\u+041`.
+        guard bytes.count - index >= 4, !bytes[index..<index + 4].contains(UInt8(ascii: "+")),
+              !bytes[index..<index + 4].contains(UInt8(ascii: "-")),
               let value = UInt32(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16)
         else { throw fail("invalid \\u escape") }
         index += 4

@@ -73,6 +73,7 @@ public struct Coordinator {
     private var reports: [String: ReplicaReport] = [:]
     private var acked: Set<String> = []
     private var failure: Failure?
+    private var started = false
 
     public init(seq: UInt64, op: WriteOp, participants: [String]) {
         precondition(!participants.isEmpty, "a transaction needs at least one participant")
@@ -88,6 +89,8 @@ public struct Coordinator {
     public mutating func handle(_ event: Event) -> [Action] {
         switch (phase, event) {
         case (.preparing, .start):
+            guard !started else { return [] }
+            started = true
             return participants.map { replica in
                 outstanding[replica, default: 0] += 1
                 return .send(replica: replica, op.prepareRequest(seq: seq))

@@ -86,11 +86,12 @@ public struct WireReply: Equatable, Sendable {
         }
         if let keys = json["keys"]?.uint64Value, let digestText = json["digest"]?.stringValue,
            let digest = UInt64(digestText, radix: 16) {
+            guard let keyCount = Int(exactly: keys) else { return .failure(.wireBadReply("'keys' out of range")) }
             let inDoubt = (json["in_doubt"]?.arrayValue ?? []).compactMap { item -> ReplicaStat.InDoubt? in
                 guard let seq = item["seq"]?.uint64Value else { return nil }
                 return ReplicaStat.InDoubt(seq: seq, ageMs: item["age_ms"]?.uint64Value ?? 0)
             }
-            reply.stat = ReplicaStat(keys: Int(keys), digest: digest,
+            reply.stat = ReplicaStat(keys: keyCount, digest: digest,
                                      lastCommittedSeq: json["last_committed_seq"]?.uint64Value ?? 0,
                                      inDoubt: inDoubt)
         }

@@ -1,0 +1,278 @@
+@testable import KVCommon
+import XCTest
+
+final class ParticipantTests: XCTestCase {
+    private typealias Action = Participant.Action
+
+    private let key = Array("key".utf8)
+    private let other = Array("other".utf8)
+    private var nextID: Participant.RequestID = 0
+
+    /// Sends `request` with a fresh request id; returns the actions with reply messages blanked
+    /// (messages are human text; everything else is compared exactly).
+    private func send(_ request: WireRequest, to participant: inout Participant, nowMs: UInt64 = 0,
+                      id: Participant.RequestID? = nil) -> [Action] {
+        nextID += 1
+        return strip(participant.handle(.request(request, id ?? nextID, nowMs: nowMs)))
+    }
+
+    private func strip(_ actions: [Action]) -> [Action] {
+        actions.map { action in
+            guard case .reply(let id, var reply) = action else { return action }
+            reply.message = ""
+            return .reply(id, reply)
+        }
+    }
+
+    private func reply(_ id: Participant.RequestID, _ status: Bool, _ code: ReplyCode, seq: UInt64? = nil,
+                       value: [UInt8]? = nil) -> Action {
+        .reply(id, WireReply(status: status, code: code, message: "", seq: seq, server: "r1", value: value))
+    }
+
+    private func committed(_ participant: inout Participant, seq: UInt64, _ op: WriteOp) {
+        XCTAssertEqual(send(op.prepareRequest(seq: seq), to: &participant).first, .persist(.prepare(seq: seq, op: op)))
+        XCTAssertEqual(send(.com(seq), to: &participant).first, .persist(.commit(seq: seq)))
+    }
+
+    // MARK: - Prepare
+
+    func testPrepareOnFreeKeyPersistsThenVotesYes() {
+        var participant = Participant(server: "r1")
+        let actions = send(.put(1, key, Array("v".utf8)), to: &participant)
+        XCTAssertEqual(actions, [.persist(.prepare(seq: 1, op: .put(key: key, value: Array("v".utf8)))),
+                                 reply(nextID, true, .ok, seq: 1)])
+        XCTAssertEqual(participant.lockHolder(of: key), 1)
+        XCTAssertEqual(participant.inDoubt, [1])
+        XCTAssertNil(participant.store[key], "a prepared value is not visible before commit")
+    }
+
+    func testPrepareOnLockedKeyVotesConflictWithoutPersisting() {
+        var participant = Participant(server: "r1")
+        _ = send(.put(1, key, Array("a".utf8)), to: &participant)
+        XCTAssertEqual(send(.put(2, key, Array("b".utf8)), to: &participant), [reply(nextID, false, .conflict, seq: 2)])
+        XCTAssertEqual(send(.del(3, key), to: &participant), [reply(nextID, false, .conflict, seq: 3)])
+        XCTAssertEqual(participant.lockHolder(of: key), 1)
+        XCTAssertEqual(participant.inDoubt, [1])
+        // The loser is remembered as aborted: its abrt is acknowledged without a new record.
+        XCTAssertEqual(send(.abrt(2), to: &participant), [reply(nextID, true, .ok, seq: 2)])
+    }
+
+    func testDeleteOfMissingKeyVotesNotFound() {
+        var participant = Participant(server: "r1")
+        XCTAssertEqual(send(.del(4, key), to: &participant), [reply(nextID, false, .notFound, seq: 4)])
+        XCTAssertNil(participant.lockHolder(of: key))
+        XCTAssertEqual(participant.inDoubt, [])
+    }
+
+    func testDuplicatePrepareIsIdempotent() {
+        var participant = Participant(server: "r1")
+        _ = send(.put(1, key, Array("a".utf8)), to: &participant)
+        XCTAssertEqual(send(.put(1, key, Array("a".utf8)), to: &participant), [reply(nextID, true, .ok, seq: 1)])
+        XCTAssertEqual(send(.put(1, key, Array("b".utf8)), to: &participant), [reply(nextID, false, .conflict, seq: 1)])
+    }
+
+    // MARK: - Commit and abort
+
+    func testCommitPersistsRepliesAndApplies() {
+        var participant = Participant(server: "r1")
+        _ = send(.put(5, key, Array("v1".utf8)), to: &participant)
+        XCTAssertEqual(send(.com(5), to: &participant), [.persist(.commit(seq: 5)), reply(nextID, true, .ok, seq: 5)])
+        XCTAssertEqual(participant.store[key], Participant.Entry(value: Array("v1".utf8), version: 5, created: 5))
+        XCTAssertNil(participant.lockHolder(of: key))
+        XCTAssertEqual(participant.lastCommittedSeq, 5)
+        XCTAssertEqual(participant.inDoubt, [])
+
+        committed(&participant, seq: 9, .put(key: key, value: Array("v2".utf8)))
+        XCTAssertEqual(participant.store[key], Participant.Entry(value: Array("v2".utf8), version: 9, created: 5))
+        XCTAssertEqual(send(.get(key), to: &participant), [reply(nextID, true, .ok, seq: 9, value: Array("v2".utf8))])
+
+        committed(&participant, seq: 12, .delete(key: key))
+        XCTAssertNil(participant.store[key])
+        XCTAssertEqual(send(.get(key), to: &participant), [reply(nextID, false, .notFound)])
+        XCTAssertEqual(participant.lastCommittedSeq, 12)
+    }
+
+    func testDuplicateCommitAndAbortAreIdempotent() {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 1, .put(key: key, value: [1]))
+        XCTAssertEqual(send(.com(1), to: &participant), [reply(nextID, true, .ok, seq: 1)])
+        XCTAssertEqual(send(.com(1), to: &participant), [reply(nextID, true, .ok, seq: 1)])
+        XCTAssertEqual(send(.abrt(1), to: &participant), [reply(nextID, false, .conflict, seq: 1)])
+
+        _ = send(.put(2, other, [2]), to: &participant)
+        XCTAssertEqual(send(.abrt(2), to: &participant), [.persist(.abort(seq: 2)), reply(nextID, true, .ok, seq: 2)])
+        XCTAssertEqual(send(.abrt(2), to: &participant), [reply(nextID, true, .ok, seq: 2)])
+        XCTAssertEqual(send(.com(2), to: &participant), [reply(nextID, false, .aborted, seq: 2)])
+        XCTAssertEqual(participant.store[key]?.value, [1])
+        XCTAssertNil(participant.store[other])
+    }
+
+    func testAbortReleasesTheLock() {
+        var participant = Participant(server: "r1")
+        _ = send(.put(1, key, [1]), to: &participant)
+        XCTAssertEqual(send(.abrt(1), to: &participant), [.persist(.abort(seq: 1)), reply(nextID, true, .ok, seq: 1)])
+        XCTAssertNil(participant.lockHolder(of: key))
+        XCTAssertEqual(participant.inDoubt, [])
+        XCTAssertNil(participant.store[key])
+        XCTAssertEqual(send(.put(2, key, [2]), to: &participant).first, .persist(.prepare(seq: 2, op: .put(key: key,
+                                                                                                        value: [2]))))
+    }
+
+    func testLatePrepareAfterAbortVotesNo() {
+        var participant = Participant(server: "r1")
+        _ = send(.put(1, key, [1]), to: &participant)
+        _ = send(.abrt(1), to: &participant)
+        XCTAssertEqual(send(.put(1, key, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 1)])
+        XCTAssertNil(participant.lockHolder(of: key))
+    }
+
+    func testAbortOfUnknownSeqIsRememberedDurably() {
+        var participant = Participant(server: "r1")
+        XCTAssertEqual(send(.abrt(9), to: &participant), [.persist(.abort(seq: 9)), reply(nextID, true, .ok, seq: 9)])
+        XCTAssertEqual(send(.put(9, key, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 9)])
+        XCTAssertNil(participant.lockHolder(of: key))
+        XCTAssertEqual(send(.com(9), to: &participant), [reply(nextID, false, .aborted, seq: 9)])
+    }
+
+    func testCommitOfUnknownSeq() {
+        var participant = Participant(server: "r1")
+        XCTAssertEqual(send(.com(3), to: &participant), [reply(nextID, false, .unknownTransaction, seq: 3)])
+    }
+
+    // MARK: - Reads
+
+    func testReadOfLockedKeyWaitsForTheCommit() {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 1, .put(key: key, value: Array("old".utf8)))
+        _ = send(.put(2, key, Array("new".utf8)), to: &participant)
+        XCTAssertEqual(send(.get(key), to: &participant, id: 100), [.awaitDecision(100)])
+        XCTAssertEqual(send(.get(key), to: &participant, id: 101), [.awaitDecision(101)])
+        XCTAssertEqual(send(.get(other), to: &participant, id: 102), [reply(102, false, .notFound)])
+        XCTAssertEqual(send(.com(2), to: &participant, id: 200), [
+            .persist(.commit(seq: 2)), reply(200, true, .ok, seq: 2),
+            reply(100, true, .ok, seq: 2, value: Array("new".utf8)),
+            reply(101, true, .ok, seq: 2, value: Array("new".utf8)),
+        ])
+        XCTAssertEqual(participant.handle(.readTimedOut(100)), [], "an answered read cannot time out")
+    }
+
+    func testReadOfLockedKeyAfterAbortSeesTheOldValue() {
+        var participant = Participant(server: "r1")
+        _ = send(.put(2, key, Array("new".utf8)), to: &participant)
+        XCTAssertEqual(send(.get(key), to: &participant, id: 100), [.awaitDecision(100)])
+        XCTAssertEqual(send(.abrt(2), to: &participant, id: 200), [
+            .persist(.abort(seq: 2)), reply(200, true, .ok, seq: 2), reply(100, false, .notFound),
+        ])
+    }
+
+    func testParkedReadTimesOut() {
+        var participant = Participant(server: "r1")
+        _ = send(.put(2, key, [1]), to: &participant)
+        XCTAssertEqual(send(.get(key), to: &participant, id: 100), [.awaitDecision(100)])
+        let actions = participant.handle(.readTimedOut(100))
+        XCTAssertEqual(strip(actions), [reply(100, false, .timeout)])
+        if case .reply(_, let answer) = actions.first { XCTAssertTrue(answer.message.contains("2"), answer.message) }
+        XCTAssertEqual(participant.handle(.readTimedOut(100)), [], "a read times out once")
+        XCTAssertEqual(participant.handle(.readTimedOut(12_345)), [], "unknown reads are ignored")
+        XCTAssertEqual(send(.com(2), to: &participant, id: 200), [.persist(.commit(seq: 2)),
+                                                                  reply(200, true, .ok, seq: 2)])
+    }
+
+    // MARK: - Replay
+
+    func testReplayRebuildsStoreLocksAndInDoubt() {
+        var participant = Participant(server: "r1")
+        let records: [ReplicaRecord] = [
+            .prepare(seq: 1, op: .put(key: key, value: Array("a".utf8))), .commit(seq: 1),
+            .prepare(seq: 2, op: .put(key: other, value: Array("b".utf8))), .abort(seq: 2),
+            .prepare(seq: 3, op: .put(key: key, value: Array("c".utf8))), .commit(seq: 3),
+            .prepare(seq: 4, op: .put(key: other, value: Array("d".utf8))),
+            .abort(seq: 6),
+        ]
+        for record in records { participant.replay(record, nowMs: 1_000) }
+        XCTAssertEqual(participant.store, [key: Participant.Entry(value: Array("c".utf8), version: 3, created: 1)])
+        XCTAssertEqual(participant.lastCommittedSeq, 3)
+        XCTAssertEqual(participant.inDoubt, [4])
+        XCTAssertEqual(participant.lockHolder(of: other), 4)
+        XCTAssertNil(participant.lockHolder(of: key))
+        XCTAssertEqual(participant.stat(nowMs: 1_250).inDoubt, [.init(seq: 4, ageMs: 250)])
+
+        XCTAssertEqual(send(.put(7, other, [1]), to: &participant), [reply(nextID, false, .conflict, seq: 7)])
+        XCTAssertEqual(send(.put(2, other, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 2)])
+        XCTAssertEqual(send(.put(6, other, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 6)])
+        XCTAssertEqual(send(.com(1), to: &participant), [reply(nextID, true, .ok, seq: 1)])
+        XCTAssertEqual(send(.com(4), to: &participant), [.persist(.commit(seq: 4)), reply(nextID, true, .ok, seq: 4)])
+        XCTAssertEqual(participant.store[other]?.value, Array("d".utf8))
+        XCTAssertEqual(participant.inDoubt, [])
+    }
+
+    func testReplayMatchesLiveState() {
+        var live = Participant(server: "r1")
+        var log: [ReplicaRecord] = []
+        var random = SplitMix64(seed: 2024)
+        let keys = (0..<5).map { Array("k\($0)".utf8) }
+        for seq in UInt64(1)...300 {
+            let target = keys[Int.random(in: 0..<keys.count, using: &random)]
+            let op: WriteOp = Bool.random(using: &random) ? .put(key: target, value: random.bytes(count: 3))
+                : .delete(key: target)
+            var actions = send(op.prepareRequest(seq: seq), to: &live)
+            if let decide = live.inDoubt.first,
+               live.inDoubt.count > 1 || Int.random(in: 0..<3, using: &random) > 0 {
+                actions += send(Bool.random(using: &random) ? .com(decide) : .abrt(decide), to: &live)
+            }
+            for case .persist(let record) in actions { log.append(record) }
+        }
+        var restored = Participant(server: "r1")
+        for record in log { restored.replay(record, nowMs: 0) }
+        XCTAssertEqual(restored.store, live.store)
+        XCTAssertEqual(restored.digest, live.digest)
+        XCTAssertEqual(restored.lastCommittedSeq, live.lastCommittedSeq)
+        XCTAssertEqual(restored.inDoubt, live.inDoubt)
+        XCTAssertGreaterThan(live.store.count, 0)
+    }
+
+    // MARK: - Digest and stat
+
+    func testDigestIsOrderIndependent() {
+        var first = Participant(server: "r1")
+        var second = Participant(server: "r2")
+        let writes: [(UInt64, [UInt8], [UInt8])] = [(1, key, [1]), (2, other, [2]), (3, Array("third".utf8), [3])]
+        for (seq, key, value) in writes { committed(&first, seq: seq, .put(key: key, value: value)) }
+        for (seq, key, value) in writes.reversed() { committed(&second, seq: seq, .put(key: key, value: value)) }
+        XCTAssertEqual(first.digest, second.digest)
+        XCTAssertNotEqual(first.digest, 0)
+
+        var third = Participant(server: "r3")
+        for (seq, key, value) in writes {
+            committed(&third, seq: seq, .put(key: key, value: value == [2] ? [9] : value))
+        }
+        XCTAssertNotEqual(third.digest, first.digest)
+
+        var fourth = Participant(server: "r4")
+        for (seq, key, value) in writes { committed(&fourth, seq: seq + 10, .put(key: key, value: value)) }
+        XCTAssertNotEqual(fourth.digest, first.digest, "the version is part of the digest")
+    }
+
+    func testDigestReturnsToZeroWhenEverythingIsDeleted() {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 1, .put(key: key, value: [1]))
+        committed(&participant, seq: 2, .put(key: key, value: [2]))
+        committed(&participant, seq: 3, .delete(key: key))
+        XCTAssertEqual(participant.digest, 0)
+        XCTAssertEqual(participant.store.count, 0)
+    }
+
+    func testStatReportsKeysSeqAndInDoubtAges() {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 1, .put(key: key, value: [1]))
+        _ = send(.put(3, other, [3]), to: &participant, nowMs: 1_000)
+        _ = send(.put(2, Array("x".utf8), [2]), to: &participant, nowMs: 1_400)
+        let expected = ReplicaStat(keys: 1, digest: participant.digest, lastCommittedSeq: 1,
+                                   inDoubt: [.init(seq: 2, ageMs: 600), .init(seq: 3, ageMs: 1_000)])
+        XCTAssertEqual(participant.stat(nowMs: 2_000), expected)
+        XCTAssertEqual(participant.stat(nowMs: 500).inDoubt.map(\.ageMs), [0, 0], "a clock behind never underflows")
+        var answer = WireReply(status: true, code: .ok, message: "", seq: 1, server: "r1")
+        answer.stat = expected
+        XCTAssertEqual(send(.stat, to: &participant, nowMs: 2_000, id: 77), [.reply(77, answer)])
+    }
+}

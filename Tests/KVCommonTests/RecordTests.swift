@@ -1,0 +1,169 @@
+import KVCommon
+import XCTest
+
+final class RecordTests: XCTestCase {
+    private func assertMalformed(_ body: @autoclosure () throws -> Any, _ message: String = "",
+                                 file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try body(), message, file: file, line: line) { error in
+            guard case .recordMalformed = error as? KVError else {
+                return XCTFail("expected KVError.recordMalformed, got \(error)", file: file, line: line)
+            }
+        }
+    }
+
+    private let replicaSamples: [ReplicaRecord] = [
+        .prepare(seq: 1, op: .put(key: Array("key".utf8), value: Array("value".utf8))),
+        .prepare(seq: UInt64.max, op: .put(key: [0x00, 0xFF, 0x3B], value: [])),
+        .prepare(seq: 42, op: .put(key: Array("big".utf8), value: [UInt8](repeating: 0xAB, count: 70_000))),
+        .prepare(seq: 7, op: .delete(key: Array("gone".utf8))),
+        .commit(seq: 7),
+        .abort(seq: 0x0102_0304_0506_0708),
+    ]
+
+    private let decisionSamples: [DecisionRecord] = [
+        .commit(seq: 5, participants: ["r1", "r2", "r3"]),
+        .commit(seq: UInt64.max, participants: []),
+        .commit(seq: 6, participants: ["ü-replica"]),
+        .end(seq: 5),
+    ]
+
+    // MARK: - ReplicaRecord
+
+    func testReplicaRecordRoundTrip() throws {
+        for record in replicaSamples {
+            XCTAssertEqual(try ReplicaRecord.decode(record.encoded()), record)
+        }
+        XCTAssertEqual(replicaSamples.map(\.seq), [1, UInt64.max, 42, 7, 7, 0x0102_0304_0506_0708])
+    }
+
+    func testReplicaRecordLayoutIsLittleEndian() {
+        XCTAssertEqual(ReplicaRecord.commit(seq: 0x0102).encoded(), [2, 0x02, 0x01, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(ReplicaRecord.abort(seq: 1).encoded(), [3, 1, 0, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(ReplicaRecord.prepare(seq: 1, op: .delete(key: [0x61])).encoded(),
+                       [1, 1, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0x61, 0, 0, 0, 0])
+    }
+
+    func testTruncatedReplicaRecordsThrow() {
+        for record in replicaSamples {
+            let bytes = record.encoded()
+            for length in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 300)) {
+                assertMalformed(try ReplicaRecord.decode(Array(bytes[0..<length])), "\(record.seq) cut to \(length)")
+            }
+            assertMalformed(try ReplicaRecord.decode(Array(bytes.dropLast())), "\(record.seq) minus one byte")
+        }
+    }
+
+    func testGarbageReplicaRecordsThrow() {
+        assertMalformed(try ReplicaRecord.decode(ReplicaRecord.commit(seq: 1).encoded() + [0]))
+        assertMalformed(try ReplicaRecord.decode([9, 1, 0, 0, 0, 0, 0, 0, 0]))
+        assertMalformed(try ReplicaRecord.decode([0, 1, 0, 0, 0, 0, 0, 0, 0]))
+        // Unknown op type 3.
+        assertMalformed(try ReplicaRecord.decode([1, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0]))
+        // A key length far beyond the payload.
+        assertMalformed(try ReplicaRecord.decode([1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0x61]))
+        var random = SplitMix64(seed: 7)
+        for _ in 0..<2000 {
+            let bytes = random.bytes(count: Int.random(in: 0...40, using: &random))
+            if let record = try? ReplicaRecord.decode(bytes) {
+                XCTAssertEqual(record.encoded(), bytes, "whatever decodes must re-encode to the same bytes")
+            }
+        }
+    }
+
+    // MARK: - DecisionRecord
+
+    func testDecisionRecordRoundTrip() throws {
+        for record in decisionSamples {
+            XCTAssertEqual(try DecisionRecord.decode(record.encoded()), record)
+        }
+        XCTAssertEqual(decisionSamples.map(\.seq), [5, UInt64.max, 6, 5])
+    }
+
+    func testTruncatedDecisionRecordsThrow() {
+        for record in decisionSamples {
+            let bytes = record.encoded()
+            for length in 0..<bytes.count {
+                assertMalformed(try DecisionRecord.decode(Array(bytes[0..<length])), "\(record) cut to \(length)")
+            }
+        }
+    }
+
+    func testGarbageDecisionRecordsThrow() {
+        assertMalformed(try DecisionRecord.decode(DecisionRecord.end(seq: 1).encoded() + [0]))
+        assertMalformed(try DecisionRecord.decode([3, 1, 0, 0, 0, 0, 0, 0, 0]))
+        assertMalformed(try DecisionRecord.decode([]))
+        // A participant count beyond the limit.
+        assertMalformed(try DecisionRecord.decode([1, 1, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]))
+        // A participant id longer than 1024 bytes.
+        var writer = BinaryWriter()
+        writer.u8(1)
+        writer.u64(1)
+        writer.u32(1)
+        writer.blob([UInt8](repeating: 0x61, count: 1025))
+        assertMalformed(try DecisionRecord.decode(writer.bytes))
+    }
+
+    // MARK: - BinaryCodec
+
+    func testBinaryReaderReadsWhatWriterWrote() throws {
+        var writer = BinaryWriter()
+        writer.u8(0xAB)
+        writer.u32(0xDEAD_BEEF)
+        writer.u64(0x0123_4567_89AB_CDEF)
+        writer.blob([1, 2, 3])
+        writer.blob([UInt8]())
+        XCTAssertEqual(writer.bytes.count, 1 + 4 + 8 + 4 + 3 + 4)
+        var reader = BinaryReader(writer.bytes)
+        XCTAssertEqual(try reader.u8(), 0xAB)
+        XCTAssertEqual(try reader.u32(), 0xDEAD_BEEF)
+        XCTAssertEqual(try reader.u64(), 0x0123_4567_89AB_CDEF)
+        XCTAssertEqual(try reader.blob(), [1, 2, 3])
+        XCTAssertEqual(try reader.blob(), [])
+        XCTAssertTrue(reader.isAtEnd)
+        XCTAssertEqual(reader.offset, writer.bytes.count)
+        assertMalformed(try reader.u8())
+    }
+
+    func testBlobLimit() {
+        var writer = BinaryWriter()
+        writer.blob([UInt8](repeating: 1, count: 10))
+        var reader = BinaryReader(writer.bytes)
+        assertMalformed(try reader.blob(limit: 9))
+        var again = BinaryReader(writer.bytes)
+        XCTAssertEqual(try again.blob(limit: 10).count, 10)
+    }
+
+    // MARK: - CRC32C
+
+    func testCRC32CKnownVectors() {
+        XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283)
+        XCTAssertEqual(CRC32C.checksum([UInt8]()), 0)
+        // RFC 3720 (iSCSI) appendix B.4.
+        XCTAssertEqual(CRC32C.checksum([UInt8](repeating: 0x00, count: 32)), 0x8A91_36AA)
+        XCTAssertEqual(CRC32C.checksum([UInt8](repeating: 0xFF, count: 32)), 0x62A8_AB43)
+        XCTAssertEqual(CRC32C.checksum((0..<32).map { UInt8($0) }), 0x46DD_794E)
+        XCTAssertEqual(CRC32C.checksum((0..<32).reversed().map { UInt8($0) }), 0x113F_DB5C)
+    }
+
+    func testCRC32CInPieces() {
+        var random = SplitMix64(seed: 99)
+        for _ in 0..<50 {
+            let bytes = random.bytes(count: Int.random(in: 0...300, using: &random))
+            let cut = Int.random(in: 0...bytes.count, using: &random)
+            let whole = CRC32C.checksum(bytes)
+            XCTAssertEqual(CRC32C.checksum(bytes[cut...], seed: CRC32C.checksum(bytes[..<cut])), whole)
+        }
+    }
+
+    func testCRC32CDetectsSingleBitFlips() {
+        let bytes = ReplicaRecord.prepare(seq: 3, op: .put(key: Array("k".utf8), value: Array("v".utf8))).encoded()
+        let original = CRC32C.checksum(bytes)
+        for index in bytes.indices {
+            for bit in 0..<8 {
+                var flipped = bytes
+                flipped[index] ^= 1 << bit
+                XCTAssertNotEqual(CRC32C.checksum(flipped), original, "byte \(index) bit \(bit)")
+            }
+        }
+    }
+}

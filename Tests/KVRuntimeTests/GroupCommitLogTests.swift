@@ -1,0 +1,134 @@
+import Foundation
+import KVRuntime
+import Logging
+import XCTest
+
+final class GroupCommitLogTests: XCTestCase {
+    /// Collects values from completions, which run on the writer thread.
+    private final class Collector<Value>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var storage: [Value] = []
+
+        func append(_ value: Value) {
+            lock.lock()
+            storage.append(value)
+            lock.unlock()
+        }
+
+        var values: [Value] {
+            lock.lock()
+            defer { lock.unlock() }
+            return storage
+        }
+    }
+
+    private var directory = ""
+    private var path: String { directory + "/group.log" }
+    private let logger = Logger(label: "kv.test.group-commit")
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("kv-gcl-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func readBack() throws -> [[UInt8]] {
+        var records: [[UInt8]] = []
+        let log = try LogFile(path: path) { payload, _ in records.append(payload) }
+        XCTAssertEqual(log.discardedTailBytes, 0)
+        return records
+    }
+
+    private func payload(thread: Int, batch: Int, record: Int) -> [UInt8] {
+        Array("t\(thread)-b\(batch)-r\(record)".utf8)
+    }
+
+    func testManyThreadsEveryCompletionRunsAndEveryRecordPersists() throws {
+        let threads = 4
+        let batches = 60
+        let perBatch = 3
+        let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger)
+        let done = Collector<String>()
+        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+            for batch in 0..<batches {
+                let records = (0..<perBatch).map { payload(thread: thread, batch: batch, record: $0) }
+                group.append(records) { done.append("\(thread)-\(batch)") }
+            }
+        }
+        group.close()
+        XCTAssertEqual(done.values.count, threads * batches)
+        XCTAssertEqual(Set(done.values).count, threads * batches, "each completion runs exactly once")
+        XCTAssertEqual(group.recordCount, UInt64(threads * batches * perBatch))
+        XCTAssertGreaterThan(group.syncCount, 0)
+        XCTAssertLessThanOrEqual(group.syncCount, UInt64(threads * batches))
+
+        let records = try readBack()
+        XCTAssertEqual(records.count, threads * batches * perBatch)
+        for thread in 0..<threads {
+            // One thread's records keep their submission order in the file.
+            let prefix = Array("t\(thread)-".utf8)
+            let own = records.filter { $0.starts(with: prefix) }
+            let expected = (0..<batches).flatMap { batch in
+                (0..<perBatch).map { payload(thread: thread, batch: batch, record: $0) }
+            }
+            XCTAssertEqual(own, expected, "thread \(thread)")
+        }
+    }
+
+    func testCompletionsRunInSubmissionOrder() throws {
+        let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger)
+        let order = Collector<Int>()
+        for index in 0..<500 {
+            let records = index % 5 == 0 ? [] : [payload(thread: 0, batch: index, record: 0)]
+            group.append(records) { order.append(index) }
+        }
+        group.close()
+        XCTAssertEqual(order.values, Array(0..<500))
+        XCTAssertEqual(try readBack().count, 400)
+    }
+
+    func testCompletionRunsOnlyAfterItsRecordsAreInTheFile() throws {
+        let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger)
+        let sizes = Collector<(expected: Int, actual: Int)>()
+        let path = self.path
+        var expected = LogFile.magic.count
+        for index in 0..<50 {
+            let record = payload(thread: 0, batch: index, record: 0)
+            expected += LogFile.frame(record).count
+            let mustHave = expected
+            group.append([record]) {
+                let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1
+                sizes.append((mustHave, size))
+            }
+        }
+        group.close()
+        XCTAssertEqual(sizes.values.count, 50)
+        for item in sizes.values { XCTAssertGreaterThanOrEqual(item.actual, item.expected) }
+        XCTAssertEqual(group.sizeBytes, expected)
+    }
+
+    func testAppendAndWaitReturnsAfterTheRecordIsWritten() throws {
+        let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger)
+        group.appendAndWait([Array("one".utf8), Array("two".utf8)])
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(bytes, LogFile.magic + LogFile.frame(Array("one".utf8)) + LogFile.frame(Array("two".utf8)))
+        group.close()
+        XCTAssertEqual(try readBack(), [Array("one".utf8), Array("two".utf8)])
+    }
+
+    func testReopenedLogKeepsEarlierRecords() throws {
+        let first = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger)
+        first.appendAndWait([Array("a".utf8)])
+        first.close()
+        var seen: [[UInt8]] = []
+        let reopened = try LogFile(path: path) { payload, _ in seen.append(payload) }
+        let second = GroupCommitLog(file: reopened, logger: logger)
+        XCTAssertEqual(seen, [Array("a".utf8)])
+        second.appendAndWait([Array("b".utf8)])
+        second.close()
+        XCTAssertEqual(try readBack(), [Array("a".utf8), Array("b".utf8)])
+    }
+}
