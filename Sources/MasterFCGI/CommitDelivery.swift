@@ -59,19 +59,20 @@ final class CommitDelivery: @unchecked Sendable {
 
     /// Resolves the in-doubt transactions a freshly connected replica reported.
     func resolveInDoubt(link: ReplicaLink, stat: WireReply) {
+        let replica = link.replica.id
         for item in stat.stat?.inDoubt ?? [] {
             let seq = item.seq
-            let replica = link.replica.id
-            if registry.post(seq, .abortRequested(reason: "\(replica) reconnected while transaction \(seq) was undecided")) {
-                logger.info("in-doubt \(seq) on \(replica): transaction still running here, asked it to abort")
-            } else if decisions.committedParticipants(seq: seq) != nil {
+            switch registry.resolve(seq, reason: "\(replica) reconnected while transaction \(seq) was undecided") {
+            case .commit:
                 logger.notice("in-doubt \(seq) on \(replica): logged as committed, sending com")
                 link.send(.com(seq)) { result in
                     if case .success(let reply) = result, reply.status { self.acknowledged(seq: seq, by: replica) }
                 }
-            } else {
+            case .abort:
                 logger.notice("in-doubt \(seq) on \(replica): no commit record, sending abrt (presumed abort)")
                 link.send(.abrt(seq)) { _ in }
+            case .pending:
+                logger.info("in-doubt \(seq) on \(replica): commit being recorded; the running transaction sends com")
             }
         }
     }

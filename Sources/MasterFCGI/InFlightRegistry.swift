@@ -1,42 +1,83 @@
 import Foundation
 import KVCommon
 
-/// The transactions this master is running right now, so in-doubt resolution can reach a live one.
-/// Also enforces `limits.in_flight_transactions_max`.
+/// The transactions this master is running right now, and the single place where "commit" and "abort"
+/// race: a running transaction either enters its commit (`beginCommit`) or is promised to abort to an
+/// in-doubt replica that asked (`resolve`), never both. Also enforces `limits.in_flight_transactions_max`.
 final class InFlightRegistry: @unchecked Sendable {
-    private let lock = NSLock()
-    private var mailboxes: [UInt64: Mailbox<Coordinator.Event>] = [:]
-    private let limit: Int
+    /// What the master tells a replica that asks about a seq.
+    enum Resolution: Equatable {
+        /// The COMMIT record is durable: commit.
+        case commit
+        /// No commit happened and none ever will for this seq: abort.
+        case abort
+        /// The commit record is being written right now: ask again shortly.
+        case pending
+    }
 
-    init(limit: Int) { self.limit = limit }
+    private enum State {
+        case running(Mailbox<Coordinator.Event>)
+        case vetoed
+        case committing
+    }
+
+    private let lock = NSLock()
+    private var states: [UInt64: State] = [:]
+    private let limit: Int
+    private let decisions: DecisionLog
+
+    init(limit: Int, decisions: DecisionLog) {
+        self.limit = limit
+        self.decisions = decisions
+    }
 
     /// Registers `seq`; false when the limit is reached (the caller answers 503).
     func register(_ seq: UInt64, _ mailbox: Mailbox<Coordinator.Event>) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        guard mailboxes.count < limit else { return false }
-        mailboxes[seq] = mailbox
+        guard states.count < limit else { return false }
+        states[seq] = .running(mailbox)
         return true
     }
 
     func remove(_ seq: UInt64) {
         lock.lock()
-        mailboxes[seq] = nil
+        states[seq] = nil
         lock.unlock()
     }
 
-    /// Posts `event` to the running transaction `seq`; false if it is not running.
-    func post(_ seq: UInt64, _ event: Coordinator.Event) -> Bool {
+    /// Called before writing the COMMIT record; false if an abort was already promised for `seq`.
+    func beginCommit(_ seq: UInt64) -> Bool {
         lock.lock()
         defer { lock.unlock() }
-        guard let mailbox = mailboxes[seq] else { return false }
-        mailbox.post(event)
+        guard case .running = states[seq] else { return false }
+        states[seq] = .committing
         return true
+    }
+
+    /// The outcome to tell a replica that is in doubt about `seq`. A transaction still preparing here is
+    /// vetoed (it will abort), so the answer "abort" stays true forever.
+    func resolve(_ seq: UInt64, reason: String) -> Resolution {
+        lock.lock()
+        defer { lock.unlock() }
+        switch states[seq] {
+        case .running(let mailbox):
+            states[seq] = .vetoed
+            mailbox.post(.abortRequested(reason: reason))
+            return .abort
+        case .vetoed:
+            return .abort
+        case .committing:
+            return decisions.committedParticipants(seq: seq) != nil ? .commit : .pending
+        case nil:
+            // Not running: it finished. A commit of an unacknowledged seq is still in the decision log.
+            return decisions.committedParticipants(seq: seq) != nil ? .commit : .abort
+        }
     }
 
     var count: Int {
         lock.lock()
         defer { lock.unlock() }
-        return mailboxes.count
+        return states.count
     }
 }

@@ -42,7 +42,7 @@ struct MasterCommand: ParsableCommand {
         try FileIO.makeDirectory(cluster.master.decisionLogDir)
         let seqs = try SeqAllocator(directory: cluster.master.decisionLogDir)
         let decisions = try DecisionLog(directory: cluster.master.decisionLogDir, logger: logger)
-        let registry = InFlightRegistry(limit: cluster.limits.inFlightTransactionsMax)
+        let registry = InFlightRegistry(limit: cluster.limits.inFlightTransactionsMax, decisions: decisions)
         var resolve: ((ReplicaLink, WireReply) -> Void)?
         let pool = ReplicaPool(config: cluster, threads: max(1, ioThreads)) { link, stat in resolve?(link, stat) }
         let delivery = CommitDelivery(pool: pool, decisions: decisions, registry: registry, logger: logger)

@@ -20,19 +20,27 @@ struct TransactionRunner {
         guard registry.register(seq, mailbox) else { return nil }
         defer { registry.remove(seq) }
         var coordinator = Coordinator(seq: seq, op: op, participants: pool.ids)
-        var actions = coordinator.handle(.start)
+        var local: [Coordinator.Event] = [.start]
         var phase = coordinator.phase
         var deadline = Date(timeIntervalSinceNow: Double(timeouts.prepareTimeoutMs) / 1000)
         while true {
-            for action in actions {
+            let event = local.isEmpty ? (mailbox.take(before: deadline) ?? .timeout) : local.removeFirst()
+            for action in coordinator.handle(event) {
                 switch action {
                 case .send(let replica, let request):
-                    if request.command == .com { Failpoints.hit("master-mid-commit-send") }
                     send(request, to: replica, mailbox: mailbox)
                 case .persist(.commit(let seq, let participants)):
                     Failpoints.hit("master-after-votes")
+                    guard registry.beginCommit(seq) else {
+                        local.append(.decisionVetoed(reason: "aborted: a replica in doubt was told abort first"))
+                        continue
+                    }
                     decisions.recordCommit(seq: seq, participants: participants)
                     Failpoints.hit("master-after-commit-fsync")
+                    if Failpoints.isArmed("master-mid-commit-send"), let first = participants.first {
+                        crashAfterFirstCommit(seq: seq, to: first)
+                    }
+                    local.append(.decisionDurable)
                 case .persist(.end(let seq)):
                     decisions.recordEnd(seq: seq)
                 case .finish(let outcome):
@@ -45,8 +53,15 @@ struct TransactionRunner {
                 let ms = phase == .committing ? timeouts.commitTimeoutMs : timeouts.prepareTimeoutMs
                 deadline = Date(timeIntervalSinceNow: Double(ms) / 1000)
             }
-            actions = coordinator.handle(mailbox.take(before: deadline) ?? .timeout)
         }
+    }
+
+    /// Failpoint "master-mid-commit-send": deliver `com` to the first participant only, then crash, leaving
+    /// the others in doubt with a durable COMMIT record on the master.
+    private func crashAfterFirstCommit(seq: UInt64, to replica: String) {
+        guard let link = pool.link(replica) else { return }
+        _ = pool.call(link, .com(seq), timeoutMs: timeouts.commitTimeoutMs)
+        Failpoints.hit("master-mid-commit-send")
     }
 
     private func send(_ request: WireRequest, to replica: String, mailbox: Mailbox<Coordinator.Event>) {

@@ -36,6 +36,8 @@ final class CoordinatorTests: XCTestCase {
     private func committing() -> Coordinator {
         var coordinator = started()
         for replica in replicas { _ = coordinator.handle(yes(replica)) }
+        XCTAssertEqual(coordinator.phase, .deciding)
+        _ = coordinator.handle(.decisionDurable)
         XCTAssertEqual(coordinator.phase, .committing)
         return coordinator
     }
@@ -56,11 +58,42 @@ final class CoordinatorTests: XCTestCase {
         var coordinator = started()
         XCTAssertEqual(coordinator.handle(yes("r2")), [])
         XCTAssertEqual(coordinator.handle(yes("r1")), [])
-        XCTAssertEqual(coordinator.handle(yes("r3")), [
-            .persist(.commit(seq: seq, participants: replicas)),
+        XCTAssertEqual(coordinator.handle(yes("r3")), [.persist(.commit(seq: seq, participants: replicas))])
+        XCTAssertEqual(coordinator.phase, .deciding)
+        XCTAssertEqual(coordinator.handle(.timeout), [], "no com and no abort while the decision is being written")
+        XCTAssertEqual(coordinator.handle(.abortRequested(reason: "late")), [])
+        XCTAssertEqual(coordinator.handle(.decisionDurable), [
             .send(replica: "r1", .com(seq)), .send(replica: "r2", .com(seq)), .send(replica: "r3", .com(seq)),
         ])
         XCTAssertEqual(coordinator.phase, .committing)
+    }
+
+    func testVetoedDecisionAbortsEverywhereAndNeverCommits() {
+        var coordinator = started()
+        for replica in replicas { _ = coordinator.handle(yes(replica)) }
+        XCTAssertEqual(coordinator.handle(.decisionVetoed(reason: "r2 asked first")),
+                       replicas.map { .send(replica: $0, .abrt(seq)) })
+        XCTAssertEqual(coordinator.phase, .aborting)
+        XCTAssertEqual(coordinator.handle(.decisionDurable), [])
+        for replica in replicas.dropLast() { XCTAssertEqual(coordinator.handle(yes(replica)), []) }
+        let result = outcome(coordinator.handle(yes("r3")))
+        XCTAssertEqual(result?.committed, false)
+        XCTAssertEqual(result?.failure, .aborted)
+    }
+
+    func testConnectionLostWhileDecidingBecomesPendingCommit() {
+        var coordinator = started()
+        for replica in replicas { _ = coordinator.handle(yes(replica)) }
+        XCTAssertEqual(coordinator.handle(.unreachable(replica: "r3", reason: "connection lost")), [])
+        XCTAssertEqual(coordinator.phase, .deciding)
+        XCTAssertEqual(coordinator.handle(.decisionDurable).count, 3, "com still goes to every participant")
+        _ = coordinator.handle(yes("r1"))
+        let actions = coordinator.handle(.unreachable(replica: "r3", reason: "refused"))
+            + coordinator.handle(yes("r2"))
+        let result = outcome(actions)
+        XCTAssertEqual(result?.committed, true)
+        XCTAssertEqual(result?.pendingCommit, ["r3"])
+        XCTAssertFalse(actions.contains(.persist(.end(seq: seq))))
     }
 
     func testConflictVoteAbortsEverywhere() {
@@ -217,6 +250,7 @@ final class CoordinatorTests: XCTestCase {
             var coordinator = started()
             var negative = false
             var persistedCommit = false
+            var durable = false
             var sentAbort = false
             var finished = 0
             for _ in 0..<Int.random(in: 1...12, using: &random) {
@@ -227,11 +261,18 @@ final class CoordinatorTests: XCTestCase {
                 case 1: event = .unreachable(replica: replica, reason: "x")
                 case 2: event = .timeout
                 case 3: event = .abortRequested(reason: "x")
+                case 4 where coordinator.phase == .deciding:
+                    event = .decisionDurable
+                    durable = true
+                case 5 where coordinator.phase == .deciding:
+                    event = .decisionVetoed(reason: "x")
+                    negative = true
                 default: event = yes(replica)
                 }
                 let wasPreparing = coordinator.phase == .preparing
                 let actions = coordinator.handle(event)
-                if wasPreparing && event != yes(replica) && !(coordinator.phase == .preparing && actions.isEmpty) {
+                if wasPreparing && event != yes(replica) && !(coordinator.phase == .preparing && actions.isEmpty)
+                    && event != .decisionDurable {
                     negative = true
                 }
                 for action in actions {
@@ -242,13 +283,13 @@ final class CoordinatorTests: XCTestCase {
                         persistedCommit = true
                         commits += 1
                     case .send(_, let request) where request.command == .com:
-                        XCTAssertTrue(persistedCommit, "com before the commit record")
+                        XCTAssertTrue(persistedCommit && durable, "com before the commit record is durable")
                     case .send(_, let request) where request.command == .abrt:
-                        XCTAssertFalse(persistedCommit, "abrt after commit")
+                        XCTAssertFalse(durable, "abrt after a durable commit")
                         sentAbort = true
                     case .finish(let result):
                         finished += 1
-                        XCTAssertEqual(result.committed, persistedCommit)
+                        XCTAssertEqual(result.committed, durable)
                     default:
                         break
                     }

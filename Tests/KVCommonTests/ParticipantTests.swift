@@ -195,7 +195,7 @@ final class ParticipantTests: XCTestCase {
         XCTAssertEqual(participant.inDoubt, [4])
         XCTAssertEqual(participant.lockHolder(of: other), 4)
         XCTAssertNil(participant.lockHolder(of: key))
-        XCTAssertEqual(participant.stat(nowMs: 1_250).inDoubt, [.init(seq: 4, ageMs: 250)])
+        XCTAssertEqual(participant.stat(nowMs: 1_250).inDoubt, [.init(seq: 4, ageMs: 250, recovered: true)])
 
         XCTAssertEqual(send(.put(7, other, [1]), to: &participant), [reply(nextID, false, .conflict, seq: 7)])
         XCTAssertEqual(send(.put(2, other, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 2)])
@@ -274,5 +274,36 @@ final class ParticipantTests: XCTestCase {
         var answer = WireReply(status: true, code: .ok, message: "", seq: 1, server: "r1")
         answer.stat = expected
         XCTAssertEqual(send(.stat, to: &participant, nowMs: 2_000, id: 77), [.reply(77, answer)])
+    }
+
+    // MARK: - Outcome queries (qry)
+
+    func testQueryAnswersFromWhatTheReplicaKnows() {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 1, .put(key: key, value: [1]))
+        _ = send(.put(2, other, [2]), to: &participant)
+        XCTAssertEqual(send(WireRequest(seq: 1, command: .qry), to: &participant), [reply(nextID, true, .committed, seq: 1)])
+        XCTAssertEqual(send(WireRequest(seq: 2, command: .qry), to: &participant), [reply(nextID, true, .inDoubt, seq: 2)])
+        _ = send(.abrt(2), to: &participant)
+        XCTAssertEqual(send(WireRequest(seq: 2, command: .qry), to: &participant), [reply(nextID, true, .aborted, seq: 2)])
+    }
+
+    func testQueryForUnknownSeqRecordsAbortSoALatePrepareVotesNo() {
+        var participant = Participant(server: "r1")
+        XCTAssertEqual(send(WireRequest(seq: 9, command: .qry), to: &participant),
+                       [.persist(.abort(seq: 9)), reply(nextID, true, .aborted, seq: 9)])
+        XCTAssertEqual(send(.put(9, key, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 9)])
+        XCTAssertNil(participant.lockHolder(of: key))
+    }
+
+    func testForgottenSeqsAreNeitherClaimedAbortedNorPrepared() {
+        var participant = Participant(server: "r1", decisionMemory: 2)
+        for seq: UInt64 in 10...13 { _ = send(.abrt(seq), to: &participant) }
+        // 10 and 11 were evicted: nothing can be claimed about 5 or 11 any more.
+        XCTAssertEqual(send(WireRequest(seq: 5, command: .qry), to: &participant),
+                       [reply(nextID, false, .unknownTransaction, seq: 5)])
+        XCTAssertEqual(send(.put(11, key, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 11)])
+        XCTAssertEqual(send(.put(14, key, [1]), to: &participant).first, .persist(.prepare(seq: 14, op: .put(key: key,
+                                                                                                       value: [1]))))
     }
 }

@@ -88,12 +88,13 @@ final class WireReplyTests: XCTestCase {
 
     func testStatReplyRoundTrip() throws {
         let stat = ReplicaStat(keys: 3, digest: 0x00AB_CDEF_0123_4567, lastCommittedSeq: 41,
-                               inDoubt: [.init(seq: 42, ageMs: 1500), .init(seq: 45, ageMs: 0)])
+                               inDoubt: [.init(seq: 42, ageMs: 1500, recovered: true), .init(seq: 45, ageMs: 0, blocked: true)])
         XCTAssertEqual(stat.digestHex, "00abcdef01234567")
         let reply = WireReply(status: true, code: .ok, message: "ok", seq: 41, server: "r2", stat: stat)
         let text = String(decoding: reply.encoded(), as: UTF8.self)
         XCTAssertTrue(text.contains(#""digest":"00abcdef01234567""#), text)
-        XCTAssertTrue(text.contains(#""in_doubt":[{"seq":42,"age_ms":1500},{"seq":45,"age_ms":0}]"#), text)
+        XCTAssertTrue(text.contains(#""in_doubt":[{"seq":42,"age_ms":1500,"recovered":true,"blocked":false},"#
+                                    + #"{"seq":45,"age_ms":0,"recovered":false,"blocked":true}]"#), text)
         XCTAssertEqual(try WireReply.parse(Array(text.utf8), valueExpected: false).get(), reply)
     }
 

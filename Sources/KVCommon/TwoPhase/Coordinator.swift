@@ -1,11 +1,14 @@
 // Coordinator: the master side of two-phase commit for one transaction, as a value-type state machine.
 //
-// Phases (TwoPhase.tla's tmState): preparing -> committing | aborting -> finished.
-// Messages in: replies from replicas (votes, then acks), "unreachable" reports, time-outs, and abort
-// requests from in-doubt resolution. Actions out: send a wire request, persist a decision record, finish.
+// Phases (TwoPhase.tla's tmState): preparing -> deciding -> committing | aborting -> finished.
+// Messages in: replies from replicas (votes, then acks), "unreachable" reports, time-outs, abort requests from
+// in-doubt resolution, and the executor's report that the COMMIT record is durable (or was vetoed).
+// Actions out: send a wire request, persist a decision record, finish.
 //
 // Invariants:
-// - Commit is decided only when every participant voted yes, and `.persist(.commit)` precedes every `com`.
+// - Commit is decided only when every participant voted yes. All yes -> `.persist(.commit)` alone; `com` is
+//   sent only after the executor reports `.decisionDurable`. Until then the decision can still be vetoed
+//   (`.decisionVetoed`: an in-doubt query answered "abort" first), which aborts.
 // - Once committing, nothing turns the transaction into an abort: missing acks become "pending" and are
 //   redelivered by the master until acknowledged.
 // - Abort needs no log record (presumed abort): `abrt` goes to every participant not known unreachable.
@@ -14,7 +17,7 @@
 /// The master side of 2PC for one transaction. Replies from one replica arrive in the order the requests
 /// were sent (one pipelined connection per replica), so the first reply is the vote and later ones acks.
 public struct Coordinator {
-    public enum Phase: Equatable, Sendable { case preparing, committing, aborting, finished }
+    public enum Phase: Equatable, Sendable { case preparing, deciding, committing, aborting, finished }
 
     public enum Event: Equatable {
         case start
@@ -25,6 +28,10 @@ public struct Coordinator {
         case timeout
         /// In-doubt resolution asked for this transaction to abort (honoured only while preparing).
         case abortRequested(reason: String)
+        /// The COMMIT record from `.persist(.commit)` is on stable storage: send `com`.
+        case decisionDurable
+        /// The executor did not write the COMMIT record because the transaction was already promised to abort.
+        case decisionVetoed(reason: String)
     }
 
     public enum Action: Equatable {
@@ -105,6 +112,11 @@ public struct Coordinator {
             guard let state = states[replica], state != .unreachable else { return [] }
             outstanding[replica] = 0
             states[replica] = .unreachable
+            if phase == .deciding {
+                reports[replica] = ReplicaReport(server: replica, status: false,
+                                                 message: "connection lost after voting yes: \(reason)", code: nil)
+                return []
+            }
             if phase == .committing {
                 reports[replica] = ReplicaReport(server: replica, status: false,
                                                  message: "commit not acknowledged: \(reason)", code: nil)
@@ -126,6 +138,24 @@ public struct Coordinator {
             return finishCommit()
         case (.aborting, .timeout):
             return finishAbort()
+        case (.deciding, .timeout):
+            return []
+        case (.deciding, .decisionDurable):
+            phase = .committing
+            var actions: [Action] = []
+            for replica in participants {
+                outstanding[replica, default: 0] += 1
+                actions.append(.send(replica: replica, .com(seq)))
+            }
+            return actions
+        case (.deciding, .decisionVetoed(let reason)):
+            for replica in participants where states[replica] == .yes {
+                reports[replica] = ReplicaReport(server: replica, status: false, message: reason, code: .aborted)
+            }
+            phase = .preparing
+            return beginAbort(because: .aborted)
+        case (_, .decisionDurable), (_, .decisionVetoed):
+            return []
         case (.preparing, .abortRequested(let reason)):
             for replica in participants where states[replica] == .awaitingVote {
                 reports[replica] = ReplicaReport(server: replica, status: false, message: reason, code: .aborted)
@@ -150,13 +180,10 @@ public struct Coordinator {
             }
             states[replica] = .yes
             guard participants.allSatisfy({ states[$0] == .yes }) else { return [] }
-            phase = .committing
-            var actions: [Action] = [.persist(.commit(seq: seq, participants: participants))]
-            for replica in participants {
-                outstanding[replica, default: 0] += 1
-                actions.append(.send(replica: replica, .com(seq)))
-            }
-            return actions
+            phase = .deciding
+            return [.persist(.commit(seq: seq, participants: participants))]
+        case .deciding:
+            return []
         case .committing:
             guard outstanding[replica] == 0 else { return [] }
             if reply.status {
@@ -223,7 +250,7 @@ public struct Coordinator {
         case .conflict: return .conflict
         case .notFound: return .notFound
         case .timeout, .busy: return .unavailable
-        case .ok, .aborted, .badRequest, .unknownTransaction: return .aborted
+        case .ok, .aborted, .badRequest, .unknownTransaction, .committed, .inDoubt: return .aborted
         }
     }
 }

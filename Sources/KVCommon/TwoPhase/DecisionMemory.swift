@@ -8,6 +8,8 @@ public struct DecisionMemory: Sendable {
     private var order: [UInt64] = []
     private var head = 0
     public let capacity: Int
+    /// The largest seq ever forgotten. An unknown seq at or below it may have been decided here once.
+    public private(set) var maxForgottenSeq: UInt64 = 0
 
     public init(capacity: Int) {
         precondition(capacity > 0, "DecisionMemory capacity must be positive")
@@ -16,12 +18,26 @@ public struct DecisionMemory: Sendable {
 
     public subscript(seq: UInt64) -> Outcome? { outcomes[seq] }
 
+    /// Whether an unknown `seq` might be one this memory has forgotten (so "never seen" cannot be claimed).
+    public func mayHaveForgotten(_ seq: UInt64) -> Bool { seq <= maxForgottenSeq }
+
+    /// Every remembered outcome, oldest first (for snapshots).
+    public var entries: [(seq: UInt64, outcome: Outcome)] {
+        order[head...].compactMap { seq in outcomes[seq].map { (seq, $0) } }
+    }
+
+    /// Restores the forgotten watermark from a snapshot.
+    public mutating func restore(maxForgottenSeq: UInt64) {
+        self.maxForgottenSeq = max(self.maxForgottenSeq, maxForgottenSeq)
+    }
+
     public var count: Int { outcomes.count }
 
     public mutating func record(_ seq: UInt64, _ outcome: Outcome) {
         if outcomes.updateValue(outcome, forKey: seq) != nil { return }
         order.append(seq)
         if order.count - head > capacity {
+            maxForgottenSeq = max(maxForgottenSeq, order[head])
             outcomes[order[head]] = nil
             head += 1
             if head > capacity {

@@ -1,7 +1,7 @@
 // Participant: the replica side of two-phase commit, as a value-type state machine.
 //
 // Per transaction (TwoPhase.tla's rmState): working -> prepared -> committed | aborted.
-// Messages in: get, put/del (prepare), com, abrt, stat, and read time-outs. Actions out: persist a log
+// Messages in: get, put/del (prepare), com, abrt, qry (outcome query), stat, and read time-outs. Actions out: persist a log
 // record, reply to a request, await a decision for a parked read.
 //
 // Invariants:
@@ -10,6 +10,8 @@
 //   `.persist(.commit)`. The executor must not send a reply before the persists listed before it are durable.
 // - A read never sees a prepared-but-undecided value: it waits for the decision or times out.
 // - Once aborted here, a seq never prepares here (late or duplicate prepares vote no).
+// - `qry` for a seq never seen here records an abort first, so "never prepared" stays true; a seq that may
+//   have been forgotten (older than the decision memory) gets no answer rather than a wrong one.
 
 /// The replica side of 2PC. No IO inside: the caller executes the returned actions in order.
 public struct Participant {
@@ -43,6 +45,8 @@ public struct Participant {
     private struct Prepared {
         var op: WriteOp
         var preparedAtMs: UInt64
+        /// Found in the log at start-up rather than prepared by this run.
+        var recovered = false
     }
 
     public let server: String
@@ -68,7 +72,8 @@ public struct Participant {
 
     public func stat(nowMs: UInt64) -> ReplicaStat {
         let items = prepared.sorted { $0.key < $1.key }.map {
-            ReplicaStat.InDoubt(seq: $0.key, ageMs: nowMs >= $0.value.preparedAtMs ? nowMs - $0.value.preparedAtMs : 0)
+            ReplicaStat.InDoubt(seq: $0.key, ageMs: nowMs >= $0.value.preparedAtMs ? nowMs - $0.value.preparedAtMs : 0,
+                                recovered: $0.value.recovered)
         }
         return ReplicaStat(keys: store.count, digest: digest, lastCommittedSeq: lastCommittedSeq, inDoubt: items)
     }
@@ -79,7 +84,7 @@ public struct Participant {
         case .prepare(let seq, let op):
             if let holder = locks[op.key], holder != seq { prepared[holder] = nil }
             locks[op.key] = seq
-            prepared[seq] = Prepared(op: op, preparedAtMs: nowMs)
+            prepared[seq] = Prepared(op: op, preparedAtMs: nowMs, recovered: true)
         case .commit(let seq):
             if let entry = prepared.removeValue(forKey: seq) { apply(seq: seq, op: entry.op) }
             decided.record(seq, .committed)
@@ -104,6 +109,7 @@ public struct Participant {
             case .del: return prepare(request.seq!, .delete(key: request.key), id: id, nowMs: nowMs)
             case .com: return commit(request.seq!, id: id)
             case .abrt: return abort(request.seq!, id: id)
+            case .qry: return query(request.seq!, id: id)
             case .stat:
                 var answer = reply(true, .ok, "ok", seq: lastCommittedSeq)
                 answer.stat = stat(nowMs: nowMs)
@@ -136,7 +142,9 @@ public struct Participant {
         case .committed:
             return [.reply(id, reply(true, .ok, "already committed", seq: seq))]
         case nil:
-            break
+            if decided.mayHaveForgotten(seq) {
+                return [.reply(id, reply(false, .aborted, "transaction \(seq) is too old to prepare here", seq: seq))]
+            }
         }
         if let holder = locks[op.key] {
             decided.record(seq, .aborted)
@@ -184,6 +192,26 @@ public struct Participant {
             // Not prepared here (yet): remember the abort durably so a late prepare votes no.
             decided.record(seq, .aborted)
             return [.persist(.abort(seq: seq)), .reply(id, reply(true, .ok, "aborted", seq: seq))]
+        }
+    }
+
+    private mutating func query(_ seq: UInt64, id: RequestID) -> [Action] {
+        if prepared[seq] != nil {
+            return [.reply(id, reply(true, .inDoubt, "prepared here; outcome unknown here", seq: seq))]
+        }
+        switch decided[seq] {
+        case .committed:
+            return [.reply(id, reply(true, .committed, "committed", seq: seq))]
+        case .aborted:
+            return [.reply(id, reply(true, .aborted, "aborted", seq: seq))]
+        case nil:
+            if decided.mayHaveForgotten(seq) {
+                return [.reply(id, reply(false, .unknownTransaction,
+                                         "transaction \(seq) is too old to be remembered here", seq: seq))]
+            }
+            decided.record(seq, .aborted)
+            return [.persist(.abort(seq: seq)),
+                    .reply(id, reply(true, .aborted, "never prepared here; recorded as aborted", seq: seq))]
         }
     }
 

@@ -13,9 +13,15 @@ public struct ReplicaStat: Equatable, Sendable {
     public struct InDoubt: Equatable, Sendable {
         public var seq: UInt64
         public var ageMs: UInt64
-        public init(seq: UInt64, ageMs: UInt64) {
+        /// Prepared before this replica's last start (found in its log).
+        public var recovered: Bool
+        /// Neither the master nor any peer could tell the outcome at the last attempt.
+        public var blocked: Bool
+        public init(seq: UInt64, ageMs: UInt64, recovered: Bool = false, blocked: Bool = false) {
             self.seq = seq
             self.ageMs = ageMs
+            self.recovered = recovered
+            self.blocked = blocked
         }
     }
 

@@ -14,6 +14,10 @@ public enum ReplyCode: String, Sendable, CaseIterable {
     case badRequest = "bad_request"
     /// A decision arrived for a transaction this replica does not know.
     case unknownTransaction = "unknown_transaction"
-    /// The replica cannot take more work right now.
+    /// The replica cannot take more work right now, or (for `qry`) the decision is being written: ask again.
     case busy
+    /// `qry`: the transaction committed.
+    case committed
+    /// `qry`: the transaction is prepared here and its outcome is not known here either.
+    case inDoubt = "in_doubt"
 }

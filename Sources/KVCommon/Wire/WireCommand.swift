@@ -12,11 +12,16 @@ public enum WireCommand: String, CaseIterable, Sendable {
     case abrt
     /// Replica status: `;stat;;` answers with key count, digest, last committed seq and in-doubt seqs.
     case stat
+    /// Outcome query: `seq;qry;;` asks what the receiver knows about transaction `seq` (`committed`,
+    /// `aborted`, `in_doubt`). Sent by an in-doubt replica to the master and, while the master is
+    /// unreachable, to its peers (cooperative termination). A replica that never saw `seq` records it as
+    /// aborted before answering, so it will vote no if the prepare arrives later.
+    case qry
 
     /// Whether the first field must hold a transaction seq.
     public var needsSeq: Bool {
         switch self {
-        case .put, .del, .com, .abrt: return true
+        case .put, .del, .com, .abrt, .qry: return true
         case .get, .stat: return false
         }
     }
@@ -25,7 +30,7 @@ public enum WireCommand: String, CaseIterable, Sendable {
     public var needsKey: Bool {
         switch self {
         case .get, .put, .del: return true
-        case .com, .abrt, .stat: return false
+        case .com, .abrt, .stat, .qry: return false
         }
     }
 

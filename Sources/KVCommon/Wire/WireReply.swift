@@ -53,6 +53,8 @@ public struct WireReply: Equatable, Sendable {
                 var inner = JSONWriter(capacity: 48)
                 inner.field("seq", item.seq)
                 inner.field("age_ms", item.ageMs)
+                inner.field("recovered", item.recovered)
+                inner.field("blocked", item.blocked)
                 return inner.finish()
             }
             writer.field("in_doubt", rawJSON: JSONWriter.array(items))
@@ -89,7 +91,9 @@ public struct WireReply: Equatable, Sendable {
             guard let keyCount = Int(exactly: keys) else { return .failure(.wireBadReply("'keys' out of range")) }
             let inDoubt = (json["in_doubt"]?.arrayValue ?? []).compactMap { item -> ReplicaStat.InDoubt? in
                 guard let seq = item["seq"]?.uint64Value else { return nil }
-                return ReplicaStat.InDoubt(seq: seq, ageMs: item["age_ms"]?.uint64Value ?? 0)
+                return ReplicaStat.InDoubt(seq: seq, ageMs: item["age_ms"]?.uint64Value ?? 0,
+                                           recovered: item["recovered"]?.boolValue ?? false,
+                                           blocked: item["blocked"]?.boolValue ?? false)
             }
             reply.stat = ReplicaStat(keys: keyCount, digest: digest,
                                      lastCommittedSeq: json["last_committed_seq"]?.uint64Value ?? 0,
