@@ -20,6 +20,7 @@ let package = Package(
         .target(name: "KVRuntime", dependencies: [
             "KVCommon",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "MasterFCGI", dependencies: [

@@ -122,6 +122,7 @@ class Cluster:
             "  id: m1",
             f"  listen: 127.0.0.1:{free_port()}",
             "  decision_log_dir: data/master",
+            f"  query_listen: 127.0.0.1:{free_port()}",
             f"  worker_threads: {worker_threads}",
             "replicas:",
         ]

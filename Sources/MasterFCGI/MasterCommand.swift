@@ -55,6 +55,11 @@ struct MasterCommand: ParsableCommand {
         let router = KVRouter(service: service)
         let bodyMax = max(cluster.limits.valueBytesMax, cluster.limits.keyBytesMax * 3 + 16) + 64
         let server = try FastCGIServer(listen: cluster.master.listen, bodyBytesMax: bodyMax, logger: logger)
+        var queries: QueryServer?
+        if let host = cluster.master.queryHost, let port = cluster.master.queryPort {
+            queries = try QueryServer(group: pool.group, host: host, port: port, registry: registry,
+                                      serverID: cluster.master.id, logger: logger)
+        }
         // Connect to every replica now, so in-doubt transactions are resolved before the first request.
         for link in pool.links { link.send(.stat) { _ in } }
         server.start(workers: cluster.master.workerThreads) { router.handle($0) }
@@ -66,6 +71,7 @@ struct MasterCommand: ParsableCommand {
         }
         stopped.wait()
         withExtendedLifetime(signals) {}
+        queries?.close()
         decisions.close()
         logger.info("master \(cluster.master.id) stopped")
     }

@@ -6,7 +6,7 @@ import NIOPosix
 /// One `ReplicaLink` per replica of the configuration, on a small shared event-loop group, plus a blocking
 /// helper for worker threads that need one reply with a deadline.
 final class ReplicaPool: @unchecked Sendable {
-    private let group: MultiThreadedEventLoopGroup
+    let group: MultiThreadedEventLoopGroup
     let links: [ReplicaLink]
     private let byID: [String: ReplicaLink]
 

@@ -51,6 +51,8 @@ struct ReplicaCommand: ParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
+        let resolver = InDoubtResolver(node: node, cluster: cluster, me: me, group: server.group, logger: logger)
+        resolver.start()
         logger.info("replica \(me.id) ready on \(me.address), data in \(me.dataDir)")
         let signals = SignalTrap(signals: [SIGTERM, SIGINT]) { signal in
             logger.info("signal \(signal): stopping")

@@ -13,6 +13,8 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     private var nextSlot = 0
     private var nextToWrite = 0
     private var ready: [Int: [UInt8]] = [:]
+    /// Slots holding prepares, whose replies are votes (for the "replica-after-vote" failpoint).
+    private var voteSlots: Set<Int> = []
 
     init(node: ReplicaNode, maxLineBytes: Int) {
         self.node = node
@@ -27,6 +29,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
         case .failure(let error):
             complete(slot, node.errorReply(error), context: context)
         case .success(let request):
+            if request.command == .put || request.command == .del { voteSlots.insert(slot) }
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
             node.submit(request) { bytes in
@@ -49,11 +52,14 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     private func complete(_ slot: Int, _ bytes: [UInt8], context: ChannelHandlerContext) {
         ready[slot] = bytes
         var wrote = false
+        var votes = false
         while let next = ready.removeValue(forKey: nextToWrite) {
             context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: next)), promise: nil)
+            if voteSlots.remove(nextToWrite) != nil { votes = true }
             nextToWrite += 1
             wrote = true
         }
         if wrote { context.flush() }
+        if votes { Failpoints.hit("replica-after-vote") }
     }
 }

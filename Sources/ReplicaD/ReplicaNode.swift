@@ -19,6 +19,8 @@ final class ReplicaNode: @unchecked Sendable {
     private let lockWaitMs: Int
     private let logger: Logger
     private let timers = DispatchQueue(label: "kv.replica.timers")
+    /// In-doubt seqs that neither the master nor any peer could resolve at the last attempt.
+    private var blocked: Set<UInt64> = []
     let server: String
 
     /// Opens the log in `dataDir`, replays it, and returns a node ready to serve.
@@ -52,9 +54,37 @@ final class ReplicaNode: @unchecked Sendable {
         let id = nextRequestID
         nextRequestID += 1
         responders[id] = respond
-        let actions = participant.handle(.request(request, id, nowMs: Self.nowMs()))
+        var actions = participant.handle(.request(request, id, nowMs: Self.nowMs()))
+        if request.command == .stat { actions = actions.map(markBlocked) }
         execute(actions)
         lock.unlock()
+    }
+
+    /// Transactions prepared here and not yet decided.
+    func inDoubt() -> [ReplicaStat.InDoubt] {
+        lock.lock()
+        defer { lock.unlock() }
+        return participant.stat(nowMs: Self.nowMs()).inDoubt
+    }
+
+    /// Records which in-doubt seqs the resolver could not decide (shown as `blocked` in `stat`).
+    func setBlocked(_ seqs: Set<UInt64>) {
+        lock.lock()
+        blocked = seqs
+        lock.unlock()
+    }
+
+    func isBlocked(_ seq: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return blocked.contains(seq)
+    }
+
+    private func markBlocked(_ action: Participant.Action) -> Participant.Action {
+        guard case .reply(let id, var reply) = action, var stat = reply.stat else { return action }
+        for index in stat.inDoubt.indices { stat.inDoubt[index].blocked = blocked.contains(stat.inDoubt[index].seq) }
+        reply.stat = stat
+        return .reply(id, reply)
     }
 
     /// A reply for a request that never reached the state machine (it did not parse).
@@ -74,10 +104,14 @@ final class ReplicaNode: @unchecked Sendable {
     private func execute(_ actions: [Participant.Action]) {
         var payloads: [[UInt8]] = []
         var afterDurable: [() -> Void] = []
+        var prepares = false
+        var commits = false
         for action in actions {
             switch action {
             case .persist(let record):
                 payloads.append(record.encoded())
+                if case .prepare = record { prepares = true }
+                if case .commit = record { commits = true }
             case .reply(let id, let reply):
                 guard let responder = responders.removeValue(forKey: id) else { continue }
                 let bytes = reply.encoded()
@@ -93,9 +127,10 @@ final class ReplicaNode: @unchecked Sendable {
             }
         }
         if !payloads.isEmpty {
-            Failpoints.hit("replica-before-log-append")
+            if prepares { Failpoints.hit("replica-before-prepare-fsync") }
             log.append(payloads) {
-                Failpoints.hit("replica-after-log-fsync")
+                if prepares { Failpoints.hit("replica-after-prepare-fsync") }
+                if commits { Failpoints.hit("replica-after-commit") }
                 for send in afterDurable { send() }
             }
         }

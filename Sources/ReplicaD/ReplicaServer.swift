@@ -6,7 +6,7 @@ import NIOPosix
 
 /// The replica's TCP listener: one pipeline per connection, lines in, JSON lines out.
 final class ReplicaServer {
-    private let group: MultiThreadedEventLoopGroup
+    let group: MultiThreadedEventLoopGroup
     private let channel: Channel
 
     init(node: ReplicaNode, host: String, port: Int, maxLineBytes: Int, threads: Int) throws {

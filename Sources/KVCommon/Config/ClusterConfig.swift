@@ -23,6 +23,11 @@ public struct ClusterConfig: Equatable, Sendable {
         public var decisionLogDir: String
         /// FastCGI worker threads; must cover nginx's upstream connections (see docs/OPERATIONS.md).
         public var workerThreads: Int
+        /// TCP address where in-doubt replicas ask for outcomes (`seq;qry;;`); nil: replicas rely on the
+        /// master contacting them and on their peers.
+        public var queryHost: String?
+        public var queryPort: Int?
+        public var queryAddress: String? { queryHost.flatMap { host in queryPort.map { "\(host):\($0)" } } }
     }
 
     public struct Replica: Equatable, Sendable {

@@ -56,7 +56,7 @@ struct ClusterConfigLoader {
 
     private func loadMaster(_ node: YAMLNode) throws -> ClusterConfig.Master {
         let fields = try Fields(node, path: "master", loader: self,
-                                known: ["id", "listen", "decision_log_dir", "worker_threads"])
+                                known: ["id", "listen", "decision_log_dir", "worker_threads", "query_listen"])
         let id = try fields.identifier("id")
         let listenText = try fields.string("listen")
         let listen: ClusterConfig.ListenAddress
@@ -71,9 +71,20 @@ struct ClusterConfigLoader {
             }
             listen = .tcp(host: String(listenText[..<colon]), port: port)
         }
+        var queryHost: String?
+        var queryPort: Int?
+        if fields.node("query_listen") != nil {
+            let text = try fields.string("query_listen")
+            guard let colon = text.lastIndex(of: ":"), colon != text.startIndex,
+                  let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port)
+            else { throw error(fields.node("query_listen")!.mark, "master.query_listen must be host:port with port 1-65535") }
+            queryHost = String(text[..<colon])
+            queryPort = port
+        }
         return ClusterConfig.Master(
             id: id, listen: listen, decisionLogDir: resolve(try fields.string("decision_log_dir")),
-            workerThreads: try fields.int("worker_threads", in: 1...4096) ?? 128)
+            workerThreads: try fields.int("worker_threads", in: 1...4096) ?? 128, queryHost: queryHost,
+            queryPort: queryPort)
     }
 
     private func loadReplica(_ node: YAMLNode, index: Int) throws -> ClusterConfig.Replica {

@@ -1,0 +1,70 @@
+import KVCommon
+import NIOCore
+import NIOPosix
+
+/// A one-shot wire-protocol call: connect, send one request, read one reply line, close. For the rare
+/// out-of-band questions (an in-doubt replica asking the master or a peer `seq;qry;;`), not the data path.
+public enum WireCall {
+    public static func call(_ request: WireRequest, host: String, port: Int, timeoutMs: Int,
+                            group: EventLoopGroup) -> Result<WireReply, WireCallError> {
+        let promise = group.next().makePromise(of: ByteBuffer.self)
+        let connect = ClientBootstrap(group: group)
+            .connectTimeout(.milliseconds(Int64(timeoutMs)))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(LineFrameDecoder(maxLineBytes: 1 << 16)))
+                    try channel.pipeline.syncOperations.addHandler(FirstLineHandler(promise: promise))
+                }
+            }
+            .connect(host: host, port: port)
+        let channel: Channel
+        do {
+            channel = try connect.wait()
+        } catch {
+            promise.fail(error)
+            return .failure(WireCallError(reason: "cannot connect to \(host):\(port): \(error)"))
+        }
+        defer { channel.close(promise: nil) }
+        channel.writeAndFlush(channel.allocator.buffer(bytes: request.encoded()), promise: nil)
+        let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeoutMs))) {
+            promise.fail(WireCallError(reason: "no answer from \(host):\(port) within \(timeoutMs) ms"))
+        }
+        defer { timeout.cancel() }
+        do {
+            let line = try promise.futureResult.wait()
+            return WireReply.parse(line.readableBytesView, valueExpected: false)
+                .mapError { WireCallError(reason: "\($0) from \(host):\(port)") }
+        } catch let error as WireCallError {
+            return .failure(error)
+        } catch {
+            return .failure(WireCallError(reason: "connection to \(host):\(port) failed: \(error)"))
+        }
+    }
+}
+
+/// Why a `WireCall` got no reply.
+public struct WireCallError: Error, CustomStringConvertible {
+    public var reason: String
+    public var description: String { reason }
+}
+
+private final class FirstLineHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let promise: EventLoopPromise<ByteBuffer>
+
+    init(promise: EventLoopPromise<ByteBuffer>) { self.promise = promise }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        promise.succeed(unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(WireCallError(reason: "connection closed before an answer"))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+}
