@@ -114,7 +114,7 @@ class Cluster:
     # ----- generated configurations for tests -------------------------------------------------------------
 
     @staticmethod
-    def generate(root, replicas=3, timeouts=None, limits=None, worker_threads=96):
+    def generate(root, replicas=3, timeouts=None, limits=None, storage=None, worker_threads=96):
         """Writes a cluster.yaml on free loopback ports under `root` and returns a Cluster for it."""
         os.makedirs(root, exist_ok=True)
         lines = [
@@ -128,7 +128,7 @@ class Cluster:
         ]
         for i in range(1, replicas + 1):
             lines += [f"  - id: r{i}", "    host: 127.0.0.1", f"    port: {free_port()}", f"    data_dir: data/r{i}"]
-        for section, values in (("timeouts", timeouts), ("limits", limits)):
+        for section, values in (("timeouts", timeouts), ("limits", limits), ("storage", storage)):
             if values:
                 lines.append(f"{section}:")
                 lines += [f"  {k}: {v}" for k, v in values.items()]

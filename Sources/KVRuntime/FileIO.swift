@@ -69,6 +69,11 @@ public enum FileIO {
         }
     }
 
+    /// Renames `source` to `target` (atomically replacing it); the caller fsyncs the directory.
+    public static func rename(_ source: String, to target: String) throws {
+        try call("rename", source) { Int(Foundation.rename(source, target)) }
+    }
+
     /// Replaces `path` with `bytes` atomically: write a temp file, fsync it, rename, fsync the directory.
     public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         let temp = path + ".tmp"
@@ -81,7 +86,7 @@ public enum FileIO {
             throw error
         }
         close(fd)
-        try call("rename", temp) { Int(rename(temp, path)) }
+        try rename(temp, to: path)
         try fsyncDirectory((path as NSString).deletingLastPathComponent)
     }
 }

@@ -9,6 +9,8 @@ import KVCommon
 /// because dropping it would silently lose acknowledged data.
 public final class LogFile {
     public static let magic: [UInt8] = Array("KVLOG01\n".utf8)
+    /// The header of snapshot files, which use the same framing.
+    public static let snapshotMagic: [UInt8] = Array("KVSNAP1\n".utf8)
     public static let frameHeaderBytes = 8
     public static let payloadBytesMax = 256 << 20
 
@@ -34,7 +36,7 @@ public final class LogFile {
                 sizeBytes = Self.magic.count
                 return
             }
-            let validBytes = try Self.scan(bytes, path: path, onRecord: onRecord)
+            let validBytes = try Self.scan(bytes, path: path, magic: Self.magic, onRecord: onRecord)
             discardedTailBytes = bytes.count - validBytes
             if discardedTailBytes > 0 {
                 try FileIO.truncate(fd, to: validBytes, path: path)
@@ -76,7 +78,8 @@ public final class LogFile {
     ///
     /// A bad frame (length past the end, checksum mismatch) counts as a torn append only if no intact frame
     /// starts anywhere after it: a crash mid-write damages the end of the file, never the middle.
-    static func scan(_ bytes: [UInt8], path: String, onRecord: ([UInt8], Int) throws -> Void) throws -> Int {
+    public static func scan(_ bytes: [UInt8], path: String, magic: [UInt8],
+                            onRecord: ([UInt8], Int) throws -> Void) throws -> Int {
         guard bytes.count >= magic.count, Array(bytes[0..<magic.count]) == magic else {
             throw StorageError.badHeader(path: path)
         }

@@ -59,7 +59,7 @@ final class DecisionLog: @unchecked Sendable {
         return pending.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
-    var syncCount: UInt64 { log.syncCount }
+    var syncCount: UInt64 { log.counters.syncs }
 
     func close() { log.close() }
 }

@@ -44,7 +44,7 @@ struct ReplicaCommand: ParsableCommand {
         let server: ReplicaServer
         do {
             node = try ReplicaNode(server: me.id, dataDir: me.dataDir, lockWaitMs: cluster.timeouts.lockWaitTimeoutMs,
-                                   logger: logger)
+                                   snapshotLogBytesMax: cluster.storage.snapshotLogBytesMax, logger: logger)
             server = try ReplicaServer(node: node, host: me.host, port: me.port,
                                        maxLineBytes: cluster.limits.wireLineBytesMax, threads: max(1, threads))
         } catch {

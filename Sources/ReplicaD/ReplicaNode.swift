@@ -23,29 +23,29 @@ final class ReplicaNode: @unchecked Sendable {
     private var blocked: Set<UInt64> = []
     let server: String
 
-    /// Opens the log in `dataDir`, replays it, and returns a node ready to serve.
-    init(server: String, dataDir: String, lockWaitMs: Int, logger: Logger) throws {
+    private let dataDir: String
+    private let snapshotLogBytesMax: Int
+    private var generation: UInt64
+    private var snapshotting = false
+    private let snapshotQueue = DispatchQueue(label: "kv.replica.snapshot")
+
+    /// Loads the snapshot and log segments in `dataDir` and returns a node ready to serve.
+    init(server: String, dataDir: String, lockWaitMs: Int, snapshotLogBytesMax: Int, logger: Logger) throws {
         self.server = server
         self.lockWaitMs = lockWaitMs
         self.logger = logger
-        try FileIO.makeDirectory(dataDir)
+        self.dataDir = dataDir
+        self.snapshotLogBytesMax = snapshotLogBytesMax
         var participant = Participant(server: server)
-        let started = Self.nowMs()
-        var records = 0
-        let file = try LogFile(path: dataDir + "/replica.log") { payload, _ in
-            participant.replay(try ReplicaRecord.decode(payload), nowMs: started)
-            records += 1
-        }
-        if file.discardedTailBytes > 0 {
-            logger.warning("discarded a torn record at the end of \(file.path) (\(file.discardedTailBytes) bytes): a crash interrupted an append that was never acknowledged")
-        }
-        let stat = participant.stat(nowMs: started)
-        logger.info("replayed \(records) log records in \(Self.nowMs() - started) ms: \(stat.keys) keys, last committed seq \(stat.lastCommittedSeq), \(stat.inDoubt.count) in doubt")
+        let opened = try ReplicaStorage.open(directory: dataDir, into: &participant, logger: logger)
+        let stat = participant.stat(nowMs: Self.nowMs())
+        logger.info("\(opened.report): \(stat.keys) keys, last committed seq \(stat.lastCommittedSeq), \(stat.inDoubt.count) in doubt")
         for item in stat.inDoubt {
-            logger.warning("transaction \(item.seq) is in doubt (prepared, no decision in the log); its key stays locked until the master resolves it")
+            logger.warning("transaction \(item.seq) is in doubt (prepared, no decision in the log); its key stays locked until it is resolved")
         }
         self.participant = participant
-        log = GroupCommitLog(file: file, logger: logger)
+        generation = opened.generation
+        log = GroupCommitLog(file: opened.file, logger: logger)
     }
 
     /// Handles one request; `respond` is called exactly once with the reply line.
@@ -128,10 +128,35 @@ final class ReplicaNode: @unchecked Sendable {
         }
         if !payloads.isEmpty {
             if prepares { Failpoints.hit("replica-before-prepare-fsync") }
+            if !snapshotting && log.sizeBytes >= snapshotLogBytesMax { beginSnapshot() }
             log.append(payloads) {
                 if prepares { Failpoints.hit("replica-after-prepare-fsync") }
                 if commits { Failpoints.hit("replica-after-commit") }
                 for send in afterDurable { send() }
+            }
+        }
+    }
+
+    /// Must be called with `lock` held: seals the current segment at this exact point of the record order
+    /// and writes a snapshot of the state at that point in the background.
+    private func beginSnapshot() {
+        snapshotting = true
+        let next = generation + 1
+        let state = participant
+        let directory = dataDir
+        log.rotate(to: ReplicaStorage.segmentPath(directory, next)) { [self] in
+            snapshotQueue.async { [self] in
+                let started = Self.nowMs()
+                do {
+                    let records = try ReplicaStorage.writeSnapshot(state, generation: next, directory: directory)
+                    logger.info("snapshot \(next): \(state.store.count) keys, \(records) records in \(Self.nowMs() - started) ms; older segments removed")
+                } catch {
+                    logger.error("snapshot \(next) failed (the log segments stay, nothing is lost): \(error)")
+                }
+                lock.lock()
+                generation = next
+                snapshotting = false
+                lock.unlock()
             }
         }
     }

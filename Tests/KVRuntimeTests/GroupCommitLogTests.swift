@@ -61,9 +61,9 @@ final class GroupCommitLogTests: XCTestCase {
         group.close()
         XCTAssertEqual(done.values.count, threads * batches)
         XCTAssertEqual(Set(done.values).count, threads * batches, "each completion runs exactly once")
-        XCTAssertEqual(group.recordCount, UInt64(threads * batches * perBatch))
-        XCTAssertGreaterThan(group.syncCount, 0)
-        XCTAssertLessThanOrEqual(group.syncCount, UInt64(threads * batches))
+        XCTAssertEqual(group.counters.records, UInt64(threads * batches * perBatch))
+        XCTAssertGreaterThan(group.counters.syncs, 0)
+        XCTAssertLessThanOrEqual(group.counters.syncs, UInt64(threads * batches))
 
         let records = try readBack()
         XCTAssertEqual(records.count, threads * batches * perBatch)

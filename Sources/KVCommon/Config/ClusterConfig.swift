@@ -55,12 +55,18 @@ public struct ClusterConfig: Equatable, Sendable {
         public var wireLineBytesMax: Int { 3 * (keyBytesMax + valueBytesMax) + 64 }
     }
 
+    public struct Storage: Equatable, Sendable {
+        /// A replica writes a snapshot and starts a new log segment once its segment grows past this.
+        public var snapshotLogBytesMax: Int = 64 << 20
+    }
+
     /// The file this configuration came from (absolute).
     public var path: String
     public var master: Master
     public var replicas: [Replica]
     public var timeouts: Timeouts
     public var limits: Limits
+    public var storage = Storage()
 
     public func replica(id: String) -> Replica? { replicas.first { $0.id == id } }
 

@@ -8,7 +8,7 @@ struct ClusterConfigLoader {
     }
 
     mutating func load(_ root: YAMLNode, path: String) throws -> ClusterConfig {
-        let top = try Fields(root, path: "cluster.yaml", loader: self, known: ["master", "replicas", "timeouts", "limits"])
+        let top = try Fields(root, path: "cluster.yaml", loader: self, known: ["master", "replicas", "timeouts", "limits", "storage"])
         let master = try loadMaster(try top.require("master"))
         guard case .sequence(let items, let listMark) = try top.require("replicas") else {
             throw error(top.node("replicas")!.mark, "replicas must be a list of replicas")
@@ -51,7 +51,14 @@ struct ClusterConfigLoader {
             limits.inFlightTransactionsMax = try fields.int("in_flight_transactions_max", in: 1...1_000_000)
                 ?? limits.inFlightTransactionsMax
         }
-        return ClusterConfig(path: path, master: master, replicas: replicas, timeouts: timeouts, limits: limits)
+        var storage = ClusterConfig.Storage()
+        if let node = top.node("storage") {
+            let fields = try Fields(node, path: "storage", loader: self, known: ["snapshot_log_bytes_max"])
+            storage.snapshotLogBytesMax = try fields.int("snapshot_log_bytes_max", in: 4096...(1 << 40))
+                ?? storage.snapshotLogBytesMax
+        }
+        return ClusterConfig(path: path, master: master, replicas: replicas, timeouts: timeouts, limits: limits,
+                             storage: storage)
     }
 
     private func loadMaster(_ node: YAMLNode) throws -> ClusterConfig.Master {

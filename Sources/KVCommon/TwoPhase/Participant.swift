@@ -78,6 +78,45 @@ public struct Participant {
         return ReplicaStat(keys: store.count, digest: digest, lastCommittedSeq: lastCommittedSeq, inDoubt: items)
     }
 
+    // MARK: - Snapshots
+
+    /// Streams the state a snapshot must keep, as records (see `SnapshotRecord`), ending with the trailer.
+    /// Call on a copy: the participant is a value, so a copy taken under the node's lock is a consistent cut.
+    public func writeSnapshot(generation: UInt64, to body: (SnapshotRecord) throws -> Void) rethrows {
+        try body(.header(generation: generation, lastCommittedSeq: lastCommittedSeq,
+                         maxForgottenSeq: decided.maxForgottenSeq))
+        for (key, entry) in store {
+            try body(.entry(key: key, value: entry.value, version: entry.version, created: entry.created))
+        }
+        for (seq, item) in prepared.sorted(by: { $0.key < $1.key }) { try body(.prepared(seq: seq, op: item.op)) }
+        let outcomes = decided.entries
+        for item in outcomes { try body(.decided(seq: item.seq, committed: item.outcome == .committed)) }
+        try body(.trailer(entries: UInt64(store.count), prepared: UInt64(prepared.count),
+                          decided: UInt64(outcomes.count), digest: digest))
+    }
+
+    /// Loads one snapshot record at start-up (before any log replay). Throws if the trailer disagrees.
+    public mutating func restore(_ record: SnapshotRecord, nowMs: UInt64) throws {
+        switch record {
+        case .header(_, let lastCommittedSeq, let maxForgottenSeq):
+            self.lastCommittedSeq = lastCommittedSeq
+            decided.restore(maxForgottenSeq: maxForgottenSeq)
+        case .entry(let key, let value, let version, let created):
+            store[key] = Entry(value: value, version: version, created: created)
+            digest &+= ContentDigest.entryHash(key: key, value: value, version: version)
+        case .prepared(let seq, let op):
+            locks[op.key] = seq
+            prepared[seq] = Prepared(op: op, preparedAtMs: nowMs, recovered: true)
+        case .decided(let seq, let committed):
+            decided.record(seq, committed ? .committed : .aborted)
+        case .trailer(let entries, let preparedCount, _, let expectedDigest):
+            guard entries == UInt64(store.count), preparedCount == UInt64(prepared.count), expectedDigest == digest else {
+                throw KVError.recordMalformed("snapshot trailer does not match its content "
+                    + "(\(store.count) keys, digest \(String(digest, radix: 16)) vs \(entries), \(String(expectedDigest, radix: 16)))")
+            }
+        }
+    }
+
     /// Rebuilds state from one log record at start-up. Produces no actions: replay never talks.
     public mutating func replay(_ record: ReplicaRecord, nowMs: UInt64) {
         switch record {

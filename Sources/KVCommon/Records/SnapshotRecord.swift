@@ -1,0 +1,66 @@
+/// A record of a replica snapshot file: the whole participant state as of the start of log segment
+/// `generation`. Written in this order: one `header`, the `entry`, `prepared` and `decided` records, one
+/// `trailer` whose counts and digest must match what came before (a snapshot without its trailer is
+/// incomplete and is never used).
+public enum SnapshotRecord: Equatable, Sendable {
+    case header(generation: UInt64, lastCommittedSeq: UInt64, maxForgottenSeq: UInt64)
+    case entry(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
+    case prepared(seq: UInt64, op: WriteOp)
+    case decided(seq: UInt64, committed: Bool)
+    case trailer(entries: UInt64, prepared: UInt64, decided: UInt64, digest: UInt64)
+
+    public func encoded() -> [UInt8] {
+        var writer = BinaryWriter()
+        switch self {
+        case .header(let generation, let lastCommittedSeq, let maxForgottenSeq):
+            writer.u8(1)
+            writer.u64(generation)
+            writer.u64(lastCommittedSeq)
+            writer.u64(maxForgottenSeq)
+        case .entry(let key, let value, let version, let created):
+            writer = BinaryWriter(capacity: key.count + value.count + 32)
+            writer.u8(2)
+            writer.blob(key)
+            writer.blob(value)
+            writer.u64(version)
+            writer.u64(created)
+        case .prepared(let seq, let op):
+            writer.u8(3)
+            let inner = ReplicaRecord.prepare(seq: seq, op: op).encoded()
+            writer.blob(inner)
+        case .decided(let seq, let committed):
+            writer.u8(4)
+            writer.u64(seq)
+            writer.u8(committed ? 1 : 0)
+        case .trailer(let entries, let prepared, let decided, let digest):
+            writer.u8(5)
+            writer.u64(entries)
+            writer.u64(prepared)
+            writer.u64(decided)
+            writer.u64(digest)
+        }
+        return writer.bytes
+    }
+
+    public static func decode(_ payload: [UInt8]) throws -> SnapshotRecord {
+        var reader = BinaryReader(payload)
+        let record: SnapshotRecord
+        switch try reader.u8() {
+        case 1: record = .header(generation: try reader.u64(), lastCommittedSeq: try reader.u64(),
+                                 maxForgottenSeq: try reader.u64())
+        case 2: record = .entry(key: try reader.blob(), value: try reader.blob(), version: try reader.u64(),
+                                created: try reader.u64())
+        case 3:
+            guard case .prepare(let seq, let op) = try ReplicaRecord.decode(try reader.blob()) else {
+                throw KVError.recordMalformed("snapshot prepared record does not hold a prepare")
+            }
+            record = .prepared(seq: seq, op: op)
+        case 4: record = .decided(seq: try reader.u64(), committed: try reader.u8() == 1)
+        case 5: record = .trailer(entries: try reader.u64(), prepared: try reader.u64(), decided: try reader.u64(),
+                                  digest: try reader.u64())
+        case let type: throw KVError.recordMalformed("unknown snapshot record type \(type)")
+        }
+        guard reader.isAtEnd else { throw KVError.recordMalformed("trailing bytes in snapshot record") }
+        return record
+    }
+}
