@@ -8,30 +8,67 @@ import Logging
 /// `recordCommit` returns only once the COMMIT record is fsynced; only then may `com` be sent. `recordEnd`
 /// is appended without waiting: losing it only means re-sending an idempotent `com` after a restart.
 /// In memory it keeps the commits that have no END yet, which is all in-doubt resolution needs.
+///
+/// Files: `decisions-<generation>.log`. When the current file passes `compactBytes`, the log switches to a
+/// new file that starts with a copy of every COMMIT still without END, and the old file is deleted once those
+/// copies are durable. Start-up reads every file in generation order.
 final class DecisionLog: @unchecked Sendable {
     private let log: GroupCommitLog
+    private let directory: String
+    private let compactBytes: Int
+    private let logger: Logger
     private let lock = NSLock()
+    /// Durable COMMITs without END (what resolution may rely on).
     private var pending: [UInt64: [String]] = [:]
+    /// COMMITs queued (durable or not) without END: what a compaction must carry over.
+    private var logged: [UInt64: [String]] = [:]
+    private var generation: UInt64
+    private var compacting = false
 
-    init(directory: String, logger: Logger) throws {
+    init(directory: String, compactBytes: Int, logger: Logger) throws {
+        self.directory = directory
+        self.compactBytes = compactBytes
+        self.logger = logger
         try FileIO.makeDirectory(directory)
+        if FileManager.default.fileExists(atPath: directory + "/decisions.log") {
+            try FileIO.rename(directory + "/decisions.log", to: Self.path(directory, 1))
+        }
+        let generations = Self.generations(in: directory)
         var pending: [UInt64: [String]] = [:]
-        let file = try LogFile(path: directory + "/decisions.log") { payload, _ in
+        func apply(_ payload: [UInt8], _ offset: Int) throws {
             switch try DecisionRecord.decode(payload) {
             case .commit(let seq, let participants): pending[seq] = participants
             case .end(let seq): pending[seq] = nil
             }
         }
+        for old in generations.dropLast() {
+            let path = Self.path(directory, old)
+            let bytes = try FileIO.readAll(path)
+            let valid = try LogFile.scan(bytes, path: path, magic: LogFile.magic, onRecord: apply)
+            guard valid == bytes.count else {
+                throw StorageError.corrupt(path: path, offset: valid, detail: "a sealed decision log ends in a damaged record")
+            }
+        }
+        generation = generations.last ?? 1
+        let file = try LogFile(path: Self.path(directory, generation), onRecord: apply)
         if file.discardedTailBytes > 0 {
             logger.warning("discarded a torn record at the end of \(file.path) (\(file.discardedTailBytes) bytes)")
         }
+        for old in generations.dropLast() { try? FileManager.default.removeItem(atPath: Self.path(directory, old)) }
         self.pending = pending
+        logged = pending
         log = GroupCommitLog(file: file, logger: logger)
     }
 
     /// Makes the commit decision for `seq` durable. Blocks until fsynced.
     func recordCommit(seq: UInt64, participants: [String]) {
-        log.appendAndWait([DecisionRecord.commit(seq: seq, participants: participants).encoded()])
+        let done = DispatchSemaphore(value: 0)
+        lock.lock()
+        logged[seq] = participants
+        log.append([DecisionRecord.commit(seq: seq, participants: participants).encoded()]) { done.signal() }
+        compactIfLarge()
+        lock.unlock()
+        done.wait()
         lock.lock()
         pending[seq] = participants
         lock.unlock()
@@ -40,9 +77,9 @@ final class DecisionLog: @unchecked Sendable {
     /// Notes that every participant acknowledged `seq`.
     func recordEnd(seq: UInt64) {
         lock.lock()
-        let known = pending.removeValue(forKey: seq) != nil
+        pending[seq] = nil
+        if logged.removeValue(forKey: seq) != nil { log.append([DecisionRecord.end(seq: seq).encoded()]) }
         lock.unlock()
-        if known { log.append([DecisionRecord.end(seq: seq).encoded()]) }
     }
 
     /// The participants of `seq` if it committed and is not yet fully acknowledged.
@@ -62,4 +99,34 @@ final class DecisionLog: @unchecked Sendable {
     var syncCount: UInt64 { log.counters.syncs }
 
     func close() { log.close() }
+
+    /// Must be called with `lock` held.
+    private func compactIfLarge() {
+        guard !compacting, log.sizeBytes >= compactBytes else { return }
+        compacting = true
+        let old = generation
+        generation += 1
+        let carried = logged.sorted { $0.key < $1.key }
+        log.rotate(to: Self.path(directory, generation)) {}
+        log.append(carried.map { DecisionRecord.commit(seq: $0.key, participants: $0.value).encoded() }) { [self] in
+            try? FileManager.default.removeItem(atPath: Self.path(directory, old))
+            try? FileIO.fsyncDirectory(directory)
+            logger.info("decision log compacted: generation \(generation) carries \(carried.count) unacknowledged commits")
+            lock.lock()
+            compacting = false
+            lock.unlock()
+        }
+    }
+
+    private static func path(_ directory: String, _ generation: UInt64) -> String {
+        directory + "/decisions-\(generation).log"
+    }
+
+    private static func generations(in directory: String) -> [UInt64] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.compactMap { name in
+            guard name.hasPrefix("decisions-"), name.hasSuffix(".log") else { return nil }
+            return UInt64(name.dropFirst(10).dropLast(4))
+        }.sorted()
+    }
 }

@@ -41,7 +41,8 @@ struct MasterCommand: ParsableCommand {
     private func serve(_ cluster: ClusterConfig, logger: Logger) throws {
         try FileIO.makeDirectory(cluster.master.decisionLogDir)
         let seqs = try SeqAllocator(directory: cluster.master.decisionLogDir)
-        let decisions = try DecisionLog(directory: cluster.master.decisionLogDir, logger: logger)
+        let decisions = try DecisionLog(directory: cluster.master.decisionLogDir,
+                                        compactBytes: cluster.storage.snapshotLogBytesMax, logger: logger)
         let registry = InFlightRegistry(limit: cluster.limits.inFlightTransactionsMax, decisions: decisions)
         var resolve: ((ReplicaLink, WireReply) -> Void)?
         let pool = ReplicaPool(config: cluster, threads: max(1, ioThreads)) { link, stat in resolve?(link, stat) }

@@ -54,6 +54,14 @@ def test_snapshots_truncate_the_log_and_restore_exactly(small_snapshot_cluster):
     assert after["last_committed_seq"] == before["r2"]["last_committed_seq"]
     assert replica_contents(c, "r2", keys) == contents_before
     assert "restored" in c.log("r2") and "from snapshot" in c.log("r2")
+    # The master's decision log compacts at the same size: old generations are gone, seqs stay unique.
+    master_dir = os.path.join(os.path.dirname(c.config_path), "data", "master")
+    decision_logs = glob.glob(os.path.join(master_dir, "decisions-*.log"))
+    assert len(decision_logs) == 1 and not decision_logs[0].endswith("decisions-1.log"), decision_logs
+    assert "decision log compacted" in c.log("master")
+    c.kill_master()
+    c.start_master()
+    assert c.http("PUT", "/kv/after-restart", body=b"x")[0] == 200
     # Writes keep working after the restart, on top of the snapshot.
     assert c.http("PUT", "/kv/s1", body=b"final")[0] == 200
     assert replica_contents(c, "r2", [b"s1"])[b"s1"][0] == "final"
