@@ -22,12 +22,8 @@ struct StatusReport {
                     writer.field("keys", stat.keys)
                     writer.field("digest", stat.digestHex)
                     writer.field("last_committed_seq", stat.lastCommittedSeq)
-                    writer.field("in_doubt", rawJSON: JSONWriter.array(stat.inDoubt.map { item in
-                        var inner = JSONWriter(capacity: 48)
-                        inner.field("seq", item.seq)
-                        inner.field("age_ms", item.ageMs)
-                        return inner.finish()
-                    }))
+                    writer.field("log_syncs", stat.logSyncs)
+                    writer.field("in_doubt", rawJSON: stat.inDoubtJSON())
                 }
             case .failure(let failure):
                 writer.field("up", false)
@@ -48,6 +44,7 @@ struct StatusReport {
         writer.field("uptime_s", Int(Date().timeIntervalSince(service.startedAt)))
         writer.field("in_flight", service.registry.count)
         writer.field("pending_commits", service.delivery.pendingCount)
+        writer.field("decision_log_syncs", service.runner.decisions.syncCount)
         writer.field("replicas", rawJSON: JSONWriter.array(replicas))
         return HTTPResponse(status: 200, body: writer.finish())
     }

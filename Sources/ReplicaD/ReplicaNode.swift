@@ -83,6 +83,7 @@ final class ReplicaNode: @unchecked Sendable {
     private func markBlocked(_ action: Participant.Action) -> Participant.Action {
         guard case .reply(let id, var reply) = action, var stat = reply.stat else { return action }
         for index in stat.inDoubt.indices { stat.inDoubt[index].blocked = blocked.contains(stat.inDoubt[index].seq) }
+        stat.logSyncs = log.counters.syncs
         reply.stat = stat
         return .reply(id, reply)
     }

@@ -9,6 +9,8 @@ public struct ReplicaStat: Equatable, Sendable {
     public var lastCommittedSeq: UInt64
     /// Transactions prepared here whose outcome this replica does not know yet, with their age in ms.
     public var inDoubt: [InDoubt]
+    /// fdatasync calls of the replica's log since it started (filled in by the replica process).
+    public var logSyncs: UInt64 = 0
 
     public struct InDoubt: Equatable, Sendable {
         public var seq: UInt64
@@ -30,6 +32,18 @@ public struct ReplicaStat: Equatable, Sendable {
         self.digest = digest
         self.lastCommittedSeq = lastCommittedSeq
         self.inDoubt = inDoubt
+    }
+
+    /// The in-doubt list as a JSON array: `[{"seq":N,"age_ms":N,"recovered":bool,"blocked":bool}]`.
+    public func inDoubtJSON() -> [UInt8] {
+        JSONWriter.array(inDoubt.map { item in
+            var writer = JSONWriter(capacity: 80)
+            writer.field("seq", item.seq)
+            writer.field("age_ms", item.ageMs)
+            writer.field("recovered", item.recovered)
+            writer.field("blocked", item.blocked)
+            return writer.finish()
+        })
     }
 
     /// The digest as 16 lowercase hex digits, as it appears on the wire.

@@ -49,15 +49,8 @@ public struct WireReply: Equatable, Sendable {
             writer.field("keys", stat.keys)
             writer.field("digest", stat.digestHex)
             writer.field("last_committed_seq", stat.lastCommittedSeq)
-            let items = stat.inDoubt.map { item -> [UInt8] in
-                var inner = JSONWriter(capacity: 48)
-                inner.field("seq", item.seq)
-                inner.field("age_ms", item.ageMs)
-                inner.field("recovered", item.recovered)
-                inner.field("blocked", item.blocked)
-                return inner.finish()
-            }
-            writer.field("in_doubt", rawJSON: JSONWriter.array(items))
+            writer.field("in_doubt", rawJSON: stat.inDoubtJSON())
+            writer.field("log_syncs", stat.logSyncs)
         }
         var line = writer.finish()
         line.append(UInt8(ascii: "\n"))
@@ -98,6 +91,7 @@ public struct WireReply: Equatable, Sendable {
             reply.stat = ReplicaStat(keys: keyCount, digest: digest,
                                      lastCommittedSeq: json["last_committed_seq"]?.uint64Value ?? 0,
                                      inDoubt: inDoubt)
+            reply.stat?.logSyncs = json["log_syncs"]?.uint64Value ?? 0
         }
         return .success(reply)
     }
