@@ -111,6 +111,7 @@ final class CoordinatorTests: XCTestCase {
         XCTAssertEqual(result?.replicas.map(\.server), replicas)
         XCTAssertEqual(result?.replicas[1].code, .conflict)
         XCTAssertEqual(result?.replicas[1].status, false)
+        XCTAssertEqual(result?.replicas[0].message, "prepared, then rolled back (abrt)")
         XCTAssertEqual(coordinator.phase, .finished)
         XCTAssertEqual(coordinator.handle(yes("r3")), [], "finish is reported once")
         XCTAssertEqual(coordinator.handle(.timeout), [])

@@ -195,6 +195,9 @@ public struct Coordinator {
             }
             return finishCommitIfSettled()
         case .aborting:
+            if states[replica] == .yes, reply.status, reports[replica]?.status == true {
+                reports[replica]?.message = "prepared, then rolled back (abrt)"
+            }
             if states[replica] == .awaitingVote {
                 states[replica] = reply.status ? .yes : .no
                 if reports[replica] == nil || reports[replica]?.code == .timeout {
