@@ -137,6 +137,18 @@ class Cluster:
             f.write("\n".join(lines) + "\n")
         return Cluster(path, os.path.join(root, "run"), http_port=free_port())
 
+    def write_config(self, config=None, text=None):
+        """Replaces cluster.yaml with `config` (a dict, dumped as YAML) or raw `text`; reload to apply."""
+        import yaml
+        with open(self.config_path, "w") as f:
+            f.write(text if text is not None else yaml.safe_dump(config, sort_keys=False))
+        if text is None:
+            self.config = config
+
+    def reload_master(self):
+        """Asks the master to re-read cluster.yaml (POST /admin/reload); returns (status, body)."""
+        return self.http("POST", "/admin/reload")
+
     # ----- addresses ----------------------------------------------------------------------------------------
 
     def replica(self, rid):

@@ -18,15 +18,17 @@ final class CommitDelivery: @unchecked Sendable {
         var nextAttempt: Date
     }
 
-    private let pool: ReplicaPool
+    /// The links of the configuration in force (a reload may change them).
+    private let currentPool: () -> ReplicaPool
     private let decisions: DecisionLog
     private let registry: InFlightRegistry
     private let logger: Logger
     private let condition = NSCondition()
     private var pending: [UInt64: Pending] = [:]
 
-    init(pool: ReplicaPool, decisions: DecisionLog, registry: InFlightRegistry, logger: Logger) {
-        self.pool = pool
+    init(currentPool: @escaping () -> ReplicaPool, decisions: DecisionLog, registry: InFlightRegistry,
+         logger: Logger) {
+        self.currentPool = currentPool
         self.decisions = decisions
         self.registry = registry
         self.logger = logger
@@ -116,9 +118,16 @@ final class CommitDelivery: @unchecked Sendable {
             }
             if due.isEmpty { _ = condition.wait(until: wake) }
             condition.unlock()
+            let pool = currentPool()
             for (seq, replicas) in due {
                 for replica in replicas {
-                    pool.link(replica)?.send(.com(seq)) { result in
+                    guard let link = pool.link(replica) else {
+                        // Removed from the configuration: it no longer needs this (or any) commit.
+                        logger.notice("commit \(seq): \(replica) is no longer configured; not waiting for it")
+                        acknowledged(seq: seq, by: replica)
+                        continue
+                    }
+                    link.send(.com(seq)) { result in
                         if case .success(let reply) = result, reply.status { self.acknowledged(seq: seq, by: replica) }
                     }
                 }

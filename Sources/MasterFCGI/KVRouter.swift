@@ -11,17 +11,32 @@ import KVCommon
 /// | POST /kv             | body `get;key`, `put;key;value` or `del;key`: same answers as above     |
 /// | GET /status          | master and per-replica state                                            |
 /// | GET /ping            | 200 without touching replicas (a ceiling for benchmarks)                |
+/// | POST /admin/reload   | re-read cluster.yaml: 200 in force, 400 rejected (old one stays)        |
+///
+/// A router is made per request (`KVRouter(service:)`), taking the configuration in force at that moment.
 struct KVRouter {
     let service: KVService
 
-    private var serverID: String { service.config.master.id }
-    private var limits: ClusterConfig.Limits { service.config.limits }
+    let view: ClusterView
+
+    init(service: KVService) {
+        self.service = service
+        view = service.views.current
+    }
+
+    private var serverID: String { view.config.master.id }
+    private var limits: ClusterConfig.Limits { view.config.limits }
 
     func handle(_ request: HTTPRequest) -> HTTPResponse {
         let path = request.rawPath
         if path == "/ping" {
             guard request.method == "GET" || request.method == "HEAD" else { return methodNotAllowed("GET") }
             return json(200, true, "pong", seq: nil)
+        }
+        if path == "/admin/reload" {
+            guard request.method == "POST" else { return methodNotAllowed("POST") }
+            let report = service.views.reload()
+            return json(report.ok ? 200 : 400, report.ok, report.message, seq: nil)
         }
         if path == "/status" {
             guard request.method == "GET" else { return methodNotAllowed("GET") }
@@ -51,7 +66,7 @@ struct KVRouter {
     // MARK: - Operations
 
     private func read(_ key: [UInt8]) -> HTTPResponse {
-        switch service.read(key) {
+        switch service.read(key, in: view) {
         case .found(let value, let seq, let server):
             var writer = JSONWriter(capacity: value.count + 96)
             writer.field("status", true)
@@ -73,7 +88,7 @@ struct KVRouter {
     }
 
     private func write(_ op: WriteOp) -> HTTPResponse {
-        guard let outcome = service.write(op) else {
+        guard let outcome = service.write(op, in: view) else {
             return json(503, false, "too many transactions in flight (limit \(limits.inFlightTransactionsMax)); retry later",
                         seq: nil)
         }

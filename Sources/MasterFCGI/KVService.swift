@@ -10,18 +10,16 @@ final class KVService: @unchecked Sendable {
         case unavailable(reasons: [String])
     }
 
-    let config: ClusterConfig
-    let pool: ReplicaPool
+    let views: ClusterViews
     let runner: TransactionRunner
     let delivery: CommitDelivery
     let registry: InFlightRegistry
     let seqs: SeqAllocator
     let startedAt = Date()
 
-    init(config: ClusterConfig, pool: ReplicaPool, runner: TransactionRunner, delivery: CommitDelivery,
-         registry: InFlightRegistry, seqs: SeqAllocator) {
-        self.config = config
-        self.pool = pool
+    init(views: ClusterViews, runner: TransactionRunner, delivery: CommitDelivery, registry: InFlightRegistry,
+         seqs: SeqAllocator) {
+        self.views = views
         self.runner = runner
         self.delivery = delivery
         self.registry = registry
@@ -29,7 +27,9 @@ final class KVService: @unchecked Sendable {
     }
 
     /// Reads `key` from a random replica that is up, trying the others if it fails.
-    func read(_ key: [UInt8]) -> ReadResult {
+    func read(_ key: [UInt8], in view: ClusterView) -> ReadResult {
+        let pool = view.pool
+        let config = view.config
         let links = pool.links.shuffled().sorted { lhs, rhs in lhs.health.connected && !rhs.health.connected }
         var reasons: [String] = []
         for link in links {
@@ -48,11 +48,13 @@ final class KVService: @unchecked Sendable {
         return .unavailable(reasons: reasons)
     }
 
-    /// Runs `op` as a two-phase-commit transaction on every replica.
-    func write(_ op: WriteOp) -> Coordinator.Outcome? { runner.run(op) }
+    /// Runs `op` as a two-phase-commit transaction on every replica of `view`.
+    func write(_ op: WriteOp, in view: ClusterView) -> Coordinator.Outcome? {
+        runner.run(op, pool: view.pool, timeouts: view.config.timeouts)
+    }
 
     /// Asks every replica for `stat` in parallel.
-    func replicaStatus() -> [(ReplicaLink, Result<WireReply, LinkFailure>)] {
-        pool.callAll(.stat, timeoutMs: config.timeouts.readTimeoutMs)
+    func replicaStatus(in view: ClusterView) -> [(ReplicaLink, Result<WireReply, LinkFailure>)] {
+        view.pool.callAll(.stat, timeoutMs: view.config.timeouts.readTimeoutMs)
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import KVCommon
 import KVRuntime
 import Logging
+import NIOPosix
 
 /// `kv-master --config cluster.yaml`: the FastCGI master that nginx forwards to.
 @main
@@ -44,30 +45,37 @@ struct MasterCommand: ParsableCommand {
         let decisions = try DecisionLog(directory: cluster.master.decisionLogDir,
                                         compactBytes: cluster.storage.snapshotLogBytesMax, logger: logger)
         let registry = InFlightRegistry(limit: cluster.limits.inFlightTransactionsMax, decisions: decisions)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, ioThreads))
         var resolve: ((ReplicaLink, WireReply) -> Void)?
-        let pool = ReplicaPool(config: cluster, threads: max(1, ioThreads)) { link, stat in resolve?(link, stat) }
-        let delivery = CommitDelivery(pool: pool, decisions: decisions, registry: registry, logger: logger)
+        let views = ClusterViews(config: cluster, group: group, logger: logger) { link, stat in resolve?(link, stat) }
+        let delivery = CommitDelivery(currentPool: { views.current.pool }, decisions: decisions, registry: registry,
+                                      logger: logger)
         resolve = { link, stat in delivery.resolveInDoubt(link: link, stat: stat) }
         delivery.start()
-        let runner = TransactionRunner(pool: pool, decisions: decisions, registry: registry, delivery: delivery,
-                                       seqs: seqs, timeouts: cluster.timeouts)
-        let service = KVService(config: cluster, pool: pool, runner: runner, delivery: delivery, registry: registry,
-                                seqs: seqs)
-        let router = KVRouter(service: service)
+        let runner = TransactionRunner(decisions: decisions, registry: registry, delivery: delivery, seqs: seqs)
+        let service = KVService(views: views, runner: runner, delivery: delivery, registry: registry, seqs: seqs)
         let bodyMax = max(cluster.limits.valueBytesMax, cluster.limits.keyBytesMax * 3 + 16) + 64
         let server = try FastCGIServer(listen: cluster.master.listen, bodyBytesMax: bodyMax, logger: logger)
         var queries: QueryServer?
         if let host = cluster.master.queryHost, let port = cluster.master.queryPort {
-            queries = try QueryServer(group: pool.group, host: host, port: port, registry: registry,
+            queries = try QueryServer(group: group, host: host, port: port, registry: registry,
                                       serverID: cluster.master.id, logger: logger)
         }
         // Connect to every replica now, so in-doubt transactions are resolved before the first request.
-        for link in pool.links { link.send(.stat) { _ in } }
-        server.start(workers: cluster.master.workerThreads) { router.handle($0) }
+        for link in views.current.pool.links { link.send(.stat) { _ in } }
+        server.start(workers: cluster.master.workerThreads) { KVRouter(service: service).handle($0) }
+        SystemdNotify.send("READY=1\nSTATUS=serving on \(server.listenDescription), \(cluster.replicas.count) replicas")
         logger.info("master \(cluster.master.id) ready on \(server.listenDescription): epoch \(seqs.epoch), \(cluster.replicas.count) replicas, \(cluster.master.workerThreads) workers")
         let stopped = DispatchSemaphore(value: 0)
-        let signals = SignalTrap(signals: [SIGTERM, SIGINT]) { signal in
+        let signals = SignalTrap(signals: [SIGTERM, SIGINT, SIGHUP]) { signal in
+            if signal == SIGHUP {
+                SystemdNotify.send("RELOADING=1")
+                let report = views.reload()
+                SystemdNotify.send("READY=1\nSTATUS=\(report.message)")
+                return
+            }
             logger.info("signal \(signal): stopping")
+            SystemdNotify.send("STOPPING=1")
             stopped.signal()
         }
         stopped.wait()

@@ -108,6 +108,14 @@ final class ReplicaLink: @unchecked Sendable {
         stateLock.unlock()
     }
 
+    /// Closes the connection; later sends reconnect. Used for links a reload dropped.
+    func close() {
+        loop.execute {
+            self.channel?.close(promise: nil)
+            self.channel = nil
+        }
+    }
+
     private static func describe(_ error: Error, address: String) -> String {
         if let ioError = error as? IOError, ioError.errnoCode == ECONNREFUSED {
             return "connection refused (\(address))"

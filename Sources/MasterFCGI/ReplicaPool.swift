@@ -3,21 +3,26 @@ import KVCommon
 import NIOCore
 import NIOPosix
 
-/// One `ReplicaLink` per replica of the configuration, on a small shared event-loop group, plus a blocking
-/// helper for worker threads that need one reply with a deadline.
+/// One `ReplicaLink` per replica of one configuration, plus blocking helpers for worker threads that need
+/// replies with a deadline. Immutable: a reload builds a new pool, reusing the links (and their open
+/// connections) of replicas whose id and address did not change.
 final class ReplicaPool: @unchecked Sendable {
-    let group: MultiThreadedEventLoopGroup
     let links: [ReplicaLink]
     private let byID: [String: ReplicaLink]
 
-    init(config: ClusterConfig, threads: Int, onConnect: @escaping (ReplicaLink, WireReply) -> Void) {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        self.group = group
+    init(config: ClusterConfig, group: EventLoopGroup, reusing previous: ReplicaPool? = nil,
+         onConnect: @escaping (ReplicaLink, WireReply) -> Void) {
         links = config.replicas.map { replica in
-            ReplicaLink(replica: replica, loop: group.next(), connectTimeoutMs: config.timeouts.connectTimeoutMs,
-                        maxLineBytes: config.limits.wireLineBytesMax, onConnect: onConnect)
+            if let old = previous?.link(replica.id), old.replica == replica { return old }
+            return ReplicaLink(replica: replica, loop: group.next(), connectTimeoutMs: config.timeouts.connectTimeoutMs,
+                               maxLineBytes: config.limits.wireLineBytesMax, onConnect: onConnect)
         }
         byID = Dictionary(uniqueKeysWithValues: links.map { ($0.replica.id, $0) })
+    }
+
+    /// Links of `self` that `next` no longer uses.
+    func linksDropped(by next: ReplicaPool) -> [ReplicaLink] {
+        links.filter { link in next.link(link.replica.id) !== link }
     }
 
     func link(_ id: String) -> ReplicaLink? { byID[id] }
@@ -45,6 +50,4 @@ final class ReplicaPool: @unchecked Sendable {
             (link, results[index] ?? .failure(LinkFailure(reason: "no answer within \(timeoutMs) ms (\(link.replica.address))")))
         }
     }
-
-    func shutdown() { try? group.syncShutdownGracefully() }
 }

@@ -6,10 +6,11 @@ struct StatusReport {
     let service: KVService
 
     func response() -> HTTPResponse {
-        let config = service.config
+        let view = service.views.current
+        let config = view.config
         var replicas: [[UInt8]] = []
         var upCount = 0
-        for (link, result) in service.replicaStatus() {
+        for (link, result) in service.replicaStatus(in: view) {
             var writer = JSONWriter(capacity: 256)
             writer.field("id", link.replica.id)
             writer.field("address", link.replica.address)
@@ -32,7 +33,7 @@ struct StatusReport {
             }
             replicas.append(writer.finish())
         }
-        let total = service.pool.links.count
+        let total = view.pool.links.count
         var writer = JSONWriter(capacity: 1024)
         writer.field("status", upCount == total)
         writer.field("message", upCount == total ? "all \(total) replicas up"
@@ -40,6 +41,9 @@ struct StatusReport {
         writer.field("seq", nil)
         writer.field("server", config.master.id)
         writer.field("config", config.path)
+        writer.field("config_generation", view.generation)
+        writer.field("config_loaded_at", ISO8601DateFormatter().string(from: view.loadedAt))
+        if let error = service.views.reloadError { writer.field("last_reload_error", error) }
         writer.field("epoch", service.seqs.epoch)
         writer.field("uptime_s", Int(Date().timeIntervalSince(service.startedAt)))
         writer.field("in_flight", service.registry.count)

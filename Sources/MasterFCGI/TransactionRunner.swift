@@ -6,15 +6,13 @@ import KVRuntime
 /// actions (sends over the replica links, persists to the decision log) and feeds it the replies, with a
 /// deadline per phase.
 struct TransactionRunner {
-    let pool: ReplicaPool
     let decisions: DecisionLog
     let registry: InFlightRegistry
     let delivery: CommitDelivery
     let seqs: SeqAllocator
-    let timeouts: ClusterConfig.Timeouts
 
-    /// Runs `op` on every replica; nil when too many transactions are already in flight.
-    func run(_ op: WriteOp) -> Coordinator.Outcome? {
+    /// Runs `op` on every replica of `pool`; nil when too many transactions are already in flight.
+    func run(_ op: WriteOp, pool: ReplicaPool, timeouts: ClusterConfig.Timeouts) -> Coordinator.Outcome? {
         let seq = seqs.next()
         let mailbox = Mailbox<Coordinator.Event>()
         guard registry.register(seq, mailbox) else { return nil }
@@ -28,7 +26,7 @@ struct TransactionRunner {
             for action in coordinator.handle(event) {
                 switch action {
                 case .send(let replica, let request):
-                    send(request, to: replica, mailbox: mailbox)
+                    send(request, to: replica, pool: pool, mailbox: mailbox)
                 case .persist(.commit(let seq, let participants)):
                     Failpoints.hit("master-after-votes")
                     guard registry.beginCommit(seq) else {
@@ -38,7 +36,7 @@ struct TransactionRunner {
                     decisions.recordCommit(seq: seq, participants: participants)
                     Failpoints.hit("master-after-commit-fsync")
                     if Failpoints.isArmed("master-mid-commit-send"), let first = participants.first {
-                        crashAfterFirstCommit(seq: seq, to: first)
+                        crashAfterFirstCommit(seq: seq, to: first, pool: pool, timeoutMs: timeouts.commitTimeoutMs)
                     }
                     local.append(.decisionDurable)
                 case .persist(.end(let seq)):
@@ -58,13 +56,14 @@ struct TransactionRunner {
 
     /// Failpoint "master-mid-commit-send": deliver `com` to the first participant only, then crash, leaving
     /// the others in doubt with a durable COMMIT record on the master.
-    private func crashAfterFirstCommit(seq: UInt64, to replica: String) {
+    private func crashAfterFirstCommit(seq: UInt64, to replica: String, pool: ReplicaPool, timeoutMs: Int) {
         guard let link = pool.link(replica) else { return }
-        _ = pool.call(link, .com(seq), timeoutMs: timeouts.commitTimeoutMs)
+        _ = pool.call(link, .com(seq), timeoutMs: timeoutMs)
         Failpoints.hit("master-mid-commit-send")
     }
 
-    private func send(_ request: WireRequest, to replica: String, mailbox: Mailbox<Coordinator.Event>) {
+    private func send(_ request: WireRequest, to replica: String, pool: ReplicaPool,
+                      mailbox: Mailbox<Coordinator.Event>) {
         guard let link = pool.link(replica) else {
             mailbox.post(.unreachable(replica: replica, reason: "replica \(replica) is not configured"))
             return

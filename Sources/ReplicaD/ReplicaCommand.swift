@@ -53,9 +53,12 @@ struct ReplicaCommand: ParsableCommand {
         }
         let resolver = InDoubtResolver(node: node, cluster: cluster, me: me, group: server.group, logger: logger)
         resolver.start()
+        let inDoubt = node.inDoubt().count
+        SystemdNotify.send("READY=1\nSTATUS=serving on \(me.address); \(inDoubt) transaction(s) in doubt")
         logger.info("replica \(me.id) ready on \(me.address), data in \(me.dataDir)")
         let signals = SignalTrap(signals: [SIGTERM, SIGINT]) { signal in
             logger.info("signal \(signal): stopping")
+            SystemdNotify.send("STOPPING=1")
             server.shutdown()
         }
         try server.waitUntilClosed()

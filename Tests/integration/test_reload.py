@@ -1,0 +1,88 @@
+"""Reloading cluster.yaml on a running master: POST /admin/reload and SIGHUP."""
+import copy
+import os
+import signal
+import time
+
+from helpers import assert_kv_json
+
+
+def test_removing_a_dead_replica_makes_writes_work_again(cluster):
+    assert cluster.http("PUT", "/kv/a", body=b"1")[0] == 200
+    cluster.kill_replica("r3")
+    assert cluster.http("PUT", "/kv/a", body=b"2")[0] == 503
+    config = copy.deepcopy(cluster.config)
+    config["replicas"] = [r for r in config["replicas"] if r["id"] != "r3"]
+    cluster.write_config(config)
+    started = time.monotonic()
+    status, body = cluster.reload_master()
+    assert status == 200, body
+    assert_kv_json(status, body)
+    assert "r1@" in body["message"] and "r3" not in body["message"]
+    status, body = cluster.http("PUT", "/kv/a", body=b"3")
+    elapsed = time.monotonic() - started
+    assert status == 200, body
+    assert [r["server"] for r in body["replicas"]] == ["r1", "r2"]
+    assert elapsed < 1.0, f"writes resumed only after {elapsed:.2f}s"
+    status, body = cluster.http("GET", "/status")
+    assert [r["id"] for r in body["replicas"]] == ["r1", "r2"] and body["config_generation"] == 2
+    for rid in ("r1", "r2"):
+        assert cluster.wire(rid, ";get;a;")[0]["message"] == "3"
+
+
+BROKEN = {
+    "bad YAML": ("replicas: [\n", "YAML"),
+    "duplicate ids": (None, "already used by replicas[0]"),
+    "bad port": (None, "port must be 1-65535"),
+    "unknown field": (None, "unknown field 'colour'"),
+    "missing field": (None, "missing field 'data_dir'"),
+}
+
+
+def broken_variant(config, name):
+    config = copy.deepcopy(config)
+    if name == "duplicate ids":
+        config["replicas"][1]["id"] = config["replicas"][0]["id"]
+    elif name == "bad port":
+        config["replicas"][1]["port"] = 70000
+    elif name == "unknown field":
+        config["replicas"][0]["colour"] = "blue"
+    elif name == "missing field":
+        del config["replicas"][2]["data_dir"]
+    return config
+
+
+def test_broken_config_is_rejected_and_the_old_one_keeps_serving(cluster):
+    good = copy.deepcopy(cluster.config)
+    for name, (text, expected) in BROKEN.items():
+        if text is not None:
+            cluster.write_config(text=text)
+        else:
+            cluster.write_config(broken_variant(good, name))
+        status, body = cluster.reload_master()
+        assert status == 400, (name, body)
+        assert_kv_json(status, body)
+        assert "old configuration stays in force" in body["message"] and expected in body["message"], (name, body)
+        assert "cluster.yaml:" in body["message"], body  # file:line:column
+        status, body = cluster.http("GET", "/status")
+        assert expected in body["last_reload_error"] and body["config_generation"] == 1, (name, body)
+        assert cluster.http("PUT", "/kv/still", body=name.encode())[0] == 200
+    cluster.write_config(good)
+    status, body = cluster.reload_master()
+    assert status == 200, body
+    assert "last_reload_error" not in cluster.http("GET", "/status")[1]
+
+
+def test_sighup_reloads(cluster):
+    config = copy.deepcopy(cluster.config)
+    config["limits"] = {"value_bytes_max": 10}
+    cluster.write_config(config)
+    os.kill(cluster.procs["master"].pid, signal.SIGHUP)
+
+    def reloaded():
+        return cluster.http("GET", "/status")[1]["config_generation"] == 2
+    from kvcluster import wait_until
+    wait_until(reloaded, 10, "the master to reload on SIGHUP")
+    status, body = cluster.http("PUT", "/kv/big", body=b"x" * 11)
+    assert status == 413 and "10 bytes" in body["message"], body
+    assert cluster.http("PUT", "/kv/small", body=b"x" * 10)[0] == 200
