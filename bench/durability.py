@@ -53,6 +53,9 @@ def load_replica_directly(cluster, rid, keys, value_bytes=64):
     batch = 2000
     seq = 1
     try:
+        # A replica with a new data directory is out of sync until told to join (the master does this when
+        # it bootstraps a new cluster); this replica is loaded directly, so it joins first.
+        assert client.call(b";join;;")[0]["status"]
         for start in range(0, keys, batch):
             lines = []
             for i in range(start, min(keys, start + batch)):

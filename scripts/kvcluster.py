@@ -335,6 +335,17 @@ http {{
             self.wait_replica_ready(rid)
         self.start_master()
         self.start_nginx()
+        self.wait_cluster_ready()
+
+    def wait_cluster_ready(self, timeout_s=30):
+        """Waits until GET /status shows every configured replica up and in sync (a new cluster bootstraps)."""
+        def ready():
+            try:
+                status, body = self.http("GET", "/status")
+            except OSError:
+                return False
+            return status == 200 and body["status"] and all(r.get("joined") for r in body["replicas"])
+        wait_until(ready, timeout_s, "every replica to be up and in sync (GET /status)")
 
     def stop(self):
         self.stop_nginx()

@@ -11,12 +11,26 @@ final class ClusterView: @unchecked Sendable {
     /// Counts accepted configurations since the master started (1 = the one loaded at start).
     let generation: Int
     let loadedAt: Date
+    /// Configured replicas that are being synced: they neither vote nor serve reads.
+    let syncing: Set<String>
+    /// The replicas every write goes to (configured and not syncing), in configuration order.
+    let participants: [String]
 
-    init(config: ClusterConfig, pool: ReplicaPool, generation: Int) {
+    init(config: ClusterConfig, pool: ReplicaPool, generation: Int, syncing: Set<String>, loadedAt: Date = Date()) {
         self.config = config
         self.pool = pool
         self.generation = generation
-        loadedAt = Date()
+        self.syncing = syncing
+        self.loadedAt = loadedAt
+        participants = config.replicas.map(\.id).filter { !syncing.contains($0) }
+    }
+
+    /// The links reads may use.
+    var readableLinks: [ReplicaLink] { pool.links.filter { !syncing.contains($0.replica.id) } }
+
+    /// The same configuration with a different set of syncing replicas.
+    func with(syncing: Set<String>) -> ClusterView {
+        ClusterView(config: config, pool: pool, generation: generation, syncing: syncing, loadedAt: loadedAt)
     }
 }
 
@@ -40,7 +54,27 @@ final class ClusterViews: @unchecked Sendable {
         self.onConnect = onConnect
         self.logger = logger
         view = ClusterView(config: config, pool: ReplicaPool(config: config, group: group, onConnect: onConnect),
-                           generation: 1)
+                           generation: 1, syncing: [])
+    }
+
+    /// Called after a reload with the ids of replicas that must be synced before they take part.
+    var onNewReplicas: ([String]) -> Void = { _ in }
+
+    /// Takes `replica` out of the write and read set (state transfer starting).
+    func markSyncing(_ replica: String) {
+        lock.lock()
+        if view.config.replica(id: replica) != nil, !view.syncing.contains(replica) {
+            view = view.with(syncing: view.syncing.union([replica]))
+            logger.notice("\(replica) is out of sync: writes and reads go to the other replicas until it is synced")
+        }
+        lock.unlock()
+    }
+
+    /// Puts `replica` back into the write and read set (state transfer verified).
+    func markJoined(_ replica: String) {
+        lock.lock()
+        if view.syncing.contains(replica) { view = view.with(syncing: view.syncing.subtracting([replica])) }
+        lock.unlock()
     }
 
     var current: ClusterView {
@@ -76,7 +110,11 @@ final class ClusterViews: @unchecked Sendable {
             ignored.append("master settings need a restart (systemctl restart kv-master)")
         }
         let pool = ReplicaPool(config: applied, group: group, reusing: old.pool, onConnect: onConnect)
-        view = ClusterView(config: applied, pool: pool, generation: old.generation + 1)
+        // A replica that is new to the configuration (or moved) may be empty or stale: sync it before it
+        // takes part. Replicas that were syncing stay syncing.
+        let added = applied.replicas.filter { replica in old.config.replica(id: replica.id) != replica }.map(\.id)
+        let syncing = old.syncing.union(added).filter { applied.replica(id: $0) != nil }
+        view = ClusterView(config: applied, pool: pool, generation: old.generation + 1, syncing: Set(syncing))
         lastReloadError = nil
         let dropped = old.pool.linksDropped(by: pool)
         if !dropped.isEmpty {
@@ -90,7 +128,10 @@ final class ClusterViews: @unchecked Sendable {
         let names = applied.replicas.map { "\($0.id)@\($0.address)" }.joined(separator: ", ")
         var message = "configuration \(view.generation) in force: replicas \(names)"
         if !ignored.isEmpty { message += "; " + ignored.joined(separator: "; ") }
+        if !added.isEmpty { message += "; syncing \(added.joined(separator: ", ")) before they take part" }
         logger.notice("reloaded \(applied.path): \(message)")
+        let notify = onNewReplicas
+        DispatchQueue.global().async { notify(added) }
         return ReloadReport(ok: true, message: message)
     }
 }

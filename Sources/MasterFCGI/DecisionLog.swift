@@ -20,6 +20,8 @@ final class DecisionLog: @unchecked Sendable {
     private let lock = NSLock()
     /// Durable COMMITs without END (what resolution may rely on).
     private var pending: [UInt64: [String]] = [:]
+    /// Commits that ended recently (bounded): a replica that lost its own COMMIT record still learns "commit".
+    private var ended = DecisionMemory(capacity: 1 << 20)
     /// COMMITs queued (durable or not) without END: what a compaction must carry over.
     private var logged: [UInt64: [String]] = [:]
     private var generation: UInt64
@@ -35,10 +37,12 @@ final class DecisionLog: @unchecked Sendable {
         }
         let generations = Self.generations(in: directory)
         var pending: [UInt64: [String]] = [:]
+        var ended = DecisionMemory(capacity: 1 << 20)
         func apply(_ payload: [UInt8], _ offset: Int) throws {
             switch try DecisionRecord.decode(payload) {
             case .commit(let seq, let participants): pending[seq] = participants
-            case .end(let seq): pending[seq] = nil
+            case .end(let seq):
+                if pending.removeValue(forKey: seq) != nil { ended.record(seq, .committed) }
             }
         }
         for old in generations.dropLast() {
@@ -56,6 +60,7 @@ final class DecisionLog: @unchecked Sendable {
         }
         for old in generations.dropLast() { try? FileManager.default.removeItem(atPath: Self.path(directory, old)) }
         self.pending = pending
+        self.ended = ended
         logged = pending
         log = GroupCommitLog(file: file, logger: logger)
     }
@@ -77,9 +82,16 @@ final class DecisionLog: @unchecked Sendable {
     /// Notes that every participant acknowledged `seq`.
     func recordEnd(seq: UInt64) {
         lock.lock()
-        pending[seq] = nil
+        if pending.removeValue(forKey: seq) != nil { ended.record(seq, .committed) }
         if logged.removeValue(forKey: seq) != nil { log.append([DecisionRecord.end(seq: seq).encoded()]) }
         lock.unlock()
+    }
+
+    /// Whether `seq` is known to have committed: durable and unacknowledged, or acknowledged recently.
+    func wasCommitted(seq: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return pending[seq] != nil || ended[seq] == .committed
     }
 
     /// The participants of `seq` if it committed and is not yet fully acknowledged.

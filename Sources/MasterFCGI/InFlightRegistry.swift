@@ -68,10 +68,10 @@ final class InFlightRegistry: @unchecked Sendable {
         case .vetoed:
             return .abort
         case .committing:
-            return decisions.committedParticipants(seq: seq) != nil ? .commit : .pending
+            return decisions.wasCommitted(seq: seq) ? .commit : .pending
         case nil:
-            // Not running: it finished. A commit of an unacknowledged seq is still in the decision log.
-            return decisions.committedParticipants(seq: seq) != nil ? .commit : .abort
+            // Not running: it finished. Its commit, if any, is in the decision log or the recent-commit memory.
+            return decisions.wasCommitted(seq: seq) ? .commit : .abort
         }
     }
 

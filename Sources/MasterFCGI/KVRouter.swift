@@ -40,7 +40,8 @@ struct KVRouter {
         }
         if path == "/status" {
             guard request.method == "GET" else { return methodNotAllowed("GET") }
-            return StatusReport(service: service).response()
+            let verify = ["1", "true", "yes"].contains(request.query["verify"] ?? "")
+            return StatusReport(service: service, verify: verify).response()
         }
         if path == "/kv" {
             guard request.method == "POST" else { return methodNotAllowed("POST") }
@@ -89,8 +90,9 @@ struct KVRouter {
 
     private func write(_ op: WriteOp) -> HTTPResponse {
         guard let outcome = service.write(op, in: view) else {
-            return json(503, false, "too many transactions in flight (limit \(limits.inFlightTransactionsMax)); retry later",
-                        seq: nil)
+            let reason = view.participants.isEmpty ? "no replica is in sync to take writes"
+                : "too many transactions in flight (limit \(limits.inFlightTransactionsMax)) or a replica is joining"
+            return json(503, false, "\(reason); nothing was written, retry later", seq: nil)
         }
         let report = WriteReport(outcome: outcome, op: op)
         var writer = JSONWriter()

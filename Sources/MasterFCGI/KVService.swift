@@ -15,11 +15,13 @@ final class KVService: @unchecked Sendable {
     let delivery: CommitDelivery
     let registry: InFlightRegistry
     let seqs: SeqAllocator
+    let sync: SyncManager
     let startedAt = Date()
 
     init(views: ClusterViews, runner: TransactionRunner, delivery: CommitDelivery, registry: InFlightRegistry,
-         seqs: SeqAllocator) {
+         seqs: SeqAllocator, sync: SyncManager) {
         self.views = views
+        self.sync = sync
         self.runner = runner
         self.delivery = delivery
         self.registry = registry
@@ -30,7 +32,7 @@ final class KVService: @unchecked Sendable {
     func read(_ key: [UInt8], in view: ClusterView) -> ReadResult {
         let pool = view.pool
         let config = view.config
-        let links = pool.links.shuffled().sorted { lhs, rhs in lhs.health.connected && !rhs.health.connected }
+        let links = view.readableLinks.shuffled().sorted { lhs, rhs in lhs.health.connected && !rhs.health.connected }
         var reasons: [String] = []
         for link in links {
             switch pool.call(link, .get(key), timeoutMs: config.timeouts.readTimeoutMs) {
@@ -50,7 +52,7 @@ final class KVService: @unchecked Sendable {
 
     /// Runs `op` as a two-phase-commit transaction on every replica of `view`.
     func write(_ op: WriteOp, in view: ClusterView) -> Coordinator.Outcome? {
-        runner.run(op, pool: view.pool, timeouts: view.config.timeouts)
+        runner.run(op, view: view)
     }
 
     /// Asks every replica for `stat` in parallel.

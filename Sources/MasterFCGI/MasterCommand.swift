@@ -50,10 +50,19 @@ struct MasterCommand: ParsableCommand {
         let views = ClusterViews(config: cluster, group: group, logger: logger) { link, stat in resolve?(link, stat) }
         let delivery = CommitDelivery(currentPool: { views.current.pool }, decisions: decisions, registry: registry,
                                       logger: logger)
-        resolve = { link, stat in delivery.resolveInDoubt(link: link, stat: stat) }
+        var evaluateSync: (() -> Void)?
+        resolve = { link, stat in
+            delivery.resolveInDoubt(link: link, stat: stat)
+            evaluateSync?()
+        }
         delivery.start()
-        let runner = TransactionRunner(decisions: decisions, registry: registry, delivery: delivery, seqs: seqs)
-        let service = KVService(views: views, runner: runner, delivery: delivery, registry: registry, seqs: seqs)
+        let gate = WriteGate()
+        let dirty = DirtyKeys()
+        let sync = SyncManager(views: views, gate: gate, dirty: dirty, logger: logger)
+        let runner = TransactionRunner(decisions: decisions, registry: registry, delivery: delivery, seqs: seqs,
+                                       gate: gate, dirty: dirty)
+        let service = KVService(views: views, runner: runner, delivery: delivery, registry: registry, seqs: seqs,
+                                sync: sync)
         let bodyMax = max(cluster.limits.valueBytesMax, cluster.limits.keyBytesMax * 3 + 16) + 64
         let server = try FastCGIServer(listen: cluster.master.listen, bodyBytesMax: bodyMax, logger: logger)
         var queries: QueryServer?
@@ -63,6 +72,8 @@ struct MasterCommand: ParsableCommand {
         }
         // Connect to every replica now, so in-doubt transactions are resolved before the first request.
         for link in views.current.pool.links { link.send(.stat) { _ in } }
+        evaluateSync = { DispatchQueue.global().async { sync.evaluate() } }
+        sync.start()
         server.start(workers: cluster.master.workerThreads) { KVRouter(service: service).handle($0) }
         SystemdNotify.send("READY=1\nSTATUS=serving on \(server.listenDescription), \(cluster.replicas.count) replicas")
         logger.info("master \(cluster.master.id) ready on \(server.listenDescription): epoch \(seqs.epoch), \(cluster.replicas.count) replicas, \(cluster.master.workerThreads) workers")

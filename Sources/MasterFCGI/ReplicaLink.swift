@@ -24,6 +24,7 @@ final class ReplicaLink: @unchecked Sendable {
     private let stateLock = NSLock()
     private var lastError: String?
     private var connected = false
+    private var joined: Bool?
 
     init(replica: ClusterConfig.Replica, loop: EventLoop, connectTimeoutMs: Int, maxLineBytes: Int,
          onConnect: @escaping (ReplicaLink, WireReply) -> Void) {
@@ -39,6 +40,21 @@ final class ReplicaLink: @unchecked Sendable {
         stateLock.lock()
         defer { stateLock.unlock() }
         return (connected, lastError)
+    }
+
+    /// Whether the replica said it is in sync in its last `stat` (nil: not heard from yet).
+    var lastJoined: Bool? {
+        stateLock.lock()
+        defer { stateLock.unlock() }
+        return joined
+    }
+
+    /// Remembers what a `stat` reply says about the replica.
+    func note(stat reply: WireReply) {
+        guard let stat = reply.stat else { return }
+        stateLock.lock()
+        joined = stat.joined
+        stateLock.unlock()
     }
 
     /// Sends `request`; `callback` runs on the event loop with the reply or the failure.
@@ -89,7 +105,10 @@ final class ReplicaLink: @unchecked Sendable {
                 }
             }
             let stat = ReplicaCall(line: WireRequest.stat.encoded(), expectsValue: false) { result in
-                if case .success(let reply) = result { self.onConnect(self, reply) }
+                if case .success(let reply) = result {
+                    self.note(stat: reply)
+                    self.onConnect(self, reply)
+                }
             }
             channel.write(stat, promise: nil)
             for call in calls { channel.write(call, promise: nil) }

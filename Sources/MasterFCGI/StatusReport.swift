@@ -4,22 +4,44 @@ import KVCommon
 /// `GET /status`: the master's identity and configuration, and each replica's live state from `stat`.
 struct StatusReport {
     let service: KVService
+    /// `?verify=1`: hold writes back for a moment and compare every in-sync replica's content digest.
+    var verify = false
 
     func response() -> HTTPResponse {
         let view = service.views.current
         let config = view.config
         var replicas: [[UInt8]] = []
         var upCount = 0
-        for (link, result) in service.replicaStatus(in: view) {
+        let results: [(ReplicaLink, Result<WireReply, LinkFailure>)]
+        if verify {
+            let timeoutMs = config.timeouts.prepareTimeoutMs + config.timeouts.commitTimeoutMs
+            guard let paused = service.runner.gate.whilePaused(timeoutMs: timeoutMs, { service.replicaStatus(in: view) })
+            else {
+                var writer = JSONWriter()
+                writer.field("status", false)
+                writer.field("message", "verify: running writes did not pause in time; retry")
+                writer.field("seq", nil)
+                writer.field("server", config.master.id)
+                return HTTPResponse(status: 503, body: writer.finish())
+            }
+            results = paused
+        } else {
+            results = service.replicaStatus(in: view)
+        }
+        var digests: [String: String] = [:]
+        for (link, result) in results {
             var writer = JSONWriter(capacity: 256)
             writer.field("id", link.replica.id)
             writer.field("address", link.replica.address)
+            let syncing = view.syncing.contains(link.replica.id)
             switch result {
             case .success(let reply):
-                upCount += 1
+                upCount += syncing ? 0 : 1
                 writer.field("up", true)
-                writer.field("state", "up")
+                writer.field("state", syncing ? "syncing" : "up")
                 if let stat = reply.stat {
+                    if !syncing { digests[link.replica.id] = "\(stat.keys):\(stat.digestHex)" }
+                    writer.field("joined", stat.joined)
                     writer.field("keys", stat.keys)
                     writer.field("digest", stat.digestHex)
                     writer.field("last_committed_seq", stat.lastCommittedSeq)
@@ -31,13 +53,26 @@ struct StatusReport {
                 writer.field("state", "down")
                 writer.field("error", failure.reason)
             }
+            if let progress = service.sync.status(of: link.replica.id), syncing || progress.phase != "joined" {
+                var sync = JSONWriter(capacity: 160)
+                sync.field("phase", progress.phase)
+                sync.field("loaded", progress.loaded)
+                sync.field("total", progress.total)
+                sync.field("attempt", progress.attempt)
+                if let error = progress.error { sync.field("error", error) }
+                writer.field("sync", rawJSON: sync.finish())
+            }
             replicas.append(writer.finish())
         }
-        let total = view.pool.links.count
+        let total = view.participants.count
+        var message = upCount == total ? "all \(total) replicas up"
+            : "\(upCount) of \(total) replicas up; writes fail until every replica answers"
+        if !view.syncing.isEmpty { message += "; syncing: \(view.syncing.sorted().joined(separator: ", "))" }
+        let identical = Set(digests.values).count <= 1 && digests.count == total
+        if verify { message += identical ? "; verify: all in-sync replicas identical" : "; verify: REPLICAS DIFFER" }
         var writer = JSONWriter(capacity: 1024)
-        writer.field("status", upCount == total)
-        writer.field("message", upCount == total ? "all \(total) replicas up"
-            : "\(upCount) of \(total) replicas up; writes fail until every replica answers")
+        writer.field("status", upCount == total && (!verify || identical))
+        writer.field("message", message)
         writer.field("seq", nil)
         writer.field("server", config.master.id)
         writer.field("config", config.path)
@@ -50,6 +85,12 @@ struct StatusReport {
         writer.field("pending_commits", service.delivery.pendingCount)
         writer.field("decision_log_syncs", service.runner.decisions.syncCount)
         writer.field("replicas", rawJSON: JSONWriter.array(replicas))
+        if verify {
+            var check = JSONWriter(capacity: 256)
+            check.field("identical", identical)
+            for (id, digest) in digests.sorted(by: { $0.key < $1.key }) { check.field(id, digest) }
+            writer.field("verify", rawJSON: check.finish())
+        }
         return HTTPResponse(status: 200, body: writer.finish())
     }
 }

@@ -10,14 +10,26 @@ struct TransactionRunner {
     let registry: InFlightRegistry
     let delivery: CommitDelivery
     let seqs: SeqAllocator
+    let gate: WriteGate
+    let dirty: DirtyKeys
 
-    /// Runs `op` on every replica of `pool`; nil when too many transactions are already in flight.
-    func run(_ op: WriteOp, pool: ReplicaPool, timeouts: ClusterConfig.Timeouts) -> Coordinator.Outcome? {
+    /// Runs `op` on the participants of `view`; nil when too many transactions are in flight or a membership
+    /// change held writes back for too long.
+    func run(_ op: WriteOp, view: ClusterView) -> Coordinator.Outcome? {
+        let timeouts = view.config.timeouts
+        guard gate.enter(timeoutMs: timeouts.prepareTimeoutMs) else { return nil }
+        defer { gate.leave() }
+        return run(op, pool: view.pool, participants: view.participants, timeouts: timeouts)
+    }
+
+    private func run(_ op: WriteOp, pool: ReplicaPool, participants: [String],
+                     timeouts: ClusterConfig.Timeouts) -> Coordinator.Outcome? {
+        guard !participants.isEmpty else { return nil }
         let seq = seqs.next()
         let mailbox = Mailbox<Coordinator.Event>()
         guard registry.register(seq, mailbox) else { return nil }
         defer { registry.remove(seq) }
-        var coordinator = Coordinator(seq: seq, op: op, participants: pool.ids)
+        var coordinator = Coordinator(seq: seq, op: op, participants: participants)
         var local: [Coordinator.Event] = [.start]
         var phase = coordinator.phase
         var deadline = Date(timeIntervalSinceNow: Double(timeouts.prepareTimeoutMs) / 1000)
@@ -34,6 +46,7 @@ struct TransactionRunner {
                         continue
                     }
                     decisions.recordCommit(seq: seq, participants: participants)
+                    dirty.record(op.key)
                     Failpoints.hit("master-after-commit-fsync")
                     if Failpoints.isArmed("master-mid-commit-send"), let first = participants.first {
                         crashAfterFirstCommit(seq: seq, to: first, pool: pool, timeoutMs: timeouts.commitTimeoutMs)

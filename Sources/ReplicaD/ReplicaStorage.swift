@@ -63,6 +63,7 @@ enum ReplicaStorage {
         if file.discardedTailBytes > 0 {
             logger.warning("discarded a torn record at the end of \(file.path) (\(file.discardedTailBytes) bytes): a crash interrupted an append that was never acknowledged")
         }
+        participant.finishReplay()
         try removeObsolete(directory, before: snapshotGeneration)
         let totalMs = max(1, ReplicaNode.nowMs() - started)
         let rate = restoredKeys > 0 ? " (\(restoredKeys * 1000 / Int(max(1, loadedMs))) keys/s)" : ""

@@ -25,8 +25,10 @@ final class ParticipantTests: XCTestCase {
     }
 
     private func reply(_ id: Participant.RequestID, _ status: Bool, _ code: ReplyCode, seq: UInt64? = nil,
-                       value: [UInt8]? = nil) -> Action {
-        .reply(id, WireReply(status: status, code: code, message: "", seq: seq, server: "r1", value: value))
+                       value: [UInt8]? = nil, created: UInt64? = nil) -> Action {
+        var answer = WireReply(status: status, code: code, message: "", seq: seq, server: "r1", value: value)
+        answer.created = created
+        return .reply(id, answer)
     }
 
     private func committed(_ participant: inout Participant, seq: UInt64, _ op: WriteOp) {
@@ -84,7 +86,8 @@ final class ParticipantTests: XCTestCase {
 
         committed(&participant, seq: 9, .put(key: key, value: Array("v2".utf8)))
         XCTAssertEqual(participant.store[key], Participant.Entry(value: Array("v2".utf8), version: 9, created: 5))
-        XCTAssertEqual(send(.get(key), to: &participant), [reply(nextID, true, .ok, seq: 9, value: Array("v2".utf8))])
+        XCTAssertEqual(send(.get(key), to: &participant), [reply(nextID, true, .ok, seq: 9, value: Array("v2".utf8),
+                                                                          created: 5)])
 
         committed(&participant, seq: 12, .delete(key: key))
         XCTAssertNil(participant.store[key])
@@ -150,8 +153,8 @@ final class ParticipantTests: XCTestCase {
         XCTAssertEqual(send(.get(other), to: &participant, id: 102), [reply(102, false, .notFound)])
         XCTAssertEqual(send(.com(2), to: &participant, id: 200), [
             .persist(.commit(seq: 2)), reply(200, true, .ok, seq: 2),
-            reply(100, true, .ok, seq: 2, value: Array("new".utf8)),
-            reply(101, true, .ok, seq: 2, value: Array("new".utf8)),
+            reply(100, true, .ok, seq: 2, value: Array("new".utf8), created: 1),
+            reply(101, true, .ok, seq: 2, value: Array("new".utf8), created: 1),
         ])
         XCTAssertEqual(participant.handle(.readTimedOut(100)), [], "an answered read cannot time out")
     }
@@ -317,7 +320,7 @@ final class ParticipantTests: XCTestCase {
         _ = send(.abrt(4), to: &participant)
         var records: [SnapshotRecord] = []
         participant.writeSnapshot(generation: 7) { records.append(SnapshotRecord.decodeRoundTrip($0)) }
-        XCTAssertEqual(records.first, .header(generation: 7, lastCommittedSeq: 2, maxForgottenSeq: 0))
+        XCTAssertEqual(records.first, .header(generation: 7, lastCommittedSeq: 2, maxForgottenSeq: 0, joined: true))
 
         var restored = Participant(server: "r1")
         for record in records { try restored.restore(record, nowMs: 0) }

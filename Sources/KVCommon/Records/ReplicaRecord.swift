@@ -10,10 +10,20 @@ public enum ReplicaRecord: Equatable, Sendable {
     case commit(seq: UInt64)
     /// Transaction `seq` aborted: drop its op and release its lock.
     case abort(seq: UInt64)
+    /// State transfer: install a committed entry.
+    case load(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
+    /// State transfer: remove a key.
+    case drop(key: [UInt8])
+    /// State transfer begins: the key space is emptied and the replica is out of sync until `join`.
+    case reset
+    /// State transfer finished: the replica holds the committed state and takes part again.
+    case join
 
     public var seq: UInt64 {
         switch self {
         case .prepare(let seq, _), .commit(let seq), .abort(let seq): return seq
+        case .load(_, _, let version, _): return version
+        case .drop, .reset, .join: return 0
         }
     }
 
@@ -39,6 +49,23 @@ public enum ReplicaRecord: Equatable, Sendable {
         case .abort(let seq):
             writer.u8(3)
             writer.u64(seq)
+        case .load(let key, let value, let version, let created):
+            writer = BinaryWriter(capacity: key.count + value.count + 40)
+            writer.u8(4)
+            writer.u64(version)
+            writer.blob(key)
+            writer.blob(value)
+            writer.u64(created)
+        case .drop(let key):
+            writer.u8(5)
+            writer.u64(0)
+            writer.blob(key)
+        case .reset:
+            writer.u8(6)
+            writer.u64(0)
+        case .join:
+            writer.u8(7)
+            writer.u64(0)
         }
         return writer.bytes
     }
@@ -60,6 +87,10 @@ public enum ReplicaRecord: Equatable, Sendable {
             }
         case 2: record = .commit(seq: seq)
         case 3: record = .abort(seq: seq)
+        case 4: record = .load(key: try reader.blob(), value: try reader.blob(), version: seq, created: try reader.u64())
+        case 5: record = .drop(key: try reader.blob())
+        case 6: record = .reset
+        case 7: record = .join
         default: throw KVError.recordMalformed("unknown replica record type \(type)")
         }
         guard reader.isAtEnd else { throw KVError.recordMalformed("trailing bytes in replica record") }

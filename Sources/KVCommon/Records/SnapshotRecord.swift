@@ -3,7 +3,7 @@
 /// `trailer` whose counts and digest must match what came before (a snapshot without its trailer is
 /// incomplete and is never used).
 public enum SnapshotRecord: Equatable, Sendable {
-    case header(generation: UInt64, lastCommittedSeq: UInt64, maxForgottenSeq: UInt64)
+    case header(generation: UInt64, lastCommittedSeq: UInt64, maxForgottenSeq: UInt64, joined: Bool)
     case entry(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
     case prepared(seq: UInt64, op: WriteOp)
     case decided(seq: UInt64, committed: Bool)
@@ -12,11 +12,12 @@ public enum SnapshotRecord: Equatable, Sendable {
     public func encoded() -> [UInt8] {
         var writer = BinaryWriter()
         switch self {
-        case .header(let generation, let lastCommittedSeq, let maxForgottenSeq):
+        case .header(let generation, let lastCommittedSeq, let maxForgottenSeq, let joined):
             writer.u8(1)
             writer.u64(generation)
             writer.u64(lastCommittedSeq)
             writer.u64(maxForgottenSeq)
+            writer.u8(joined ? 1 : 0)
         case .entry(let key, let value, let version, let created):
             writer = BinaryWriter(capacity: key.count + value.count + 32)
             writer.u8(2)
@@ -47,7 +48,7 @@ public enum SnapshotRecord: Equatable, Sendable {
         let record: SnapshotRecord
         switch try reader.u8() {
         case 1: record = .header(generation: try reader.u64(), lastCommittedSeq: try reader.u64(),
-                                 maxForgottenSeq: try reader.u64())
+                                 maxForgottenSeq: try reader.u64(), joined: try reader.u8() == 1)
         case 2: record = .entry(key: try reader.blob(), value: try reader.blob(), version: try reader.u64(),
                                 created: try reader.u64())
         case 3:

@@ -252,7 +252,7 @@ public struct Coordinator {
         switch code {
         case .conflict: return .conflict
         case .notFound: return .notFound
-        case .timeout, .busy: return .unavailable
+        case .timeout, .busy, .notSynced: return .unavailable
         case .ok, .aborted, .badRequest, .unknownTransaction, .committed, .inDoubt: return .aborted
         }
     }

@@ -10,6 +10,8 @@
 //   `.persist(.commit)`. The executor must not send a reply before the persists listed before it are durable.
 // - A read never sees a prepared-but-undecided value: it waits for the decision or times out.
 // - Once aborted here, a seq never prepares here (late or duplicate prepares vote no).
+// - A replica that is not in sync (`joined == false`: fresh data, or a state transfer under way) neither votes
+//   yes nor serves reads; state transfer (`Participant+Sync.swift`) installs the committed state, then `join`.
 // - `qry` for a seq never seen here records an abort first, so "never prepared" stays true; a seq that may
 //   have been forgotten (older than the decision memory) gets no answer rather than a wrong one.
 
@@ -50,12 +52,18 @@ public struct Participant {
     }
 
     public let server: String
-    public private(set) var store: [[UInt8]: Entry] = [:]
-    public private(set) var digest: UInt64 = 0
-    public private(set) var lastCommittedSeq: UInt64 = 0
-    private var locks: [[UInt8]: UInt64] = [:]
+    public internal(set) var store: [[UInt8]: Entry] = [:]
+    public internal(set) var digest: UInt64 = 0
+    public internal(set) var lastCommittedSeq: UInt64 = 0
+    /// Holds the committed state of the cluster and takes part in transactions and reads.
+    public internal(set) var joined = true
+    /// Set by `reset`/`join` records during replay; nil if the log has neither.
+    var replayedJoin: Bool?
+    /// Open state-transfer snapshots (`snap`/`page`).
+    var scans = SyncScans()
+    var locks: [[UInt8]: UInt64] = [:]
     private var prepared: [UInt64: Prepared] = [:]
-    private var decided: DecisionMemory
+    var decided: DecisionMemory
     private var parkedReads: [[UInt8]: [RequestID]] = [:]
     private var parkedKeys: [RequestID: [UInt8]] = [:]
 
@@ -71,12 +79,21 @@ public struct Participant {
     public func lockHolder(of key: [UInt8]) -> UInt64? { locks[key] }
 
     public func stat(nowMs: UInt64) -> ReplicaStat {
-        let items = prepared.sorted { $0.key < $1.key }.map {
+        var result = ReplicaStat(keys: store.count, digest: digest, lastCommittedSeq: lastCommittedSeq,
+                                 inDoubt: inDoubtItems(nowMs: nowMs))
+        result.joined = joined
+        return result
+    }
+
+    private func inDoubtItems(nowMs: UInt64) -> [ReplicaStat.InDoubt] {
+        prepared.sorted { $0.key < $1.key }.map {
             ReplicaStat.InDoubt(seq: $0.key, ageMs: nowMs >= $0.value.preparedAtMs ? nowMs - $0.value.preparedAtMs : 0,
                                 recovered: $0.value.recovered)
         }
-        return ReplicaStat(keys: store.count, digest: digest, lastCommittedSeq: lastCommittedSeq, inDoubt: items)
     }
+
+    /// Whether no transaction is prepared here (state transfer commands require that).
+    var hasPrepared: Bool { !prepared.isEmpty }
 
     // MARK: - Snapshots
 
@@ -84,7 +101,7 @@ public struct Participant {
     /// Call on a copy: the participant is a value, so a copy taken under the node's lock is a consistent cut.
     public func writeSnapshot(generation: UInt64, to body: (SnapshotRecord) throws -> Void) rethrows {
         try body(.header(generation: generation, lastCommittedSeq: lastCommittedSeq,
-                         maxForgottenSeq: decided.maxForgottenSeq))
+                         maxForgottenSeq: decided.maxForgottenSeq, joined: joined))
         for (key, entry) in store {
             try body(.entry(key: key, value: entry.value, version: entry.version, created: entry.created))
         }
@@ -98,9 +115,11 @@ public struct Participant {
     /// Loads one snapshot record at start-up (before any log replay). Throws if the trailer disagrees.
     public mutating func restore(_ record: SnapshotRecord, nowMs: UInt64) throws {
         switch record {
-        case .header(_, let lastCommittedSeq, let maxForgottenSeq):
+        case .header(_, let lastCommittedSeq, let maxForgottenSeq, let joined):
             self.lastCommittedSeq = lastCommittedSeq
             decided.restore(maxForgottenSeq: maxForgottenSeq)
+            self.joined = joined
+            replayedJoin = joined
         case .entry(let key, let value, let version, let created):
             store[key] = Entry(value: value, version: version, created: created)
             digest &+= ContentDigest.entryHash(key: key, value: value, version: version)
@@ -130,6 +149,17 @@ public struct Participant {
         case .abort(let seq):
             if let entry = prepared.removeValue(forKey: seq) { locks[entry.op.key] = nil }
             decided.record(seq, .aborted)
+        case .load, .drop, .reset, .join:
+            applySync(record)
+        }
+    }
+
+    /// Ends start-up replay. A replica whose files hold nothing at all is new: out of sync until it joins.
+    public mutating func finishReplay() {
+        if let replayedJoin {
+            joined = replayedJoin
+        } else {
+            joined = !(store.isEmpty && prepared.isEmpty && decided.count == 0 && lastCommittedSeq == 0)
         }
     }
 
@@ -142,10 +172,15 @@ public struct Participant {
             let holder = locks[key].map(String.init) ?? "?"
             return [.reply(id, reply(false, .timeout, "key is locked by undecided transaction \(holder); retry later"))]
         case .request(let request, let id, let nowMs):
+            if !joined, request.command == .get || request.command == .put || request.command == .del {
+                return [.reply(id, reply(false, .notSynced, "replica \(server) is not in sync with the cluster yet",
+                                         seq: request.seq))]
+            }
             switch request.command {
             case .get: return read(request.key, id: id)
             case .put: return prepare(request.seq!, .put(key: request.key, value: request.value), id: id, nowMs: nowMs)
             case .del: return prepare(request.seq!, .delete(key: request.key), id: id, nowMs: nowMs)
+            case .snap, .page, .load, .drop, .reset, .join: return sync(request, id: id)
             case .com: return commit(request.seq!, id: id)
             case .abrt: return abort(request.seq!, id: id)
             case .qry: return query(request.seq!, id: id)
@@ -256,7 +291,7 @@ public struct Participant {
 
     // MARK: - Helpers
 
-    private mutating func apply(seq: UInt64, op: WriteOp) {
+    mutating func apply(seq: UInt64, op: WriteOp) {
         locks[op.key] = nil
         lastCommittedSeq = max(lastCommittedSeq, seq)
         let old = store[op.key]
@@ -283,10 +318,11 @@ public struct Participant {
         guard let entry = store[key] else { return reply(false, .notFound, "key not found") }
         var answer = reply(true, .ok, "", seq: entry.version)
         answer.value = entry.value
+        answer.created = entry.created
         return answer
     }
 
-    private func reply(_ status: Bool, _ code: ReplyCode, _ message: String, seq: UInt64? = nil) -> WireReply {
+    func reply(_ status: Bool, _ code: ReplyCode, _ message: String, seq: UInt64? = nil) -> WireReply {
         WireReply(status: status, code: code, message: message, seq: seq, server: server)
     }
 }

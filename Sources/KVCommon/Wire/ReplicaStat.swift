@@ -11,6 +11,8 @@ public struct ReplicaStat: Equatable, Sendable {
     public var inDoubt: [InDoubt]
     /// fdatasync calls of the replica's log since it started (filled in by the replica process).
     public var logSyncs: UInt64 = 0
+    /// Whether the replica holds the committed state and takes part (false while it is being synced).
+    public var joined = true
 
     public struct InDoubt: Equatable, Sendable {
         public var seq: UInt64

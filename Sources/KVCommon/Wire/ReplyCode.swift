@@ -16,6 +16,8 @@ public enum ReplyCode: String, Sendable, CaseIterable {
     case unknownTransaction = "unknown_transaction"
     /// The replica cannot take more work right now, or (for `qry`) the decision is being written: ask again.
     case busy
+    /// The replica is not in sync with the cluster yet: it neither votes nor serves reads until it joins.
+    case notSynced = "not_synced"
     /// `qry`: the transaction committed.
     case committed
     /// `qry`: the transaction is prepared here and its outcome is not known here either.

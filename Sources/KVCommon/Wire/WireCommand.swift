@@ -17,23 +17,34 @@ public enum WireCommand: String, CaseIterable, Sendable {
     /// unreachable, to its peers (cooperative termination). A replica that never saw `seq` records it as
     /// aborted before answering, so it will vote no if the prepare arrives later.
     case qry
+    /// State transfer, on a healthy replica: `;snap;;` opens a consistent snapshot of the committed key space
+    /// (answer: its id in `seq`, `keys`, `digest`); `ID;page;;` returns the next entries of snapshot `ID`.
+    case snap
+    case page
+    /// State transfer, on a replica that is not in sync (see `join`): `V;load;key;C:value` installs a committed
+    /// entry (version V, created C); `;drop;key;` removes a key; `;reset;;` empties the replica and marks it
+    /// out of sync; `;join;;` marks it in sync, after which it votes and serves reads.
+    case load
+    case drop
+    case reset
+    case join
 
     /// Whether the first field must hold a transaction seq.
     public var needsSeq: Bool {
         switch self {
-        case .put, .del, .com, .abrt, .qry: return true
-        case .get, .stat: return false
+        case .put, .del, .com, .abrt, .qry, .page, .load: return true
+        case .get, .stat, .snap, .drop, .reset, .join: return false
         }
     }
 
     /// Whether the key field must be non-empty (and is allowed at all).
     public var needsKey: Bool {
         switch self {
-        case .get, .put, .del: return true
-        case .com, .abrt, .stat, .qry: return false
+        case .get, .put, .del, .load, .drop: return true
+        case .com, .abrt, .stat, .qry, .snap, .page, .reset, .join: return false
         }
     }
 
     /// Whether the value field may be non-empty.
-    public var takesValue: Bool { self == .put }
+    public var takesValue: Bool { self == .put || self == .load }
 }

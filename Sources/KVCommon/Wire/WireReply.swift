@@ -14,8 +14,12 @@ public struct WireReply: Equatable, Sendable {
     public var server: String
     /// The value bytes of a successful get.
     public var value: [UInt8]?
+    /// For a successful get: the seq of the transaction that created the key.
+    public var created: UInt64?
     /// The status of a replica, for `stat`.
     public var stat: ReplicaStat?
+    /// A page of a state-transfer snapshot, for `page`.
+    public var page: SyncPage?
 
     public init(status: Bool, code: ReplyCode, message: String, seq: UInt64?, server: String,
                 value: [UInt8]? = nil, stat: ReplicaStat? = nil) {
@@ -45,12 +49,18 @@ public struct WireReply: Equatable, Sendable {
         writer.field("seq", seq)
         writer.field("server", server)
         writer.field("code", code.rawValue)
+        if let created { writer.field("created", created) }
         if let stat {
             writer.field("keys", stat.keys)
             writer.field("digest", stat.digestHex)
             writer.field("last_committed_seq", stat.lastCommittedSeq)
             writer.field("in_doubt", rawJSON: stat.inDoubtJSON())
             writer.field("log_syncs", stat.logSyncs)
+            writer.field("joined", stat.joined)
+        }
+        if let page {
+            writer.field("entries", rawJSON: page.json())
+            writer.field("done", page.done)
         }
         var line = writer.finish()
         line.append(UInt8(ascii: "\n"))
@@ -71,6 +81,7 @@ public struct WireReply: Equatable, Sendable {
         let seq = json["seq"]?.uint64Value
         let code = json["code"]?.stringValue.flatMap(ReplyCode.init(rawValue:)) ?? (status ? .ok : .aborted)
         var reply = WireReply(status: status, code: code, message: message, seq: seq, server: server)
+        reply.created = json["created"]?.uint64Value
         if valueExpected && status {
             if json["encoding"]?.stringValue == "base64" {
                 guard let data = Data(base64Encoded: message) else { return .failure(.wireBadReply("bad base64")) }
@@ -92,6 +103,13 @@ public struct WireReply: Equatable, Sendable {
                                      lastCommittedSeq: json["last_committed_seq"]?.uint64Value ?? 0,
                                      inDoubt: inDoubt)
             reply.stat?.logSyncs = json["log_syncs"]?.uint64Value ?? 0
+            reply.stat?.joined = json["joined"]?.boolValue ?? true
+        }
+        if let entries = json["entries"]?.arrayValue, let done = json["done"]?.boolValue {
+            guard let page = SyncPage.parse(entries: entries, done: done) else {
+                return .failure(.wireBadReply("malformed snapshot page"))
+            }
+            reply.page = page
         }
         return .success(reply)
     }

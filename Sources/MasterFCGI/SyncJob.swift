@@ -1,0 +1,170 @@
+import Foundation
+import KVCommon
+import Logging
+
+/// Brings one replica to exactly the committed state of a healthy one, then lets it take part again.
+///
+/// 1. Track every key committed from now on (`DirtyKeys`); `reset` the target (empty, out of sync).
+/// 2. Copy a consistent snapshot of a healthy source (`snap`, `page`) with pipelined `load`s. Writes go on.
+/// 3. Copy the keys committed meanwhile again (value or absence read from the source), until few remain.
+/// 4. Hold writes back briefly (`WriteGate`), copy the last dirty keys, compare key count and content
+///    digest of source and target, and only if they are equal: `join` the target and put it back into the
+///    write and read set. Otherwise start over (after a pause), never joining a replica that differs.
+final class SyncJob {
+    struct Progress: Sendable {
+        var phase: String
+        var loaded: Int
+        var total: Int
+        var attempt: Int
+        var error: String?
+    }
+
+    private let replica: String
+    private let views: ClusterViews
+    private let gate: WriteGate
+    private let dirty: DirtyKeys
+    private let logger: Logger
+    private let report: (Progress) -> Void
+    private var progress = Progress(phase: "starting", loaded: 0, total: 0, attempt: 0, error: nil)
+
+    init(replica: String, views: ClusterViews, gate: WriteGate, dirty: DirtyKeys, logger: Logger,
+         report: @escaping (Progress) -> Void) {
+        self.replica = replica
+        self.views = views
+        self.gate = gate
+        self.dirty = dirty
+        self.logger = logger
+        self.report = report
+    }
+
+    struct Failure: Error { var reason: String }
+
+    /// Tries until the replica joins or leaves the configuration.
+    func run() {
+        while views.current.config.replica(id: replica) != nil {
+            progress.attempt += 1
+            let started = Date()
+            do {
+                try attempt()
+                let seconds = String(format: "%.2f", Date().timeIntervalSince(started))
+                logger.notice("\(replica) is in sync (\(progress.total) keys copied in \(seconds) s) and takes part again")
+                update(phase: "joined")
+                return
+            } catch let failure as Failure {
+                progress.error = failure.reason
+                update(phase: "retrying")
+                logger.warning("sync of \(replica) failed (attempt \(progress.attempt)): \(failure.reason); retrying")
+            } catch {
+                progress.error = "\(error)"
+                update(phase: "retrying")
+            }
+            dirty.stopTracking(replica)
+            Thread.sleep(forTimeInterval: min(5, 0.2 * Double(progress.attempt)))
+        }
+        views.markJoined(replica)
+    }
+
+    private func attempt() throws {
+        let view = views.current
+        let timeouts = view.config.timeouts
+        guard let target = view.pool.link(replica) else { throw Failure(reason: "\(replica) is not configured") }
+        guard let source = view.pool.links.first(where: { $0.replica.id != replica && view.participants.contains($0.replica.id)
+            && $0.health.connected && $0.lastJoined == true })
+        else { throw Failure(reason: "no healthy replica to copy from") }
+        dirty.startTracking(replica)
+        defer { dirty.stopTracking(replica) }
+        update(phase: "reset")
+        try expectOK(view.pool.call(target, WireRequest(seq: nil, command: .reset), timeoutMs: timeouts.readTimeoutMs), "reset")
+        let opened = try expectOK(view.pool.call(source, WireRequest(seq: nil, command: .snap),
+                                                 timeoutMs: timeouts.readTimeoutMs), "snap")
+        guard let scan = opened.seq, let total = opened.stat?.keys else { throw Failure(reason: "snap gave no id") }
+        progress.total = total
+        progress.loaded = 0
+        update(phase: "copying from \(source.replica.id)")
+        while true {
+            let reply = try expectOK(view.pool.call(source, WireRequest(seq: scan, command: .page),
+                                                    timeoutMs: timeouts.readTimeoutMs), "page")
+            guard let page = reply.page else { throw Failure(reason: "page without entries") }
+            try send(page.entries.map(\.loadRequest), to: target, pool: view.pool, timeoutMs: timeouts.readTimeoutMs)
+            progress.loaded += page.entries.count
+            update(phase: "copying from \(source.replica.id)")
+            if page.done { break }
+        }
+        for _ in 0..<10 {
+            let keys = dirty.take(replica)
+            if keys.count < 64 { try copy(keys, from: source, to: target, view: view); break }
+            update(phase: "catching up \(keys.count) keys")
+            try copy(keys, from: source, to: target, view: view)
+        }
+        update(phase: "verifying")
+        let result: Result<Void, Failure>? = gate.whilePaused(timeoutMs: timeouts.prepareTimeoutMs + timeouts.commitTimeoutMs) {
+            do {
+                try copy(dirty.take(replica), from: source, to: target, view: view)
+                let a = try expectOK(view.pool.call(source, .stat, timeoutMs: timeouts.readTimeoutMs), "stat").stat
+                let b = try expectOK(view.pool.call(target, .stat, timeoutMs: timeouts.readTimeoutMs), "stat").stat
+                guard let a, let b, a.keys == b.keys, a.digest == b.digest else {
+                    return .failure(Failure(reason: "digest differs after copy (\(source.replica.id): \(a?.keys ?? -1) keys "
+                        + "\(a?.digestHex ?? "?"), \(replica): \(b?.keys ?? -1) keys \(b?.digestHex ?? "?"))"))
+                }
+                _ = try expectOK(view.pool.call(target, WireRequest(seq: nil, command: .join), timeoutMs: timeouts.readTimeoutMs), "join")
+                target.note(stat: WireReply(status: true, code: .ok, message: "", seq: nil, server: replica,
+                                            stat: { var s = b; s.joined = true; return s }()))
+                views.markJoined(replica)
+                return .success(())
+            } catch let failure as Failure {
+                return .failure(failure)
+            } catch {
+                return .failure(Failure(reason: "\(error)"))
+            }
+        }
+        guard let result else { throw Failure(reason: "running writes did not finish in time for the final step") }
+        try result.get()
+    }
+
+    /// Copies each key's committed state (value or absence) from `source` to `target`.
+    private func copy(_ keys: Set<[UInt8]>, from source: ReplicaLink, to target: ReplicaLink, view: ClusterView) throws {
+        guard !keys.isEmpty else { return }
+        var requests: [WireRequest] = []
+        for key in keys {
+            switch view.pool.call(source, .get(key), timeoutMs: view.config.timeouts.readTimeoutMs) {
+            case .success(let reply) where reply.status:
+                let entry = SyncPage.Entry(key: key, value: reply.value ?? [], version: reply.seq ?? 0,
+                                           created: reply.created ?? reply.seq ?? 0)
+                requests.append(entry.loadRequest)
+            case .success(let reply) where reply.code == .notFound:
+                requests.append(WireRequest(seq: nil, command: .drop, key: key))
+            case .success(let reply):
+                throw Failure(reason: "reading \(keys.count) changed keys from \(source.replica.id): \(reply.message)")
+            case .failure(let failure):
+                throw Failure(reason: failure.reason)
+            }
+        }
+        try send(requests, to: target, pool: view.pool, timeoutMs: view.config.timeouts.readTimeoutMs)
+    }
+
+    /// Sends `requests` pipelined and waits for every reply to be a success.
+    private func send(_ requests: [WireRequest], to target: ReplicaLink, pool: ReplicaPool, timeoutMs: Int) throws {
+        guard !requests.isEmpty else { return }
+        let mailbox = Mailbox<Result<WireReply, LinkFailure>>()
+        for request in requests { target.send(request) { mailbox.post($0) } }
+        let deadline = Date(timeIntervalSinceNow: Double(timeoutMs) / 1000 + Double(requests.count) / 2000)
+        for _ in requests {
+            guard let result = mailbox.take(before: deadline) else { throw Failure(reason: "\(replica) did not answer in time") }
+            try expectOK(result, "load")
+        }
+    }
+
+    @discardableResult
+    private func expectOK(_ result: Result<WireReply, LinkFailure>, _ what: String) throws -> WireReply {
+        switch result {
+        case .success(let reply) where reply.status: return reply
+        case .success(let reply): throw Failure(reason: "\(what) on \(reply.server): \(reply.message)")
+        case .failure(let failure): throw Failure(reason: "\(what): \(failure.reason)")
+        }
+    }
+
+    private func update(phase: String) {
+        progress.phase = phase
+        report(progress)
+    }
+}

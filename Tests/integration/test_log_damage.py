@@ -1,0 +1,132 @@
+"""Damaged replica logs: a torn last record is cut off at start and the replica still ends up with every
+acknowledged write; a damaged record in the middle makes the replica refuse to start, naming the file and
+byte offset, without touching the file."""
+import os
+
+import pytest
+
+from crash_helpers import (ACK, ABORTED, check_identical, check_ledger, data_dir, exit_code, fresh_puts,
+                           log_frames, log_tail, make_cluster, newest_log, start_cluster, wait_healthy, Ledger,
+                           Op, FRAME_HEADER)
+from kvcluster import wait_until
+
+
+@pytest.fixture
+def damage_cluster(tmp_path):
+    c = make_cluster(tmp_path)
+    print(f"cluster run dir: {c.run_dir}")
+    try:
+        yield c
+    finally:
+        c.kill_all()
+
+
+def write_sequentially(cluster, ledger, puts, deletes, stop_when=None):
+    """`puts` puts of fresh keys, then `deletes` deletes of some of them, one at a time, recorded in `ledger`.
+    Every answer must be 200 unless `stop_when()` turns true (then the remaining writes are skipped)."""
+    for n in range(puts + deletes):
+        if n < puts:
+            op = Op("put", f"{ledger.tag}-{n}", f"{ledger.tag}:value:{n}")
+            status, body = cluster.http("PUT", "/kv/" + op.key, body=op.value.encode())
+        else:
+            op = Op("del", f"{ledger.tag}-{(n - puts) * 3}", None)
+            status, body = cluster.http("DELETE", "/kv/" + op.key)
+        op.status, op.seq, op.detail = status, body.get("seq"), body.get("message")
+        op.outcome = ACK if status == 200 else ABORTED if status in (409, 503) else "unexpected"
+        ledger.add(op)
+        if stop_when is not None and stop_when():
+            return op
+        assert status == 200, body
+    return None
+
+
+def test_torn_last_record_is_discarded_and_acknowledged_writes_survive(damage_cluster):
+    c = damage_cluster
+    start_cluster(c)
+    ledger = Ledger("torn")
+    write_sequentially(c, ledger, puts=30, deletes=8)
+    c.kill_replica("r2")
+    path = newest_log(data_dir(c, "r2"))
+    frames = log_frames(path)
+    size = os.path.getsize(path)
+    assert frames and frames[-1][0] + FRAME_HEADER.size + frames[-1][1] == size, "log did not end on a frame"
+    os.truncate(path, size - 3)  # tear the last record (the COMMIT of the last acknowledged write)
+
+    before = len(c.log("r2"))
+    c.start_replica("r2")
+    restart_log = c.log("r2")[before:]
+    torn_lines = [l for l in restart_log.splitlines() if "torn record" in l]
+    assert torn_lines and os.path.basename(path) in torn_lines[0], restart_log[-2000:]
+
+    wait_healthy(c)
+    check_ledger(c, ledger)  # r2 included: it must have caught up on the write whose COMMIT it lost
+    check_identical(c)
+    fresh_puts(c, list(ledger.by_key()), tag="torn")
+
+
+def test_torn_unacknowledged_prepare_is_discarded(damage_cluster):
+    """The crash the torn-tail rule is made for: r2 dies right after writing a PREPARE it never voted on."""
+    c = damage_cluster
+    start_cluster(c, env_for={"r2": {"KV_FAILPOINTS": "replica-after-prepare-fsync@25"}})
+    ledger = Ledger("tornprep")
+    last = write_sequentially(c, ledger, puts=40, deletes=0, stop_when=lambda: not c.is_running("r2"))
+    assert last is not None and exit_code(c, "r2") == 99, f"failpoint did not fire: {log_tail(c, 'r2')}"
+    assert last.status == 503 and "r2" in last.detail, last  # the write that crashed r2 was not acknowledged
+    path = newest_log(data_dir(c, "r2"))
+    os.truncate(path, os.path.getsize(path) - 5)  # the PREPARE's append never completed
+
+    before = len(c.log("r2"))
+    c.start_replica("r2")
+    restart_log = c.log("r2")[before:]
+    assert "torn record" in restart_log and os.path.basename(path) in restart_log, restart_log[-2000:]
+    wait_healthy(c)
+    check_ledger(c, ledger)
+    check_identical(c)
+    fresh_puts(c, list(ledger.by_key()), tag="tornprep")
+
+
+def test_flipped_byte_mid_log_refuses_to_start(damage_cluster):
+    c = damage_cluster
+    start_cluster(c)
+    ledger = Ledger("flip")
+    write_sequentially(c, ledger, puts=40, deletes=10)
+    c.kill_replica("r3")
+    directory = data_dir(c, "r3")
+    path = newest_log(directory)
+    frames = log_frames(path)
+    assert len(frames) >= 3, f"{path}: only {len(frames)} records"
+    frame_offset, length = frames[len(frames) // 2]  # a record in the middle, never the last one
+    flip_at = frame_offset + FRAME_HEADER.size + length // 2
+    with open(path, "rb") as f:
+        original = f.read()
+    damaged = bytearray(original)
+    damaged[flip_at] ^= 0x5A
+    with open(path, "wb") as f:
+        f.write(damaged)
+    files_before = sorted(os.listdir(directory))
+
+    before = len(c.log("r3"))
+    c.start_replica("r3", wait=False)
+    try:
+        wait_until(lambda: not c.is_running("r3"), 30, "r3 to refuse its damaged log")
+    except TimeoutError:
+        raise AssertionError(f"r3 started on a log damaged at byte {flip_at} of {path}: "
+                             f"{c.log('r3')[before:][-2000:]}") from None
+    code = exit_code(c, "r3")
+    startup_log = c.log("r3")[before:]
+    assert code not in (None, 0), f"r3 exited with {code}"
+    lines = [l for l in startup_log.splitlines() if "corrupt at byte offset" in l]
+    assert lines, f"no 'corrupt at byte offset' message:\n{startup_log[-2000:]}"
+    assert os.path.basename(path) in lines[0] and f"corrupt at byte offset {frame_offset}" in lines[0], lines[0]
+    # Nothing was dropped or rewritten: the damaged file is exactly as left, no file appeared or vanished.
+    with open(path, "rb") as f:
+        assert f.read() == bytes(damaged), f"{path} was modified by the failed start"
+    assert sorted(os.listdir(directory)) == files_before
+
+    # Repairing the byte brings r3 back with every acknowledged write.
+    with open(path, "wb") as f:
+        f.write(original)
+    c.start_replica("r3")
+    wait_healthy(c)
+    check_ledger(c, ledger)
+    check_identical(c)
