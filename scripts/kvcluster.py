@@ -109,7 +109,10 @@ class Cluster:
         os.makedirs(os.path.join(self.run_dir, "logs"), exist_ok=True)
         os.makedirs(os.path.join(self.run_dir, "pids"), exist_ok=True)
         self.http_port = http_port or 8080
-        self.replica_ids = [r["id"] for r in self.config["replicas"]]
+
+    @property
+    def replica_ids(self):
+        return [r["id"] for r in self.config["replicas"]]
 
     # ----- generated configurations for tests -------------------------------------------------------------
 

@@ -89,7 +89,7 @@ struct KVRouter {
     }
 
     private func write(_ op: WriteOp) -> HTTPResponse {
-        guard let outcome = service.write(op, in: view) else {
+        guard let outcome = service.write(op) else {
             let reason = view.participants.isEmpty ? "no replica is in sync to take writes"
                 : "too many transactions in flight (limit \(limits.inFlightTransactionsMax)) or a replica is joining"
             return json(503, false, "\(reason); nothing was written, retry later", seq: nil)

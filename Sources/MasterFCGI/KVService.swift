@@ -50,9 +50,9 @@ final class KVService: @unchecked Sendable {
         return .unavailable(reasons: reasons)
     }
 
-    /// Runs `op` as a two-phase-commit transaction on every replica of `view`.
-    func write(_ op: WriteOp, in view: ClusterView) -> Coordinator.Outcome? {
-        runner.run(op, view: view)
+    /// Runs `op` as a two-phase-commit transaction on every in-sync replica of the configuration in force.
+    func write(_ op: WriteOp) -> Coordinator.Outcome? {
+        runner.run(op, views: views)
     }
 
     /// Asks every replica for `stat` in parallel.

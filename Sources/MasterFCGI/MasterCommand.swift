@@ -47,7 +47,10 @@ struct MasterCommand: ParsableCommand {
         let registry = InFlightRegistry(limit: cluster.limits.inFlightTransactionsMax, decisions: decisions)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, ioThreads))
         var resolve: ((ReplicaLink, WireReply) -> Void)?
-        let views = ClusterViews(config: cluster, group: group, logger: logger) { link, stat in resolve?(link, stat) }
+        let gate = WriteGate()
+        let views = try ClusterViews(config: cluster, group: group, gate: gate, logger: logger) { link, stat in
+            resolve?(link, stat)
+        }
         let delivery = CommitDelivery(currentPool: { views.current.pool }, decisions: decisions, registry: registry,
                                       logger: logger)
         var evaluateSync: (() -> Void)?
@@ -56,7 +59,6 @@ struct MasterCommand: ParsableCommand {
             evaluateSync?()
         }
         delivery.start()
-        let gate = WriteGate()
         let dirty = DirtyKeys()
         let sync = SyncManager(views: views, gate: gate, dirty: dirty, logger: logger)
         let runner = TransactionRunner(decisions: decisions, registry: registry, delivery: delivery, seqs: seqs,

@@ -76,7 +76,7 @@ struct StatusReport {
         writer.field("seq", nil)
         writer.field("server", config.master.id)
         writer.field("config", config.path)
-        writer.field("config_generation", view.generation)
+        writer.field("config_epoch", view.generation)
         writer.field("config_loaded_at", ISO8601DateFormatter().string(from: view.loadedAt))
         if let error = service.views.reloadError { writer.field("last_reload_error", error) }
         writer.field("epoch", service.seqs.epoch)

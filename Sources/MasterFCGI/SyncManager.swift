@@ -47,10 +47,12 @@ final class SyncManager: @unchecked Sendable {
     func evaluate() {
         let view = views.current
         let links = view.pool.links
-        for link in links where link.lastJoined == nil || link.lastJoined == false {
-            if !link.health.connected { link.send(.stat) { [link] result in
+        // Reconnect to every replica that is not connected: its first answer (`stat`) says whether it came back
+        // with its data or empty (a wiped data directory), before any write or read relies on it.
+        for link in links where !link.health.connected {
+            link.send(.stat) { [link] result in
                 if case .success(let reply) = result { link.note(stat: reply) }
-            } }
+            }
         }
         let states = links.map { $0.lastJoined }
         lock.lock()

@@ -13,13 +13,16 @@ struct TransactionRunner {
     let gate: WriteGate
     let dirty: DirtyKeys
 
-    /// Runs `op` on the participants of `view`; nil when too many transactions are in flight or a membership
-    /// change held writes back for too long.
-    func run(_ op: WriteOp, view: ClusterView) -> Coordinator.Outcome? {
-        let timeouts = view.config.timeouts
-        guard gate.enter(timeoutMs: timeouts.prepareTimeoutMs) else { return nil }
+    /// Runs `op` on the participants of the configuration in force once the write gate lets it in; nil when
+    /// too many transactions are in flight or a membership change held writes back for too long.
+    ///
+    /// The view is read after entering the gate, never before: a write that waited while a replica joined (or
+    /// a reload switched epochs) must run on the new replica set, or the joined replica would miss it.
+    func run(_ op: WriteOp, views: ClusterViews) -> Coordinator.Outcome? {
+        guard gate.enter(timeoutMs: views.current.config.timeouts.prepareTimeoutMs) else { return nil }
         defer { gate.leave() }
-        return run(op, pool: view.pool, participants: view.participants, timeouts: timeouts)
+        let view = views.current
+        return run(op, pool: view.pool, participants: view.participants, timeouts: view.config.timeouts)
     }
 
     private func run(_ op: WriteOp, pool: ReplicaPool, participants: [String],

@@ -25,7 +25,7 @@ def test_removing_a_dead_replica_makes_writes_work_again(cluster):
     assert [r["server"] for r in body["replicas"]] == ["r1", "r2"]
     assert elapsed < 1.0, f"writes resumed only after {elapsed:.2f}s"
     status, body = cluster.http("GET", "/status")
-    assert [r["id"] for r in body["replicas"]] == ["r1", "r2"] and body["config_generation"] == 2
+    assert [r["id"] for r in body["replicas"]] == ["r1", "r2"] and body["config_epoch"] == 2
     for rid in ("r1", "r2"):
         assert cluster.wire(rid, ";get;a;")[0]["message"] == "3"
 
@@ -65,7 +65,7 @@ def test_broken_config_is_rejected_and_the_old_one_keeps_serving(cluster):
         assert "old configuration stays in force" in body["message"] and expected in body["message"], (name, body)
         assert "cluster.yaml:" in body["message"], body  # file:line:column
         status, body = cluster.http("GET", "/status")
-        assert expected in body["last_reload_error"] and body["config_generation"] == 1, (name, body)
+        assert expected in body["last_reload_error"] and body["config_epoch"] == 1, (name, body)
         assert cluster.http("PUT", "/kv/still", body=name.encode())[0] == 200
     cluster.write_config(good)
     status, body = cluster.reload_master()
@@ -80,7 +80,7 @@ def test_sighup_reloads(cluster):
     os.kill(cluster.procs["master"].pid, signal.SIGHUP)
 
     def reloaded():
-        return cluster.http("GET", "/status")[1]["config_generation"] == 2
+        return cluster.http("GET", "/status")[1]["config_epoch"] == 2
     from kvcluster import wait_until
     wait_until(reloaded, 10, "the master to reload on SIGHUP")
     status, body = cluster.http("PUT", "/kv/big", body=b"x" * 11)

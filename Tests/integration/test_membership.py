@@ -1,0 +1,181 @@
+"""Adding, re-adding and removing replicas by editing cluster.yaml, with state transfer, under write load."""
+import copy
+import os
+import threading
+import time
+
+import pytest
+
+from crash_helpers import Ledger, Writers, check_identical, check_ledger, wait_healthy
+from kvcluster import free_port, wait_until
+
+
+def preload(cluster, keys, value_bytes=32):
+    """Writes `keys` keys straight into every replica with the same seqs (fast, and identical everywhere)."""
+    value = b"p" * value_bytes
+    for rid in cluster.replica_ids:
+        lines = []
+        for i in range(keys):
+            seq = i + 1
+            lines.append(b"%d;put;pre%d;%s" % (seq, i, value))
+            lines.append(b"%d;com;;" % seq)
+        for start in range(0, len(lines), 4000):
+            replies = cluster.wire(rid, *lines[start:start + 4000])
+            assert all(r["status"] for r in replies), [r for r in replies if not r["status"]][:3]
+
+
+def add_replica(cluster, rid):
+    config = copy.deepcopy(cluster.config)
+    config["replicas"].append({"id": rid, "host": "127.0.0.1", "port": free_port(), "data_dir": f"data/{rid}"})
+    cluster.write_config(config)
+
+
+def replica_state(cluster, rid):
+    body = cluster.http("GET", "/status")[1]
+    return next((r for r in body["replicas"] if r["id"] == rid), None), body
+
+
+class Readers:
+    """Reads random preloaded keys through nginx and notes which replica answered when."""
+
+    def __init__(self, cluster, keys, threads=2):
+        self.cluster, self.keys = cluster, keys
+        self.stop_event = threading.Event()
+        self.served = []  # (monotonic time, server)
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _run(self, index):
+        n = index
+        while not self.stop_event.is_set() and n < 200_000:
+            n += len(self.threads)
+            status, body = self.cluster.http("GET", f"/kv/pre{(n * 7919) % self.keys}")
+            assert status == 200, body
+            with self.lock:
+                self.served.append((time.monotonic(), body["server"]))
+
+    def stop(self):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def test_add_a_fresh_replica_under_write_load(cluster):
+    keys = 50_000
+    preload(cluster, keys)
+    add_replica(cluster, "r4")
+    cluster.start_replica("r4")
+    assert cluster.stat("r4")["joined"] is False
+
+    ledger = Ledger("add")
+    writers = Writers(cluster, ledger, threads=4, max_ops=100_000, delete_ratio=0.2, seed=5).start()
+    readers = Readers(cluster, keys).start()
+    started = time.monotonic()
+    status, body = cluster.reload_master()
+    assert status == 200 and "syncing r4" in body["message"], body
+    joined_at = {}
+    unjoined_seen = {"t": started}
+
+    def r4_joined():
+        asked = time.monotonic()
+        if cluster.stat("r4")["joined"]:
+            joined_at["t"] = time.monotonic()
+            return True
+        unjoined_seen["t"] = asked  # r4 was out of sync during everything before this moment
+        state, _ = replica_state(cluster, "r4")
+        assert state["state"] in ("syncing", "up"), state
+        return False
+    wait_until(r4_joined, 120, "r4 to finish its state transfer")
+    sync_s = joined_at["t"] - started
+    time.sleep(0.5)  # let r4 serve some reads and take part in writes while load goes on
+    writers.stop()
+    readers.stop()
+    print(f"r4 synced {keys} keys under load in {sync_s:.2f} s; {ledger.summary()}")
+
+    # `joined` never goes back to false, so a read r4 answered before a stat that still said false is a read
+    # served out of sync.
+    early = [t for t, server in readers.served if server == "r4" and t < unjoined_seen["t"]]
+    assert not early, f"r4 served {len(early)} reads before it was in sync"
+    assert any(server == "r4" for _, server in readers.served), "r4 never served a read after joining"
+    wait_healthy(cluster)
+    state, body = replica_state(cluster, "r4")
+    assert state["state"] == "up" and state["joined"] is True, state
+    checked = check_ledger(cluster, ledger)
+    stats = check_identical(cluster)
+    assert stats["r4"]["keys"] >= keys
+    status, body = cluster.http("GET", "/status?verify=1")
+    assert status == 200 and body["verify"]["identical"] is True, body
+    print(f"{checked} writes checked on r1-r4, {stats['r4']['keys']} keys identical")
+
+
+def test_stale_replica_rejoins_after_removal(cluster):
+    ledger = Ledger("stale")
+    for i in range(200):
+        assert cluster.http("PUT", f"/kv/old{i}", body=b"1")[0] == 200
+    full = copy.deepcopy(cluster.config)
+    reduced = copy.deepcopy(full)
+    reduced["replicas"] = [r for r in reduced["replicas"] if r["id"] != "r3"]
+    cluster.write_config(reduced)
+    assert cluster.reload_master()[0] == 200
+    cluster.stop_replica("r3")
+    writers = Writers(cluster, ledger, threads=3, max_ops=60, delete_ratio=0.3, seed=9).start()
+    wait_until(writers.finished, 60, "writers to finish")
+    writers.stop()
+    for i in range(0, 200, 2):
+        assert cluster.http("DELETE", f"/kv/old{i}")[0] == 200
+    cluster.write_config(full)  # r3 is back in the file; the master learns it only at the reload below
+    cluster.start_replica("r3")
+    assert cluster.stat("r3")["joined"] is True  # its own data looks fine to it, but it is stale
+    status, body = cluster.reload_master()
+    assert status == 200 and "syncing r3" in body["message"], body
+    wait_until(lambda: replica_state(cluster, "r3")[0]["state"] == "up", 60, "r3 to be synced")
+    wait_healthy(cluster)
+    check_ledger(cluster, ledger)
+    check_identical(cluster)
+    assert cluster.wire("r3", ";get;old0;")[0]["code"] == "not_found"
+    assert cluster.wire("r3", ";get;old1;")[0]["message"] == "1"
+
+
+def test_wiped_replica_is_resynced_automatically(cluster):
+    for i in range(300):
+        assert cluster.http("PUT", f"/kv/w{i}", body=f"{i}".encode())[0] == 200
+    cluster.kill_replica("r2")
+    directory = os.path.join(os.path.dirname(cluster.config_path), "data", "r2")
+    for name in os.listdir(directory):
+        os.remove(os.path.join(directory, name))
+    cluster.start_replica("r2")
+    assert cluster.stat("r2")["joined"] is False
+    status, body = cluster.http("GET", "/kv/w7")
+    assert status == 200 and body["server"] != "r2"
+    wait_until(lambda: cluster.stat("r2")["joined"], 60, "r2 to be resynced")
+    wait_healthy(cluster)
+    check_identical(cluster)
+    assert cluster.wire("r2", ";get;w7;")[0]["message"] == "7"
+
+
+def test_reload_in_a_burst_of_writes_loses_nothing(cluster):
+    ledger = Ledger("burst")
+    writers = Writers(cluster, ledger, threads=6, max_ops=100_000, delete_ratio=0.2, seed=3).start()
+    time.sleep(0.3)
+    config = copy.deepcopy(cluster.config)
+    config["timeouts"] = {"prepare_timeout_ms": 2500}
+    for _ in range(5):
+        cluster.write_config(config)
+        status, body = cluster.reload_master()
+        assert status == 200, body
+    config["replicas"] = [r for r in config["replicas"] if r["id"] != "r2"]
+    cluster.write_config(config)
+    assert cluster.reload_master()[0] == 200
+    time.sleep(0.3)
+    writers.stop()
+    assert ledger.count() > 0
+    status, body = cluster.http("GET", "/status")
+    assert body["config_epoch"] == 7, body["config_epoch"]
+    wait_healthy(cluster)
+    check_ledger(cluster, ledger)  # r1 and r3: every acknowledged write, nothing aborted
+    check_identical(cluster)
