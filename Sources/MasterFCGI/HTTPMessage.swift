@@ -35,19 +35,21 @@ struct HTTPResponse {
 
     static let reasons: [Int: String] = [
         200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
-        413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+        412: "Precondition Failed", 413: "Content Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
     ]
 
     /// The CGI response head (`Status:` line and headers) followed by the body.
     func cgiBytes() -> [UInt8] {
+        let json = !headers.contains { $0.0 == "Content-Type" }
         var head = "Status: \(status) \(Self.reasons[status] ?? "Status")\r\n"
-        head += "Content-Type: application/json\r\nContent-Length: \(body.count + 1)\r\n"
+        if json { head += "Content-Type: application/json\r\n" }
+        head += "Content-Length: \(body.count + (json ? 1 : 0))\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         head += "\r\n"
         var bytes = Array(head.utf8)
         bytes.reserveCapacity(bytes.count + body.count + 1)
         bytes.append(contentsOf: body)
-        bytes.append(UInt8(ascii: "\n"))
+        if json { bytes.append(UInt8(ascii: "\n")) }
         return bytes
     }
 }

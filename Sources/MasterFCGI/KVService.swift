@@ -4,8 +4,8 @@ import KVCommon
 /// The master's operations, independent of HTTP: reads from one replica, writes through 2PC, status.
 final class KVService: @unchecked Sendable {
     enum ReadResult {
-        case found(value: [UInt8], seq: UInt64?, server: String)
-        case notFound(server: String)
+        /// A replica answered (found, not found, or a listing page).
+        case answered(WireReply)
         /// No replica could answer; `reasons` says why for each one tried.
         case unavailable(reasons: [String])
     }
@@ -28,18 +28,15 @@ final class KVService: @unchecked Sendable {
         self.seqs = seqs
     }
 
-    /// Reads `key` from a random replica that is up, trying the others if it fails.
-    func read(_ key: [UInt8], in view: ClusterView) -> ReadResult {
-        let pool = view.pool
-        let config = view.config
+    /// Asks a random in-sync replica that is up (`get` or `list`), trying the others if it fails. "Not found"
+    /// is an answer; a key still locked by an undecided transaction after the wait is not (503).
+    func read(_ request: WireRequest, in view: ClusterView) -> ReadResult {
         let links = view.readableLinks.shuffled().sorted { lhs, rhs in lhs.health.connected && !rhs.health.connected }
         var reasons: [String] = []
         for link in links {
-            switch pool.call(link, .get(key), timeoutMs: config.timeouts.readTimeoutMs) {
-            case .success(let reply) where reply.status:
-                return .found(value: reply.value ?? [], seq: reply.seq, server: reply.server)
-            case .success(let reply) where reply.code == .notFound:
-                return .notFound(server: reply.server)
+            switch view.pool.call(link, request, timeoutMs: view.config.timeouts.readTimeoutMs) {
+            case .success(let reply) where reply.status || reply.code == .notFound:
+                return .answered(reply)
             case .success(let reply):
                 reasons.append("\(link.replica.id): \(reply.message)")
                 if reply.code == .timeout { return .unavailable(reasons: reasons) }
@@ -51,8 +48,8 @@ final class KVService: @unchecked Sendable {
     }
 
     /// Runs `op` as a two-phase-commit transaction on every in-sync replica of the configuration in force.
-    func write(_ op: WriteOp) -> Coordinator.Outcome? {
-        runner.run(op, views: views)
+    func write(_ write: WriteRequest) -> Coordinator.Outcome? {
+        runner.run(write, views: views)
     }
 
     /// Asks every replica for `stat` in parallel.

@@ -18,21 +18,21 @@ struct TransactionRunner {
     ///
     /// The view is read after entering the gate, never before: a write that waited while a replica joined (or
     /// a reload switched epochs) must run on the new replica set, or the joined replica would miss it.
-    func run(_ op: WriteOp, views: ClusterViews) -> Coordinator.Outcome? {
+    func run(_ write: WriteRequest, views: ClusterViews) -> Coordinator.Outcome? {
         guard gate.enter(timeoutMs: views.current.config.timeouts.prepareTimeoutMs) else { return nil }
         defer { gate.leave() }
         let view = views.current
-        return run(op, pool: view.pool, participants: view.participants, timeouts: view.config.timeouts)
+        return run(write, pool: view.pool, participants: view.participants, timeouts: view.config.timeouts)
     }
 
-    private func run(_ op: WriteOp, pool: ReplicaPool, participants: [String],
+    private func run(_ write: WriteRequest, pool: ReplicaPool, participants: [String],
                      timeouts: ClusterConfig.Timeouts) -> Coordinator.Outcome? {
         guard !participants.isEmpty else { return nil }
         let seq = seqs.next()
         let mailbox = Mailbox<Coordinator.Event>()
         guard registry.register(seq, mailbox) else { return nil }
         defer { registry.remove(seq) }
-        var coordinator = Coordinator(seq: seq, op: op, participants: participants)
+        var coordinator = Coordinator(seq: seq, prepare: write.prepare(seq: seq), participants: participants)
         var local: [Coordinator.Event] = [.start]
         var phase = coordinator.phase
         var deadline = Date(timeIntervalSinceNow: Double(timeouts.prepareTimeoutMs) / 1000)
@@ -49,7 +49,7 @@ struct TransactionRunner {
                         continue
                     }
                     decisions.recordCommit(seq: seq, participants: participants)
-                    dirty.record(op.key)
+                    for key in write.writtenKeys { dirty.record(key) }
                     Failpoints.hit("master-after-commit-fsync")
                     if Failpoints.isArmed("master-mid-commit-send"), let first = participants.first {
                         crashAfterFirstCommit(seq: seq, to: first, pool: pool, timeoutMs: timeouts.commitTimeoutMs)

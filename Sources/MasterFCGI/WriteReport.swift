@@ -4,7 +4,15 @@ import KVCommon
 /// what happened and whether a retry is safe, and each replica's vote.
 struct WriteReport {
     let outcome: Coordinator.Outcome
-    let op: WriteOp
+    /// What was written, for the message (`nil` for a transaction).
+    let op: WriteOp?
+    /// Replaces the message of a committed write (transactions say which branch ran).
+    var summary: String?
+
+    init(outcome: Coordinator.Outcome, op: WriteOp?) {
+        self.outcome = outcome
+        self.op = op
+    }
 
     var httpStatus: Int {
         guard !outcome.committed else { return 200 }
@@ -20,6 +28,7 @@ struct WriteReport {
         switch op {
         case .put: what = "put"
         case .delete: what = "delete"
+        case nil: what = "transaction"
         }
         let seq = outcome.seq
         if outcome.committed {
@@ -44,6 +53,18 @@ struct WriteReport {
         case .aborted:
             return "\(what) aborted (seq \(seq)): \(detail); nothing was written, retrying is safe"
         }
+    }
+
+    /// The whole answer: status, message, seq, server, and each replica's vote.
+    func response(serverID: String, extra: ((inout JSONWriter) -> Void)? = nil) -> HTTPResponse {
+        var writer = JSONWriter()
+        writer.field("status", outcome.committed)
+        writer.field("message", summary ?? message)
+        writer.field("seq", outcome.seq)
+        writer.field("server", serverID)
+        extra?(&writer)
+        writer.field("replicas", rawJSON: replicasJSON())
+        return HTTPResponse(status: httpStatus, body: writer.finish())
     }
 
     func replicasJSON() -> [UInt8] {

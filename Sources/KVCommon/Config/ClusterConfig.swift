@@ -50,6 +50,12 @@ public struct ClusterConfig: Equatable, Sendable {
         public var keyBytesMax: Int = 1024
         public var valueBytesMax: Int = 1 << 20
         public var inFlightTransactionsMax: Int = 4096
+        /// Compares plus operations in one `POST /txn`.
+        public var txnOpsMax: Int = 128
+        /// Bytes of keys and values in one `POST /txn`.
+        public var txnBytesMax: Int = 1 << 20
+        /// Entries in one page of `GET /kv?prefix=`.
+        public var listLimitMax: Int = 1000
 
         /// The longest wire line a replica accepts: both fields fully escaped plus framing.
         public var wireLineBytesMax: Int { 3 * (keyBytesMax + valueBytesMax) + 64 }

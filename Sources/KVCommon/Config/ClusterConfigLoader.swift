@@ -44,12 +44,16 @@ struct ClusterConfigLoader {
         var limits = ClusterConfig.Limits()
         if let node = top.node("limits") {
             let fields = try Fields(node, path: "limits", loader: self, known: [
-                "key_bytes_max", "value_bytes_max", "in_flight_transactions_max",
+                "key_bytes_max", "value_bytes_max", "in_flight_transactions_max", "txn_ops_max", "txn_bytes_max",
+                "list_limit_max",
             ])
             limits.keyBytesMax = try fields.int("key_bytes_max", in: 1...65_536) ?? limits.keyBytesMax
             limits.valueBytesMax = try fields.int("value_bytes_max", in: 0...(64 << 20)) ?? limits.valueBytesMax
             limits.inFlightTransactionsMax = try fields.int("in_flight_transactions_max", in: 1...1_000_000)
                 ?? limits.inFlightTransactionsMax
+            limits.txnOpsMax = try fields.int("txn_ops_max", in: 1...10_000) ?? limits.txnOpsMax
+            limits.txnBytesMax = try fields.int("txn_bytes_max", in: 1...(64 << 20)) ?? limits.txnBytesMax
+            limits.listLimitMax = try fields.int("list_limit_max", in: 1...100_000) ?? limits.listLimitMax
         }
         var storage = ClusterConfig.Storage()
         if let node = top.node("storage") {

@@ -10,6 +10,8 @@ public enum ReplicaRecord: Equatable, Sendable {
     case commit(seq: UInt64)
     /// Transaction `seq` aborted: drop its op and release its lock.
     case abort(seq: UInt64)
+    /// The replica voted yes for the writes `ops` of a multi-key transaction, holding locks on `locked`.
+    case prepareTxn(seq: UInt64, ops: [WriteOp], locked: [[UInt8]])
     /// State transfer: install a committed entry.
     case load(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
     /// State transfer: remove a key.
@@ -21,7 +23,7 @@ public enum ReplicaRecord: Equatable, Sendable {
 
     public var seq: UInt64 {
         switch self {
-        case .prepare(let seq, _), .commit(let seq), .abort(let seq): return seq
+        case .prepare(let seq, _), .commit(let seq), .abort(let seq), .prepareTxn(let seq, _, _): return seq
         case .load(_, _, let version, _): return version
         case .drop, .reset, .join: return 0
         }
@@ -66,6 +68,23 @@ public enum ReplicaRecord: Equatable, Sendable {
         case .join:
             writer.u8(7)
             writer.u64(0)
+        case .prepareTxn(let seq, let ops, let locked):
+            writer.u8(8)
+            writer.u64(seq)
+            writer.u32(UInt32(ops.count))
+            for op in ops {
+                switch op {
+                case .put(let key, let value):
+                    writer.u8(1)
+                    writer.blob(key)
+                    writer.blob(value)
+                case .delete(let key):
+                    writer.u8(2)
+                    writer.blob(key)
+                }
+            }
+            writer.u32(UInt32(locked.count))
+            for key in locked { writer.blob(key) }
         }
         return writer.bytes
     }
@@ -91,6 +110,18 @@ public enum ReplicaRecord: Equatable, Sendable {
         case 5: record = .drop(key: try reader.blob())
         case 6: record = .reset
         case 7: record = .join
+        case 8:
+            var ops: [WriteOp] = []
+            for _ in 0..<min(try reader.u32(), 1 << 20) {
+                switch try reader.u8() {
+                case 1: ops.append(.put(key: try reader.blob(), value: try reader.blob()))
+                case 2: ops.append(.delete(key: try reader.blob()))
+                case let type: throw KVError.recordMalformed("unknown txn op type \(type)")
+                }
+            }
+            var locked: [[UInt8]] = []
+            for _ in 0..<min(try reader.u32(), 1 << 20) { locked.append(try reader.blob()) }
+            record = .prepareTxn(seq: seq, ops: ops, locked: locked)
         default: throw KVError.recordMalformed("unknown replica record type \(type)")
         }
         guard reader.isAtEnd else { throw KVError.recordMalformed("trailing bytes in replica record") }

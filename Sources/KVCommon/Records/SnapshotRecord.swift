@@ -5,7 +5,8 @@
 public enum SnapshotRecord: Equatable, Sendable {
     case header(generation: UInt64, lastCommittedSeq: UInt64, maxForgottenSeq: UInt64, joined: Bool)
     case entry(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
-    case prepared(seq: UInt64, op: WriteOp)
+    /// An in-doubt transaction: its `prepare` or `prepareTxn` record.
+    case prepared(ReplicaRecord)
     case decided(seq: UInt64, committed: Bool)
     case trailer(entries: UInt64, prepared: UInt64, decided: UInt64, digest: UInt64)
 
@@ -25,10 +26,9 @@ public enum SnapshotRecord: Equatable, Sendable {
             writer.blob(value)
             writer.u64(version)
             writer.u64(created)
-        case .prepared(let seq, let op):
+        case .prepared(let record):
             writer.u8(3)
-            let inner = ReplicaRecord.prepare(seq: seq, op: op).encoded()
-            writer.blob(inner)
+            writer.blob(record.encoded())
         case .decided(let seq, let committed):
             writer.u8(4)
             writer.u64(seq)
@@ -52,10 +52,11 @@ public enum SnapshotRecord: Equatable, Sendable {
         case 2: record = .entry(key: try reader.blob(), value: try reader.blob(), version: try reader.u64(),
                                 created: try reader.u64())
         case 3:
-            guard case .prepare(let seq, let op) = try ReplicaRecord.decode(try reader.blob()) else {
-                throw KVError.recordMalformed("snapshot prepared record does not hold a prepare")
+            let inner = try ReplicaRecord.decode(try reader.blob())
+            switch inner {
+            case .prepare, .prepareTxn: record = .prepared(inner)
+            default: throw KVError.recordMalformed("snapshot prepared record does not hold a prepare")
             }
-            record = .prepared(seq: seq, op: op)
         case 4: record = .decided(seq: try reader.u64(), committed: try reader.u8() == 1)
         case 5: record = .trailer(entries: try reader.u64(), prepared: try reader.u64(), decided: try reader.u64(),
                                   digest: try reader.u64())

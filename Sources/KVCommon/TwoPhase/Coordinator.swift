@@ -63,6 +63,8 @@ public struct Coordinator {
     public struct Outcome: Equatable, Sendable {
         public var seq: UInt64
         public var committed: Bool
+        /// For a `txn`: the branch and reads every replica agreed on (from the yes votes).
+        public var txn: TxnResult?
         public var failure: Failure?
         public var replicas: [ReplicaReport]
         /// Replicas that have not acknowledged a commit; the master keeps redelivering `com` to them.
@@ -72,7 +74,8 @@ public struct Coordinator {
     private enum ReplicaState: Equatable { case awaitingVote, yes, no, unreachable }
 
     public let seq: UInt64
-    public let op: WriteOp
+    /// The phase-one request every participant receives (`put`, `del` or `txn`).
+    public let prepareRequest: WireRequest
     public let participants: [String]
     public private(set) var phase: Phase = .preparing
     private var states: [String: ReplicaState] = [:]
@@ -82,10 +85,17 @@ public struct Coordinator {
     private var failure: Failure?
     private var started = false
 
+    private var txnResult: TxnResult?
+
     public init(seq: UInt64, op: WriteOp, participants: [String]) {
+        self.init(seq: seq, prepare: op.prepareRequest(seq: seq), participants: participants)
+    }
+
+    public init(seq: UInt64, prepare: WireRequest, participants: [String]) {
         precondition(!participants.isEmpty, "a transaction needs at least one participant")
+        precondition(prepare.seq == seq, "the prepare request must carry the transaction's seq")
         self.seq = seq
-        self.op = op
+        prepareRequest = prepare
         self.participants = participants
         for replica in participants {
             states[replica] = .awaitingVote
@@ -100,7 +110,7 @@ public struct Coordinator {
             started = true
             return participants.map { replica in
                 outstanding[replica, default: 0] += 1
-                return .send(replica: replica, op.prepareRequest(seq: seq))
+                return .send(replica: replica, prepareRequest)
             }
         case (.finished, _), (_, .start):
             return []
@@ -179,6 +189,16 @@ public struct Coordinator {
                 return beginAbort(because: Self.failure(for: reply.code))
             }
             states[replica] = .yes
+            if let txn = reply.txn {
+                // Every replica holds the same committed state, so every replica must choose the same branch.
+                if let first = txnResult, first != txn {
+                    reports[replica]?.status = false
+                    reports[replica]?.message = "chose a different branch or read different values than the others: "
+                        + "replicas differ; run GET /status?verify=1"
+                    return beginAbort(because: .aborted)
+                }
+                txnResult = txn
+            }
             guard participants.allSatisfy({ states[$0] == .yes }) else { return [] }
             phase = .deciding
             return [.persist(.commit(seq: seq, participants: participants))]
@@ -234,14 +254,15 @@ public struct Coordinator {
     private mutating func finishCommit() -> [Action] {
         phase = .finished
         let pending = participants.filter { !acked.contains($0) }
-        let outcome = Outcome(seq: seq, committed: true, failure: nil, replicas: orderedReports(), pendingCommit: pending)
+        let outcome = Outcome(seq: seq, committed: true, txn: txnResult, failure: nil, replicas: orderedReports(),
+                              pendingCommit: pending)
         return pending.isEmpty ? [.persist(.end(seq: seq)), .finish(outcome)] : [.finish(outcome)]
     }
 
     private mutating func finishAbort() -> [Action] {
         phase = .finished
-        return [.finish(Outcome(seq: seq, committed: false, failure: failure ?? .aborted, replicas: orderedReports(),
-                                pendingCommit: []))]
+        return [.finish(Outcome(seq: seq, committed: false, txn: nil, failure: failure ?? .aborted,
+                                replicas: orderedReports(), pendingCommit: []))]
     }
 
     private func orderedReports() -> [ReplicaReport] {

@@ -110,7 +110,7 @@ extension Participant {
         case .join:
             joined = true
             replayedJoin = true
-        case .prepare, .commit, .abort:
+        case .prepare, .prepareTxn, .commit, .abort:
             break
         }
     }

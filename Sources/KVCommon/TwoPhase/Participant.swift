@@ -45,7 +45,12 @@ public struct Participant {
     }
 
     private struct Prepared {
-        var op: WriteOp
+        /// The writes to apply on commit.
+        var ops: [WriteOp]
+        /// Every key locked until the decision (writes, and for a txn also compares and reads).
+        var locked: [[UInt8]]
+        /// The request that prepared it, to answer a duplicate prepare the same way.
+        var record: ReplicaRecord
         var preparedAtMs: UInt64
         /// Found in the log at start-up rather than prepared by this run.
         var recovered = false
@@ -64,7 +69,13 @@ public struct Participant {
     var locks: [[UInt8]: UInt64] = [:]
     private var prepared: [UInt64: Prepared] = [:]
     var decided: DecisionMemory
-    private var parkedReads: [[UInt8]: [RequestID]] = [:]
+    /// A read waiting for the decision on a locked key.
+    private enum ParkedRead {
+        case get
+        case list(prefix: [UInt8], after: [UInt8], limit: Int)
+    }
+
+    private var parkedReads: [[UInt8]: [(id: RequestID, read: ParkedRead)]] = [:]
     private var parkedKeys: [RequestID: [UInt8]] = [:]
 
     public init(server: String, decisionMemory: Int = 1 << 20) {
@@ -105,7 +116,7 @@ public struct Participant {
         for (key, entry) in store {
             try body(.entry(key: key, value: entry.value, version: entry.version, created: entry.created))
         }
-        for (seq, item) in prepared.sorted(by: { $0.key < $1.key }) { try body(.prepared(seq: seq, op: item.op)) }
+        for (_, item) in prepared.sorted(by: { $0.key < $1.key }) { try body(.prepared(item.record)) }
         let outcomes = decided.entries
         for item in outcomes { try body(.decided(seq: item.seq, committed: item.outcome == .committed)) }
         try body(.trailer(entries: UInt64(store.count), prepared: UInt64(prepared.count),
@@ -123,9 +134,8 @@ public struct Participant {
         case .entry(let key, let value, let version, let created):
             store[key] = Entry(value: value, version: version, created: created)
             digest &+= ContentDigest.entryHash(key: key, value: value, version: version)
-        case .prepared(let seq, let op):
-            locks[op.key] = seq
-            prepared[seq] = Prepared(op: op, preparedAtMs: nowMs, recovered: true)
+        case .prepared(let record):
+            replay(record, nowMs: nowMs)
         case .decided(let seq, let committed):
             decided.record(seq, committed ? .committed : .aborted)
         case .trailer(let entries, let preparedCount, _, let expectedDigest):
@@ -139,15 +149,15 @@ public struct Participant {
     /// Rebuilds state from one log record at start-up. Produces no actions: replay never talks.
     public mutating func replay(_ record: ReplicaRecord, nowMs: UInt64) {
         switch record {
-        case .prepare(let seq, let op):
-            if let holder = locks[op.key], holder != seq { prepared[holder] = nil }
-            locks[op.key] = seq
-            prepared[seq] = Prepared(op: op, preparedAtMs: nowMs, recovered: true)
+        case .prepare, .prepareTxn:
+            let item = Self.prepared(from: record, nowMs: nowMs, recovered: true)
+            for key in item.locked { locks[key] = record.seq }
+            prepared[record.seq] = item
         case .commit(let seq):
-            if let entry = prepared.removeValue(forKey: seq) { apply(seq: seq, op: entry.op) }
+            if let entry = prepared.removeValue(forKey: seq) { release(entry, applying: seq) }
             decided.record(seq, .committed)
         case .abort(let seq):
-            if let entry = prepared.removeValue(forKey: seq) { locks[entry.op.key] = nil }
+            if let entry = prepared.removeValue(forKey: seq) { release(entry, applying: nil) }
             decided.record(seq, .aborted)
         case .load, .drop, .reset, .join:
             applySync(record)
@@ -167,12 +177,12 @@ public struct Participant {
         switch event {
         case .readTimedOut(let id):
             guard let key = parkedKeys.removeValue(forKey: id) else { return [] }
-            parkedReads[key]?.removeAll { $0 == id }
+            parkedReads[key]?.removeAll { $0.id == id }
             if parkedReads[key]?.isEmpty == true { parkedReads[key] = nil }
             let holder = locks[key].map(String.init) ?? "?"
             return [.reply(id, reply(false, .timeout, "key is locked by undecided transaction \(holder); retry later"))]
         case .request(let request, let id, let nowMs):
-            if !joined, request.command == .get || request.command == .put || request.command == .del {
+            if !joined, [.get, .put, .del, .txn].contains(request.command) {
                 return [.reply(id, reply(false, .notSynced, "replica \(server) is not in sync with the cluster yet",
                                          seq: request.seq))]
             }
@@ -181,6 +191,10 @@ public struct Participant {
             case .put: return prepare(request.seq!, .put(key: request.key, value: request.value), id: id, nowMs: nowMs)
             case .del: return prepare(request.seq!, .delete(key: request.key), id: id, nowMs: nowMs)
             case .snap, .page, .load, .drop, .reset, .join: return sync(request, id: id)
+            case .txn: return prepareTxn(request.seq!, request.value, id: id, nowMs: nowMs)
+            case .list:
+                guard joined else { return [.reply(id, reply(false, .notSynced, "replica \(server) is not in sync"))] }
+                return list(prefix: request.key, after: request.value, limit: Int(min(request.seq!, 100_000)), id: id)
             case .com: return commit(request.seq!, id: id)
             case .abrt: return abort(request.seq!, id: id)
             case .qry: return query(request.seq!, id: id)
@@ -195,17 +209,40 @@ public struct Participant {
     // MARK: - Commands
 
     private mutating func read(_ key: [UInt8], id: RequestID) -> [Action] {
-        if locks[key] != nil {
-            parkedReads[key, default: []].append(id)
-            parkedKeys[id] = key
-            return [.awaitDecision(id)]
-        }
+        if locks[key] != nil { return park(id, on: key, .get) }
         return [.reply(id, valueReply(for: key))]
     }
 
-    private mutating func prepare(_ seq: UInt64, _ op: WriteOp, id: RequestID, nowMs: UInt64) -> [Action] {
+    private mutating func park(_ id: RequestID, on key: [UInt8], _ read: ParkedRead) -> [Action] {
+        let alreadyParked = parkedKeys[id] != nil
+        parkedReads[key, default: []].append((id, read))
+        parkedKeys[id] = key
+        return alreadyParked ? [] : [.awaitDecision(id)]
+    }
+
+    /// Up to `limit` committed entries with `prefix`, after `after`, in byte order. If a key in range is
+    /// locked by an undecided transaction, waits for its decision first (so the listing is linearizable).
+    private mutating func list(prefix: [UInt8], after: [UInt8], limit: Int, id: RequestID) -> [Action] {
+        func inRange(_ key: [UInt8]) -> Bool {
+            key.starts(with: prefix) && (after.isEmpty || after.lexicographicallyPrecedes(key))
+        }
+        if let locked = locks.keys.first(where: inRange) {
+            return park(id, on: locked, .list(prefix: prefix, after: after, limit: limit))
+        }
+        let keys = store.keys.filter(inRange).sorted { $0.lexicographicallyPrecedes($1) }
+        let entries = keys.prefix(limit).map { key -> SyncPage.Entry in
+            let entry = store[key]!
+            return SyncPage.Entry(key: key, value: entry.value, version: entry.version, created: entry.created)
+        }
+        var answer = reply(true, .ok, "\(entries.count) keys")
+        answer.page = SyncPage(entries: Array(entries), done: keys.count <= limit)
+        return [.reply(id, answer)]
+    }
+
+    /// The answer to a prepare for a seq this replica already knows, or nil for a new one.
+    private mutating func repeatedPrepare(_ seq: UInt64, _ record: ReplicaRecord, id: RequestID) -> [Action]? {
         if let existing = prepared[seq] {
-            guard existing.op == op else {
+            guard existing.record == record else {
                 return [.reply(id, reply(false, .conflict, "transaction \(seq) already prepared another write", seq: seq))]
             }
             return [.reply(id, reply(true, .ok, "prepared", seq: seq))]
@@ -219,18 +256,80 @@ public struct Participant {
             if decided.mayHaveForgotten(seq) {
                 return [.reply(id, reply(false, .aborted, "transaction \(seq) is too old to prepare here", seq: seq))]
             }
+            return nil
         }
-        if let holder = locks[op.key] {
-            decided.record(seq, .aborted)
-            return [.reply(id, reply(false, .conflict, "key is locked by transaction \(holder)", seq: seq))]
-        }
+    }
+
+    /// Votes no because `key` is locked by another transaction (first one wins).
+    private mutating func conflict(_ seq: UInt64, _ key: [UInt8], id: RequestID) -> [Action]? {
+        guard let holder = locks[key] else { return nil }
+        decided.record(seq, .aborted)
+        return [.reply(id, reply(false, .conflict, "key is locked by transaction \(holder)", seq: seq))]
+    }
+
+    private mutating func prepare(_ seq: UInt64, _ op: WriteOp, id: RequestID, nowMs: UInt64) -> [Action] {
+        let record = ReplicaRecord.prepare(seq: seq, op: op)
+        if let answer = repeatedPrepare(seq, record, id: id) { return answer }
+        if let answer = conflict(seq, op.key, id: id) { return answer }
         if case .delete(let key) = op, store[key] == nil {
             decided.record(seq, .aborted)
             return [.reply(id, reply(false, .notFound, "key not found", seq: seq))]
         }
         locks[op.key] = seq
-        prepared[seq] = Prepared(op: op, preparedAtMs: nowMs)
-        return [.persist(.prepare(seq: seq, op: op)), .reply(id, reply(true, .ok, "prepared", seq: seq))]
+        prepared[seq] = Prepared(ops: [op], locked: [op.key], record: record, preparedAtMs: nowMs)
+        return [.persist(record), .reply(id, reply(true, .ok, "prepared", seq: seq))]
+    }
+
+    /// Prepares a multi-key transaction: lock every key (sorted), evaluate the compares, vote with the branch.
+    private mutating func prepareTxn(_ seq: UInt64, _ json: [UInt8], id: RequestID, nowMs: UInt64) -> [Action] {
+        let spec: TxnSpec
+        do {
+            spec = try TxnSpec.parse(try JSONValue.parse(json).get(), base64: true)
+        } catch {
+            return [.reply(id, reply(false, .badRequest, "malformed transaction: \(error)", seq: seq))]
+        }
+        let keys = spec.keys
+        let succeeded = spec.compare.allSatisfy { $0.holds(for: store[$0.key]) }
+        let branch = succeeded ? spec.success : spec.failure
+        var writes: [WriteOp] = []
+        var reads: [TxnResult.Read] = []
+        for op in branch {
+            switch op {
+            case .put(let key, let value): writes.append(.put(key: key, value: value))
+            case .delete(let key): if store[key] != nil { writes.append(.delete(key: key)) }
+            case .get(let key): reads.append(TxnResult.Read(key: key, entry: store[key]))
+            }
+        }
+        let record = ReplicaRecord.prepareTxn(seq: seq, ops: writes, locked: keys)
+        if let answer = repeatedPrepare(seq, record, id: id) { return answer }
+        for key in keys {
+            if let answer = conflict(seq, key, id: id) { return answer }
+        }
+        for key in keys { locks[key] = seq }
+        prepared[seq] = Prepared(ops: writes, locked: keys, record: record, preparedAtMs: nowMs)
+        var answer = reply(true, .ok, succeeded ? "prepared: compares hold" : "prepared: compares fail", seq: seq)
+        answer.txn = TxnResult(succeeded: succeeded, reads: reads)
+        return [.persist(record), .reply(id, answer)]
+    }
+
+    private static func prepared(from record: ReplicaRecord, nowMs: UInt64, recovered: Bool) -> Prepared {
+        switch record {
+        case .prepare(_, let op):
+            return Prepared(ops: [op], locked: [op.key], record: record, preparedAtMs: nowMs, recovered: recovered)
+        case .prepareTxn(_, let ops, let locked):
+            return Prepared(ops: ops, locked: locked, record: record, preparedAtMs: nowMs, recovered: recovered)
+        default:
+            preconditionFailure("not a prepare record: \(record)")
+        }
+    }
+
+    /// Releases the locks of a decided transaction, applying its writes if `seq` is given (commit).
+    /// Returns the keys whose parked reads may now be answered.
+    @discardableResult
+    private mutating func release(_ entry: Prepared, applying seq: UInt64?) -> [[UInt8]] {
+        for key in entry.locked { locks[key] = nil }
+        if let seq { for op in entry.ops { apply(seq: seq, op: op) } }
+        return entry.locked
     }
 
     private mutating func commit(_ seq: UInt64, id: RequestID) -> [Action] {
@@ -244,18 +343,18 @@ public struct Participant {
                 return [.reply(id, reply(false, .unknownTransaction, "transaction \(seq) is not prepared here", seq: seq))]
             }
         }
-        apply(seq: seq, op: entry.op)
+        let keys = release(entry, applying: seq)
         decided.record(seq, .committed)
         return [.persist(.commit(seq: seq)), .reply(id, reply(true, .ok, "committed", seq: seq))]
-            + wakeReads(entry.op.key)
+            + keys.flatMap { wakeReads($0) }
     }
 
     private mutating func abort(_ seq: UInt64, id: RequestID) -> [Action] {
         if let entry = prepared.removeValue(forKey: seq) {
-            locks[entry.op.key] = nil
+            let keys = release(entry, applying: nil)
             decided.record(seq, .aborted)
             return [.persist(.abort(seq: seq)), .reply(id, reply(true, .ok, "aborted", seq: seq))]
-                + wakeReads(entry.op.key)
+                + keys.flatMap { wakeReads($0) }
         }
         switch decided[seq] {
         case .committed:
@@ -307,11 +406,22 @@ public struct Participant {
 
     private mutating func wakeReads(_ key: [UInt8]) -> [Action] {
         guard let waiting = parkedReads.removeValue(forKey: key) else { return [] }
-        let answer = valueReply(for: key)
-        return waiting.map { id in
+        var actions: [Action] = []
+        for (id, read) in waiting {
             parkedKeys[id] = nil
-            return .reply(id, answer)
+            switch read {
+            case .get:
+                actions.append(.reply(id, valueReply(for: key)))
+            case .list(let prefix, let after, let limit):
+                // May park again on another key still locked in range; the original timer keeps running.
+                actions += list(prefix: prefix, after: after, limit: limit, id: id).filter { action in
+                    if case .awaitDecision = action { return false }
+                    return true
+                }
+                if parkedKeys[id] != nil { continue }
+            }
         }
+        return actions
     }
 
     private func valueReply(for key: [UInt8]) -> WireReply {

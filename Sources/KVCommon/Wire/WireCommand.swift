@@ -17,6 +17,12 @@ public enum WireCommand: String, CaseIterable, Sendable {
     /// unreachable, to its peers (cooperative termination). A replica that never saw `seq` records it as
     /// aborted before answering, so it will vote no if the prepare arrives later.
     case qry
+    /// Phase one, multi-key transaction: `seq;txn;;<json>` (see `TxnSpec`). The replica locks every key
+    /// involved, evaluates the compares and votes yes with the chosen branch and its reads.
+    case txn
+    /// Prefix listing: `N;list;prefix;after` returns up to N committed entries whose key starts with `prefix`
+    /// and sorts after `after`, in byte order (a `page` reply). Waits for undecided keys in range, like `get`.
+    case list
     /// State transfer, on a healthy replica: `;snap;;` opens a consistent snapshot of the committed key space
     /// (answer: its id in `seq`, `keys`, `digest`); `ID;page;;` returns the next entries of snapshot `ID`.
     case snap
@@ -32,7 +38,7 @@ public enum WireCommand: String, CaseIterable, Sendable {
     /// Whether the first field must hold a transaction seq.
     public var needsSeq: Bool {
         switch self {
-        case .put, .del, .com, .abrt, .qry, .page, .load: return true
+        case .put, .del, .com, .abrt, .qry, .page, .load, .txn, .list: return true
         case .get, .stat, .snap, .drop, .reset, .join: return false
         }
     }
@@ -41,10 +47,13 @@ public enum WireCommand: String, CaseIterable, Sendable {
     public var needsKey: Bool {
         switch self {
         case .get, .put, .del, .load, .drop: return true
-        case .com, .abrt, .stat, .qry, .snap, .page, .reset, .join: return false
+        case .com, .abrt, .stat, .qry, .snap, .page, .reset, .join, .txn, .list: return false
         }
     }
 
     /// Whether the value field may be non-empty.
-    public var takesValue: Bool { self == .put || self == .load }
+    public var takesValue: Bool { self == .put || self == .load || self == .txn || self == .list }
+
+    /// Whether the key field may be given without being required (the prefix of `list`).
+    public var keyOptional: Bool { self == .list }
 }

@@ -20,6 +20,8 @@ public struct WireReply: Equatable, Sendable {
     public var stat: ReplicaStat?
     /// A page of a state-transfer snapshot, for `page`.
     public var page: SyncPage?
+    /// The branch and reads of a `txn` prepare.
+    public var txn: TxnResult?
 
     public init(status: Bool, code: ReplyCode, message: String, seq: UInt64?, server: String,
                 value: [UInt8]? = nil, stat: ReplicaStat? = nil) {
@@ -61,6 +63,10 @@ public struct WireReply: Equatable, Sendable {
         if let page {
             writer.field("entries", rawJSON: page.json())
             writer.field("done", page.done)
+        }
+        if let txn {
+            writer.field("succeeded", txn.succeeded)
+            writer.field("reads", rawJSON: txn.readsJSON())
         }
         var line = writer.finish()
         line.append(UInt8(ascii: "\n"))
@@ -110,6 +116,12 @@ public struct WireReply: Equatable, Sendable {
                 return .failure(.wireBadReply("malformed snapshot page"))
             }
             reply.page = page
+        }
+        if let succeeded = json["succeeded"]?.boolValue, let reads = json["reads"]?.arrayValue {
+            guard let txn = TxnResult.parse(succeeded: succeeded, reads: reads) else {
+                return .failure(.wireBadReply("malformed txn result"))
+            }
+            reply.txn = txn
         }
         return .success(reply)
     }

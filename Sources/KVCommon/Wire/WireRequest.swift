@@ -80,7 +80,9 @@ public struct WireRequest: Equatable, Sendable {
             }
         }
         if command.needsKey && key.isEmpty { return .failure(.wireKeyRequired(command)) }
-        if !command.needsKey && !key.isEmpty { return .failure(.wireFieldNotAllowed(command, field: "key")) }
+        if !command.needsKey && !command.keyOptional && !key.isEmpty {
+            return .failure(.wireFieldNotAllowed(command, field: "key"))
+        }
         if !command.takesValue && !value.isEmpty { return .failure(.wireFieldNotAllowed(command, field: "value")) }
         return .success(WireRequest(seq: seq, command: command, key: key, value: value))
     }

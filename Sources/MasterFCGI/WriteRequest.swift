@@ -1,0 +1,23 @@
+import KVCommon
+
+/// What a write asks of every replica: one put or delete, or a multi-key transaction.
+enum WriteRequest {
+    case single(WriteOp)
+    case txn(TxnSpec)
+
+    /// The phase-one request for transaction `seq`.
+    func prepare(seq: UInt64) -> WireRequest {
+        switch self {
+        case .single(let op): return op.prepareRequest(seq: seq)
+        case .txn(let spec): return WireRequest(seq: seq, command: .txn, value: spec.wireJSON())
+        }
+    }
+
+    /// Keys that may change if it commits (for replicas being synced meanwhile).
+    var writtenKeys: [[UInt8]] {
+        switch self {
+        case .single(let op): return [op.key]
+        case .txn(let spec): return spec.writtenKeys
+        }
+    }
+}
