@@ -357,9 +357,10 @@ http {{
             self.stop_replica(rid)
 
     def kill_all(self):
-        """Stops every process this object started, by PID, whatever state it is in."""
+        """Stops every process this object started, by PID, whatever state it is in. nginx gets SIGTERM (its
+        fast shutdown) so its workers exit with it; SIGKILL on the nginx master would orphan them."""
         for name in list(self.procs):
-            self._signal(name, signal.SIGKILL)
+            self._signal(name, signal.SIGTERM if name == "nginx" else signal.SIGKILL)
 
     # ----- talking to it ------------------------------------------------------------------------------------
 

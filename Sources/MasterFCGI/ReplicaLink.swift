@@ -78,7 +78,7 @@ final class ReplicaLink: @unchecked Sendable {
         let address = replica.address
         ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(connectTimeoutMs)))
-            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { [maxLineBytes] channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(

@@ -98,8 +98,8 @@ final class ParticipantTests: XCTestCase {
     func testDuplicateCommitAndAbortAreIdempotent() {
         var participant = Participant(server: "r1")
         committed(&participant, seq: 1, .put(key: key, value: [1]))
-        XCTAssertEqual(send(.com(1), to: &participant), [reply(nextID, true, .ok, seq: 1)])
-        XCTAssertEqual(send(.com(1), to: &participant), [reply(nextID, true, .ok, seq: 1)])
+        XCTAssertEqual(send(.com(1), to: &participant), [.persist(.commit(seq: 1)), reply(nextID, true, .ok, seq: 1)])
+        XCTAssertEqual(send(.com(1), to: &participant), [.persist(.commit(seq: 1)), reply(nextID, true, .ok, seq: 1)])
         XCTAssertEqual(send(.abrt(1), to: &participant), [reply(nextID, false, .conflict, seq: 1)])
 
         _ = send(.put(2, other, [2]), to: &participant)
@@ -203,7 +203,7 @@ final class ParticipantTests: XCTestCase {
         XCTAssertEqual(send(.put(7, other, [1]), to: &participant), [reply(nextID, false, .conflict, seq: 7)])
         XCTAssertEqual(send(.put(2, other, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 2)])
         XCTAssertEqual(send(.put(6, other, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 6)])
-        XCTAssertEqual(send(.com(1), to: &participant), [reply(nextID, true, .ok, seq: 1)])
+        XCTAssertEqual(send(.com(1), to: &participant), [.persist(.commit(seq: 1)), reply(nextID, true, .ok, seq: 1)])
         XCTAssertEqual(send(.com(4), to: &participant), [.persist(.commit(seq: 4)), reply(nextID, true, .ok, seq: 4)])
         XCTAssertEqual(participant.store[other]?.value, Array("d".utf8))
         XCTAssertEqual(participant.inDoubt, [])
@@ -330,7 +330,7 @@ final class ParticipantTests: XCTestCase {
         XCTAssertEqual(restored.inDoubt, [3])
         XCTAssertEqual(restored.lockHolder(of: other), 3)
         XCTAssertEqual(send(.put(4, key, [9]), to: &restored), [reply(nextID, false, .aborted, seq: 4)])
-        XCTAssertEqual(send(.com(2), to: &restored), [reply(nextID, true, .ok, seq: 2)])
+        XCTAssertEqual(send(.com(2), to: &restored), [.persist(.commit(seq: 2)), reply(nextID, true, .ok, seq: 2)])
     }
 
     func testSnapshotTrailerMismatchIsRejected() {

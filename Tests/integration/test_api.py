@@ -79,7 +79,8 @@ def test_bad_input_is_rejected_and_loses_nothing(cluster):
         ("GET", "/kv/%zz", None, 400),
         ("PATCH", "/kv/keep", b"x", 405),
         ("POST", "/kv/keep", b"x", 405),
-        ("GET", "/kv", None, 405),
+        ("GET", "/kv", None, 400),  # a listing needs ?prefix=
+        ("PATCH", "/kv", None, 405),
         ("GET", "/nothing-here", None, 404),
     ]
     for method, path, body, expected in cases:

@@ -336,7 +336,9 @@ public struct Participant {
         guard let entry = prepared.removeValue(forKey: seq) else {
             switch decided[seq] {
             case .committed:
-                return [.reply(id, reply(true, .ok, "already committed", seq: seq))]
+                // The ack must not overtake the durability of the first COMMIT record (it may still be queued):
+                // persisting it again costs a tiny record and orders this ack behind that fsync.
+                return [.persist(.commit(seq: seq)), .reply(id, reply(true, .ok, "already committed", seq: seq))]
             case .aborted:
                 return [.reply(id, reply(false, .aborted, "transaction \(seq) was aborted here; cannot commit", seq: seq))]
             case nil:
