@@ -39,5 +39,6 @@ let package = Package(
         ]),
         .testTarget(name: "KVCommonTests", dependencies: ["KVCommon"]),
         .testTarget(name: "KVRuntimeTests", dependencies: ["KVRuntime", "KVCommon"]),
+        .testTarget(name: "SimulationTests", dependencies: ["KVCommon"]),
     ]
 )

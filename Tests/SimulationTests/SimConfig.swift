@@ -1,0 +1,66 @@
+/// What one simulated run looks like: derived from its seed alone, so `KV_SIM_SEED=<seed>` replays it.
+struct SimConfig {
+    /// How messages travel.
+    enum Network: String {
+        /// What the real system has: master↔replica is one pipelined connection per replica (requests arrive
+        /// in send order, replies in request order); messages are lost only when a connection breaks, and
+        /// then the caller learns the calls failed.
+        case tcp
+        /// Beyond TCP: requests are reordered even within a connection; any message may be silently dropped or
+        /// duplicated. Replies keep their order within a connection (see `SimNetwork`); the master's link pairs
+        /// a reply with its call, first answer wins.
+        case chaos
+    }
+
+    /// A deliberately broken executor, to prove the checker has teeth.
+    enum Mutation: String, CaseIterable {
+        case none
+        /// The master sends `com` as soon as the COMMIT record is appended, without waiting for its fsync.
+        case comBeforeDurable
+        /// A replica answers a peer's `qry` for a seq it committed with "aborted".
+        case qryLiesAborted
+        /// A replica sends replies without waiting for the records listed before them to be fsynced.
+        case replyBeforeDurable
+    }
+
+    var seed: UInt64
+    var network: Network
+    var mutation: Mutation
+    /// Random steps before faults stop and the run heals.
+    var steps: Int
+    /// Transactions the master starts at most in one run.
+    var maxTransactions: Int
+    /// Transactions running at once at most (`in_flight_transactions_max`).
+    var maxInFlight: Int
+    /// The small key space, so transactions conflict.
+    var keys: [[UInt8]]
+    /// Steps allowed to reach quiescence after healing.
+    var quiescenceBudget: Int
+    /// Percent chance that an in-doubt replica treats the master as unreachable (a partition) and asks its
+    /// peers even though the master is up.
+    var partitionPercent: Int
+    /// Weight of each crash and connection reset among the ~1000 of a step's ordinary choices (0 = none).
+    var faultWeight: Int
+    /// Age (logical ms, 10 per step) after which a live in-doubt seq is eligible for replica-driven resolution.
+    var inDoubtLimitMs: UInt64
+
+    static let replicaNames = ["r1", "r2", "r3"]
+
+    static func make(seed: UInt64, mutation: Mutation = .none) -> SimConfig {
+        var random = SimRandom(seed: seed ^ 0x5EED_C0F1_6A11_0000)
+        let keyCount = 2 + random.below(3)
+        return SimConfig(
+            seed: seed,
+            network: random.below(3) == 0 ? .chaos : .tcp,
+            mutation: mutation,
+            steps: 150 + random.below(250),
+            maxTransactions: 12 + random.below(30),
+            maxInFlight: 1 + random.below(4),
+            keys: (0..<keyCount).map { [UInt8(ascii: "a") + UInt8($0)] },
+            quiescenceBudget: 5_000,
+            partitionPercent: random.pick([0, 10, 30]),
+            faultWeight: random.pick([1, 2, 4]),
+            inDoubtLimitMs: random.pick([0, 200, 600])
+        )
+    }
+}

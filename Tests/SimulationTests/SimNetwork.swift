@@ -1,0 +1,111 @@
+import KVCommon
+
+/// The messages in flight between the simulated nodes, on simulated connections.
+///
+/// A connection joins a client (the side that sends requests) and a server. In `.tcp` mode only the oldest
+/// message in each direction of each connection is deliverable (FIFO, as a TCP stream). In `.chaos` mode any
+/// request is deliverable (reordered even within a connection), and the scheduler may also drop or duplicate
+/// any message; replies still keep their order within a connection, because the real link pairs a reply with
+/// its call by position (a reordered reply stream would be a broken connection, and `Coordinator` and
+/// `CommitDelivery.resolveInDoubt` rely on that order). Closing a connection loses everything in flight on
+/// it; whoever owns it is told by the simulation.
+final class SimNetwork {
+    enum Payload {
+        case request(call: UInt64, WireRequest)
+        case reply(call: UInt64, WireReply)
+    }
+
+    struct Message {
+        let id: UInt64
+        let connection: Int
+        let from: String
+        let to: String
+        let payload: Payload
+
+        var brief: String {
+            switch payload {
+            case .request(let call, let request): return "#\(id) c\(connection) \(from)->\(to) call \(call): \(request.brief)"
+            case .reply(let call, let reply): return "#\(id) c\(connection) \(from)->\(to) reply \(call): \(reply.brief)"
+            }
+        }
+    }
+
+    struct Connection {
+        let client: String
+        let server: String
+        var open: Bool
+
+        func peer(of node: String) -> String { node == client ? server : client }
+    }
+
+    /// Requests keep their order within a connection (TCP); replies always do.
+    let fifo: Bool
+    private(set) var inFlight: [Message] = []
+    private var connections: [Connection] = []
+    private var nextMessageID: UInt64 = 1
+
+    init(fifo: Bool) { self.fifo = fifo }
+
+    var isEmpty: Bool { inFlight.isEmpty }
+
+    func open(client: String, server: String) -> Int {
+        connections.append(Connection(client: client, server: server, open: true))
+        return connections.count - 1
+    }
+
+    func isOpen(_ id: Int) -> Bool { connections[id].open }
+
+    func connection(_ id: Int) -> Connection { connections[id] }
+
+    /// Ids of the open connections `node` is an end of, oldest first.
+    func openConnections(of node: String) -> [Int] {
+        connections.indices.filter { connections[$0].open && (connections[$0].client == node || connections[$0].server == node) }
+    }
+
+    var openConnectionIDs: [Int] { connections.indices.filter { connections[$0].open } }
+
+    /// Sends on connection `id` from `from` to the other end; a closed connection swallows the message.
+    func send(on id: Int, from: String, _ payload: Payload) {
+        guard connections[id].open else { return }
+        inFlight.append(Message(id: nextMessageID, connection: id, from: from, to: connections[id].peer(of: from),
+                                payload: payload))
+        nextMessageID += 1
+    }
+
+    /// Indices into `inFlight` that may be delivered next.
+    func deliverable() -> [Int] {
+        var seen = Set<Int>()
+        var result: [Int] = []
+        for (index, message) in inFlight.enumerated() {
+            // Direction matters: requests and replies on one connection are separate streams.
+            let isRequest = message.from == connections[message.connection].client
+            if isRequest && !fifo {
+                result.append(index)
+                continue
+            }
+            let stream = message.connection * 2 + (isRequest ? 0 : 1)
+            if seen.insert(stream).inserted { result.append(index) }
+        }
+        return result
+    }
+
+    func remove(at index: Int) -> Message { inFlight.remove(at: index) }
+
+    /// Chaos: the message arrives twice (the copy goes to the back of the queue).
+    func duplicate(at index: Int) {
+        let original = inFlight[index]
+        inFlight.append(Message(id: nextMessageID, connection: original.connection, from: original.from,
+                                to: original.to, payload: original.payload))
+        nextMessageID += 1
+    }
+
+    /// Closes connection `id`; returns how many in-flight messages were lost with it.
+    @discardableResult
+    func close(_ id: Int) -> Int {
+        guard connections[id].open else { return 0 }
+        connections[id].open = false
+        let before = inFlight.count
+        inFlight.removeAll { $0.connection == id }
+        return before - inFlight.count
+    }
+}

@@ -1,0 +1,365 @@
+"""The admin's walk-through of docs/OPERATIONS.md ("Running under systemd"), step by step, under a real systemd:
+install, start, stop a replica and watch the failure, bring it back, SIGKILL a replica under load, restart
+the master under load, reload an edited config, read the journal, stop, uninstall (data kept), reinstall.
+Only systemctl/journalctl, the install scripts and HTTP through nginx drive it; replicas are read over the
+wire protocol to check their data. The tests run in order and share one booted system."""
+import os
+import threading
+import time
+
+import yaml
+
+from nsystemd import REPORT, wait_until
+
+REPLICAS = ["r1", "r2", "r3"]
+KV_UNITS = ["kv.target", "kv-master.socket", "kv-master.service"] + [f"kv-replica@{r}.service" for r in REPLICAS]
+# Host paths the install writes (inside the namespaces only): the host's must not change.
+INSTALLED_PATHS = ["/usr/local/bin/kv-master", "/usr/local/bin/kv-replicad", "/etc/systemd/system/kv.target",
+                   "/etc/systemd/system/kv-master.socket", "/etc/systemd/system/kv-master.service",
+                   "/etc/systemd/system/kv-replica@.service", "/etc/kv/cluster.yaml",
+                   "/etc/nginx/sites-available/kv.conf", "/etc/nginx/sites-enabled/kv.conf", "/var/lib/kv",
+                   "/usr/local/share/doc/kv"]
+
+
+def host_state(paths):
+    state = {}
+    for path in paths:
+        try:
+            st = os.lstat(path)
+            state[path] = (st.st_mode, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            state[path] = None
+    return state
+
+
+def config(system):
+    return yaml.safe_load(system.read_file("/etc/kv/cluster.yaml"))
+
+
+def replica_port(system, rid):
+    return next(int(r["port"]) for r in config(system)["replicas"] if r["id"] == rid)
+
+
+def wire_escape(data):
+    out = bytearray()
+    for b in data.encode() if isinstance(data, str) else data:
+        out += b"%%%02X" % b if b in (0x25, 0x3B, 0x0D, 0x0A) else bytes([b])
+    return bytes(out)
+
+
+def replica_values(system, rid, keys):
+    """key -> value (or None) read from one replica directly, over the wire protocol."""
+    port = replica_port(system, rid)
+    out = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start:start + 500]
+        replies = system.wire(port, *[b";get;" + wire_escape(k) + b";" for k in chunk])
+        for key, reply in zip(chunk, replies):
+            assert reply["server"] == rid, reply
+            assert reply["status"] or reply["code"] == "not_found", reply
+            out[key] = reply["message"] if reply["status"] else None
+    return out
+
+
+def assert_replicas_hold(system, expected):
+    """Every replica holds every acknowledged write; their contents are identical (equal digests)."""
+    keys = sorted(expected)
+
+    def missing():
+        out = {}
+        for rid in REPLICAS:
+            got = replica_values(system, rid, keys)
+            out.update({(rid, k): (expected[k], got[k]) for k in keys if got[k] != expected[k]})
+        return out
+    # A write acknowledged while a replica was down is delivered to it when it is back (commit re-sent).
+    try:
+        wait_until(lambda: not missing(), 10, "every replica to hold every acknowledged write", interval_s=0.2)
+    except TimeoutError:
+        lacking = missing()
+        raise AssertionError(f"{len(lacking)} acknowledged writes missing, e.g. {list(lacking.items())[:5]}")
+
+    def settled():
+        stats = [system.wire(replica_port(system, rid), ";stat;;")[0] for rid in REPLICAS]
+        return stats if len({s["digest"] for s in stats}) == 1 and not any(s["in_doubt"] for s in stats) else None
+    wait_until(settled, 10, "equal digests and no in-doubt transaction on every replica")
+
+
+class Writers:
+    """Threads writing fresh keys through nginx as fast as they are answered; remembers each answer."""
+
+    def __init__(self, system, prefix, threads=4):
+        self.system = system
+        self.prefix = prefix
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.acked = {}           # key -> value, for every 200
+        self.results = []         # (start, end, status or None, message)
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, index):
+        n = 0
+        while not self.stop_event.is_set():
+            key, value = f"{self.prefix}-{index}-{n}", f"value {n} of writer {index}"
+            n += 1
+            started = time.monotonic()
+            try:
+                status, body = self.system.http("PUT", f"/kv/{key}", body=value.encode(), timeout_s=30)
+                message = (body or {}).get("message", "")
+            except OSError as exc:
+                status, message = None, f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                self.results.append((started, time.monotonic(), status, message))
+                if status == 200:
+                    self.acked[key] = value
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(60)
+
+    def acked_count(self):
+        with self.lock:
+            return len(self.acked)
+
+    def wait_for_acks(self, more, timeout_s=30):
+        target = self.acked_count() + more
+        wait_until(lambda: self.acked_count() >= target, timeout_s, f"{more} more acknowledged writes")
+
+    def failures(self):
+        return [r for r in self.results if r[2] != 200]
+
+    def error_window(self):
+        """Seconds from the first failed request's start to the last failed request's end (0 if none)."""
+        failed = self.failures()
+        return max(r[1] for r in failed) - min(r[0] for r in failed) if failed else 0.0
+
+
+def wait_restarted(system, unit, old_pid, timeout_s=30):
+    def restarted():
+        pid = system.show(unit, "MainPID")
+        return system.is_active(unit) == "active" and pid not in ("0", old_pid)
+    wait_until(restarted, timeout_s, f"systemd to restart {unit}", interval_s=0.1)
+
+
+# ----- the walk-through ---------------------------------------------------------------------------------------
+
+def test_install(system):
+    before = host_state(INSTALLED_PATHS)
+    out = system.run("/run/kvtest/src/scripts/install.sh", env={"KV_BIN_DIR": "/run/kvtest/bin"}).stdout
+    assert "install: wrote /etc/kv/cluster.yaml" in out, out
+    for path in INSTALLED_PATHS[:-2] + ["/usr/local/share/doc/kv/OPERATIONS.md"]:
+        assert system.exists(path), path
+    assert system.run("readlink", "/etc/nginx/sites-enabled/kv.conf").stdout.strip() == "../sites-available/kv.conf"
+    site = system.read_file("/etc/nginx/sites-available/kv.conf")
+    assert "server unix:/run/kv/master.sock;" in site and "listen 127.0.0.1:8080;" in site
+    cfg = config(system)
+    assert cfg["master"]["listen"] == "/run/kv/master.sock"
+    assert cfg["master"]["query_listen"].startswith("127.0.0.1:")
+    assert cfg["master"]["decision_log_dir"] == "/var/lib/kv/master"
+    assert [(r["id"], r["data_dir"]) for r in cfg["replicas"]] == [(r, f"/var/lib/kv/{r}") for r in REPLICAS]
+    for unit in KV_UNITS:
+        assert system.systemctl("is-enabled", unit).stdout.strip() == "enabled", unit
+    assert system.is_active("kv-master.service") == "inactive"   # installed, not started
+    # Running it again changes nothing and keeps the admin's configuration.
+    system.run("sh", "-c", "echo '# edited by the admin' >> /etc/kv/cluster.yaml")
+    out = system.run("/run/kvtest/src/scripts/install.sh", env={"KV_BIN_DIR": "/run/kvtest/bin"}).stdout
+    assert "kept your /etc/kv/cluster.yaml" in out, out
+    assert system.read_file("/etc/kv/cluster.yaml").endswith("# edited by the admin\n")
+    assert host_state(INSTALLED_PATHS) == before, "the install inside the namespaces changed the host"
+
+
+def test_start(system):
+    started = time.monotonic()
+    system.systemctl("start", "kv.target")
+    REPORT.append(f"systemctl start kv.target: {time.monotonic() - started:.2f}s until every unit was ready")
+    for unit in KV_UNITS:
+        assert system.is_active(unit) == "active", unit
+    status, body = system.http("GET", "/status")
+    assert status == 200, body
+    assert [(r["id"], r["up"]) for r in body["replicas"]] == [(r, True) for r in REPLICAS], \
+        f"the master cannot reach every replica: {[(r['id'], r.get('error')) for r in body['replicas']]}"
+    assert body["status"] is True, body
+    status, body = system.http("PUT", "/kv/greeting", body=b"hello")
+    assert status == 200, body
+    status, body = system.http("GET", "/kv/greeting")
+    assert status == 200 and body["message"] == "hello", body
+    # Readiness came from the daemons (Type=notify, STATUS=), the socket belongs to systemd and nginx's group,
+    # the daemons run as the dynamic user kv without capabilities.
+    assert system.show("kv-replica@r1.service", "StatusText").startswith("serving on 127.0.0.1:")
+    assert system.show("kv-master.service", "StatusText").startswith("serving on systemd socket")
+    assert system.run("stat", "-c", "%U:%G %a", "/run/kv/master.sock").stdout.strip() == "root:www-data 660"
+    for unit in ("kv-master.service", "kv-replica@r1.service"):
+        pid = system.show(unit, "MainPID")
+        owner = system.run("ps", "-o", "user=,uid=", "-p", pid).stdout.split()
+        assert owner[0] == "kv" and owner[1] != "0", (unit, owner)
+        caps = system.run("grep", "CapEff", f"/proc/{pid}/status").stdout.split()[1]
+        assert int(caps, 16) == 0, (unit, caps)
+    assert system.exists("/var/lib/kv/r1") and system.exists("/var/lib/kv/master")
+
+
+def test_stop_a_replica(system):
+    keys = [f"before-stop-{i}" for i in range(20)]
+    for key in keys:
+        assert system.http("PUT", f"/kv/{key}", body=key.encode())[0] == 200
+    system.systemctl("stop", "kv-replica@r2")
+    assert system.is_active("kv-replica@r2.service") == "inactive"
+    # Writes answer 503 naming r2; nothing is written.
+    status, body = system.http("PUT", "/kv/before-stop-0", body=b"changed")
+    assert status == 503, body
+    assert "r2" in body["message"] and "retrying is safe" in body["message"], body
+    # Reads keep working from the other replicas.
+    for _ in range(10):
+        status, body = system.http("GET", "/kv/before-stop-0")
+        assert status == 200 and body["message"] == "before-stop-0" and body["server"] != "r2", body
+    # Watching the failure: /status, systemctl status, the journal.
+    status, body = system.http("GET", "/status")
+    assert [r["id"] for r in body["replicas"] if not r["up"]] == ["r2"], body
+    out = system.systemctl("status", "kv-replica@r2", check=False)
+    assert out.returncode == 3 and "inactive (dead)" in out.stdout, out.stdout
+    assert "replica r2 stopped" in system.journal("kv-replica@r2")
+
+
+def test_bring_the_replica_back(system):
+    system.systemctl("start", "kv-replica@r2")
+    assert system.is_active("kv-replica@r2.service") == "active"
+    status, body = system.http("PUT", "/kv/after-start", body=b"back")
+    assert status == 200, body
+    expected = {f"before-stop-{i}": f"before-stop-{i}" for i in range(20)}
+    expected.update({"greeting": "hello", "after-start": "back"})
+    assert_replicas_hold(system, expected)
+
+
+def test_replica_sigkill_under_load_is_restarted_and_loses_nothing(system):
+    old_pid = system.show("kv-replica@r1.service", "MainPID")
+    restarts = int(system.show("kv-replica@r1.service", "NRestarts"))
+    with Writers(system, "kill-r1") as writers:
+        writers.wait_for_acks(200)
+        killed = time.monotonic()
+        system.systemctl("kill", "-s", "KILL", "kv-replica@r1")
+        wait_restarted(system, "kv-replica@r1.service", old_pid)
+        back = time.monotonic() - killed
+        writers.wait_for_acks(200)
+    assert int(system.show("kv-replica@r1.service", "NRestarts")) == restarts + 1
+    journal = system.journal("kv-replica@r1")
+    assert "status=9/KILL" in journal and "Scheduled restart job" in journal, journal[-3000:]
+    # While r1 was down, writes failed cleanly (503 naming r1, nothing written); none hung.
+    for _, _, status, message in writers.failures():
+        assert status == 503 and "r1" in message, (status, message)
+    REPORT.append(f"systemctl kill -s KILL kv-replica@r1 under load: back after {back:.2f}s, "
+                  f"{len(writers.acked)} writes acknowledged, {len(writers.failures())} answered 503")
+    assert_replicas_hold(system, writers.acked)
+
+
+def test_master_restart_under_load_has_a_short_error_window_and_loses_nothing(system):
+    old_pid = system.show("kv-master.service", "MainPID")
+    with Writers(system, "restart-master") as writers:
+        writers.wait_for_acks(200)
+        system.systemctl("restart", "kv-master")
+        wait_restarted(system, "kv-master.service", old_pid)
+        writers.wait_for_acks(200)
+    window = writers.error_window()
+    statuses = sorted({r[2] for r in writers.failures()}, key=str)
+    REPORT.append(f"systemctl restart kv-master under load: {len(writers.failures())} failed requests "
+                  f"(HTTP {statuses}) within {window:.2f}s; {len(writers.acked)} writes acknowledged")
+    assert window < 3.0, f"clients saw errors for {window:.2f}s: {writers.failures()[:10]}"
+    # 502: the request was on a connection the old master dropped. 409: nginx re-sent a PUT the old master had
+    # prepared but not decided, and the replicas still held the key's lock for it (it is resolved at once).
+    for _, _, status, message in writers.failures():
+        assert status in (409, 502, 503, 504), (status, message)
+    assert_replicas_hold(system, writers.acked)
+
+
+def config_version(status_body):
+    """The count of accepted configuration files in GET /status (config_epoch; config_generation before)."""
+    return status_body.get("config_epoch", status_body.get("config_generation"))
+
+
+def test_stopped_master_is_started_by_the_next_request(system):
+    system.systemctl("stop", "kv-master")
+    assert system.is_active("kv-master.service") == "inactive"
+    assert system.is_active("kv-master.socket") == "active"
+    status, body = system.http("GET", "/kv/greeting")
+    assert status == 200 and body["message"] == "hello", body
+    wait_until(lambda: system.is_active("kv-master.service") == "active", 10, "kv-master.service to be active")
+
+
+def test_reload_after_editing_the_config(system):
+    generation = config_version(system.http("GET", "/status")[1])
+    original = system.read_file("/etc/kv/cluster.yaml")
+    assert "  value_bytes_max: 1048576" in original
+    system.write_file("/etc/kv/cluster.yaml", original.replace("value_bytes_max: 1048576", "value_bytes_max: 10"))
+    system.systemctl("reload", "kv-master")
+
+    def generation_is(n):
+        return lambda: config_version(system.http("GET", "/status")[1]) == n
+    wait_until(generation_is(generation + 1), 10, "the master to apply the edited cluster.yaml")
+    status, body = system.http("PUT", "/kv/big", body=b"x" * 11)
+    assert status == 413 and "10 bytes" in body["message"], body
+    assert system.http("PUT", "/kv/small", body=b"x" * 10)[0] == 200
+    assert system.is_active("kv-master.service") == "active"
+
+    # A broken file is rejected: the previous configuration stays in force, /status and the journal say why.
+    system.write_file("/etc/kv/cluster.yaml", original.replace("value_bytes_max: 1048576", "value_bytes_max: ten"))
+    system.systemctl("reload", "kv-master")
+    wait_until(lambda: "last_reload_error" in system.http("GET", "/status")[1], 10, "the reload to be rejected")
+    status, body = system.http("GET", "/status")
+    assert config_version(body) == generation + 1 and "cluster.yaml:" in body["last_reload_error"], body
+    assert system.http("PUT", "/kv/big", body=b"x" * 11)[0] == 413
+    assert "cluster.yaml:" in system.journal("kv-master")
+
+    system.write_file("/etc/kv/cluster.yaml", original)
+    system.systemctl("reload", "kv-master")
+    wait_until(generation_is(generation + 2), 10, "the master to apply the restored cluster.yaml")
+    assert system.http("PUT", "/kv/big", body=b"x" * 11)[0] == 200
+
+
+def test_logs_are_in_the_journal(system):
+    journal = system.journal("kv-replica@r1")
+    assert "replica r1 ready on 127.0.0.1:" in journal, journal[-3000:]
+    assert "replayed" in journal and "kv-replicad[" in journal and " info kv-replicad" in journal
+    assert "Started kv-replica@r1.service" in journal
+    master = system.journal("kv-master")
+    assert "master m1 ready on systemd socket" in master, master[-3000:]
+
+
+def test_a_configuration_error_is_not_retried(system):
+    # kv-replica@r9: no replica r9 in cluster.yaml -> exit 78, and systemd does not restart it.
+    result = system.systemctl("start", "kv-replica@r9", check=False)
+    assert result.returncode != 0
+    assert system.show("kv-replica@r9.service", "ExecMainStatus") == "78"
+    assert system.is_active("kv-replica@r9.service") == "failed"
+    time.sleep(1.5)   # RestartSec=1s: a restart would have happened by now
+    assert system.show("kv-replica@r9.service", "NRestarts") == "0"
+    assert "no replica with id 'r9'" in system.journal("kv-replica@r9")
+    system.systemctl("reset-failed", "kv-replica@r9")
+
+
+def test_stop_everything(system):
+    system.systemctl("stop", "kv.target")
+    for unit in KV_UNITS:
+        assert system.is_active(unit) == "inactive", unit
+    status, body = system.http("GET", "/kv/greeting")
+    assert status == 502 and body["server"] == "nginx", body
+
+
+def test_uninstall_keeps_data_and_config_then_reinstall(system):
+    out = system.run("/run/kvtest/src/scripts/uninstall.sh").stdout
+    assert "kept /etc/kv" in out, out
+    for path in INSTALLED_PATHS[:6] + ["/etc/nginx/sites-available/kv.conf", "/etc/nginx/sites-enabled/kv.conf",
+                                       "/usr/local/share/doc/kv"]:
+        assert not system.exists(path), path
+    assert system.systemctl("list-unit-files", "kv.target", "kv-*", "--no-legend", check=False).stdout.strip() == ""
+    assert system.is_active("nginx.service") == "active"
+    assert system.exists("/etc/kv/cluster.yaml")
+    assert system.run("sh", "-c", "ls /var/lib/kv/r1/wal-*.log").returncode == 0
+    # Installing again picks the kept configuration and data up.
+    out = system.run("/run/kvtest/src/scripts/install.sh", env={"KV_BIN_DIR": "/run/kvtest/bin"}).stdout
+    assert "kept your /etc/kv/cluster.yaml" in out, out
+    system.systemctl("start", "kv.target")
+    status, body = system.http("GET", "/kv/greeting")
+    assert status == 200 and body["message"] == "hello", body

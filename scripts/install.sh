@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Installs kv as systemd services on Debian 12 (run as root, from the repository):
+#   /usr/local/bin/kv-master, /usr/local/bin/kv-replicad      release binaries (built first if missing)
+#   /etc/systemd/system/kv-master.{service,socket}, kv-replica@.service, kv.target
+#   /etc/kv/cluster.yaml            only if absent: master on /run/kv/master.sock, data in /var/lib/kv/<id>
+#   /etc/nginx/sites-available/kv.conf (+ sites-enabled link)   only if absent: 127.0.0.1:8080 -> the socket
+#   /usr/local/share/doc/kv/OPERATIONS.md
+# then, if systemd runs: daemon-reload, enable kv.target, the socket and one kv-replica@<id> per replica in
+# /etc/kv/cluster.yaml, and reload nginx. Nothing is started: `systemctl start kv.target` does that.
+# Existing /etc/kv/cluster.yaml and nginx site are kept (the new version is written next to them as *.dist).
+# Safe to run again (upgrade: binaries and units are replaced; `systemctl restart kv.target` to use them).
+# scripts/uninstall.sh removes all of it except /etc/kv and the data in /var/lib/kv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" -eq 0 ] || { echo "install: run as root (sudo $0)" >&2; exit 1; }
+
+BIN_DIR="${KV_BIN_DIR:-}"
+if [ -z "$BIN_DIR" ]; then
+    if ! BIN_DIR="$(swift build -c release --show-bin-path 2>/dev/null)" || [ ! -x "$BIN_DIR/kv-master" ]; then
+        scripts/setup.sh                     # packages + release build
+        BIN_DIR="$(swift build -c release --show-bin-path)"
+    fi
+fi
+for b in kv-master kv-replicad; do
+    [ -x "$BIN_DIR/$b" ] || { echo "install: $BIN_DIR/$b missing (swift build -c release)" >&2; exit 1; }
+    # They must run here: the Swift runtime libraries they load (RUNPATH) must be present.
+    "$BIN_DIR/$b" --help >/dev/null || { echo "install: $BIN_DIR/$b does not run" >&2; exit 1; }
+done
+command -v nginx >/dev/null || { echo "install: nginx is not installed (apt-get install nginx-light)" >&2; exit 1; }
+getent group www-data >/dev/null || { echo "install: group www-data (nginx's) does not exist" >&2; exit 1; }
+
+SOCKET=/run/kv/master.sock
+UNITS="kv-master.service kv-master.socket kv-replica@.service kv.target"
+
+# Writes stdin to $1 unless it exists with other content; then to $1.dist, and says so.
+install_config() {
+    local target="$1" tmp
+    tmp="$(mktemp)"
+    cat >"$tmp"
+    if [ ! -e "$target" ]; then
+        install -D -m 0644 "$tmp" "$target"
+        echo "install: wrote $target"
+    elif cmp -s "$tmp" "$target"; then
+        echo "install: $target is up to date"
+    else
+        install -m 0644 "$tmp" "$target.dist"
+        echo "install: kept your $target; the shipped version is $target.dist"
+    fi
+    rm -f "$tmp"
+}
+
+# Rewrites $1 with sed expression $2 and fails unless each of the patterns after it matched.
+render() {
+    local file="$1" script="$2" out
+    shift 2
+    out="$(sed -e "$script" "$file")"
+    for want in "$@"; do
+        grep -qF -- "$want" <<<"$out" || { echo "install: rendering $file: '$want' missing" >&2; exit 1; }
+    done
+    printf '%s\n' "$out"
+}
+
+install -d -m 0755 /usr/local/bin /etc/systemd/system /etc/kv /usr/local/share/doc/kv
+for b in kv-master kv-replicad; do
+    install -m 0755 "$BIN_DIR/$b" "/usr/local/bin/$b"
+done
+echo "install: /usr/local/bin/kv-master, /usr/local/bin/kv-replicad (from $BIN_DIR)"
+for u in $UNITS; do
+    install -m 0644 "systemd/$u" "/etc/systemd/system/$u"
+done
+echo "install: /etc/systemd/system/{${UNITS// /,}}"
+install -m 0644 docs/OPERATIONS.md /usr/local/share/doc/kv/OPERATIONS.md
+
+# cluster.yaml: the repository's, with the master on the systemd socket and the data in the units' state
+# directories (StateDirectory=kv/<id> -> /var/lib/kv/<id>).
+config="$(render cluster.yaml "
+1i # Installed by kv scripts/install.sh. Reload after editing: systemctl reload kv-master
+s|^\(  listen:\) .*|\1 $SOCKET|
+s|^\(  decision_log_dir:\) data/\(.*\)|\1 /var/lib/kv/\2|
+s|^\(    data_dir:\) data/\(.*\)|\1 /var/lib/kv/\2|
+" "listen: $SOCKET" "decision_log_dir: /var/lib/kv/master" "data_dir: /var/lib/kv/r1")"
+install_config /etc/kv/cluster.yaml <<<"$config"
+
+site="$(render nginx/kv-site.conf "
+s|server 127.0.0.1:9000;|server unix:$SOCKET;|
+s|# master.listen in cluster.yaml.*|# kv-master.socket: systemd owns this socket (/etc/systemd/system/kv-master.socket)|
+" "server unix:$SOCKET;")"
+install_config /etc/nginx/sites-available/kv.conf <<<"$site"
+ln -sfn ../sites-available/kv.conf /etc/nginx/sites-enabled/kv.conf
+
+# The replica ids of the installed configuration: "  - id: r1" entries under "replicas:".
+replica_ids() {
+    awk '/^[^ #]/ { section = $1 } section == "replicas:" && $1 == "-" && $2 == "id:" { print $3 }' /etc/kv/cluster.yaml
+}
+instances=()
+for id in $(replica_ids); do instances+=("kv-replica@$id.service"); done
+[ ${#instances[@]} -gt 0 ] || { echo "install: no replicas found in /etc/kv/cluster.yaml" >&2; exit 1; }
+
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable --quiet kv.target kv-master.socket kv-master.service "${instances[@]}"
+    echo "install: enabled kv.target, kv-master.socket, kv-master.service, ${instances[*]}"
+    nginx -t -q
+    if systemctl is-active --quiet nginx.service; then
+        systemctl reload nginx.service
+        echo "install: nginx reloaded"
+    fi
+else
+    echo "install: systemd is not running; later: systemctl enable kv.target kv-master.socket kv-master.service ${instances[*]}"
+fi
+echo "install: done. Start with: systemctl start kv.target; then: curl -s http://127.0.0.1:8080/status"
