@@ -33,7 +33,7 @@ public enum WireCall {
         defer { timeout.cancel() }
         do {
             let line = try promise.futureResult.wait()
-            return WireReply.parse(line.readableBytesView, valueExpected: false)
+            return WireReply.parse(Array(line.readableBytesView), valueExpected: false)
                 .mapError { WireCallError(reason: "\($0) from \(host):\(port)") }
         } catch let error as WireCallError {
             return .failure(error)

@@ -47,7 +47,7 @@ private final class QueryHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let line = unwrapInboundIn(data)
         let reply: WireReply
-        switch WireRequest.parse(line.readableBytesView, maxLineBytes: 256) {
+        switch WireRequest.parse(Array(line.readableBytesView), maxLineBytes: 256) {
         case .success(let request) where request.command == .qry:
             let seq = request.seq!
             switch registry.resolve(seq, reason: "a replica asked for the outcome of \(seq) before it was decided") {

@@ -38,7 +38,7 @@ final class ReplicaClientHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
-        switch WireReply.parse(line.readableBytesView, valueExpected: call.expectsValue) {
+        switch WireReply.parse(Array(line.readableBytesView), valueExpected: call.expectsValue) {
         case .success(let reply): call.callback(.success(reply))
         case .failure(let error): call.callback(.failure(LinkFailure(reason: "\(error) from \(address)")))
         }

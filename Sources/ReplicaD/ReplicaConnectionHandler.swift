@@ -25,7 +25,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
         let line = unwrapInboundIn(data)
         let slot = nextSlot
         nextSlot += 1
-        switch WireRequest.parse(line.readableBytesView, maxLineBytes: maxLineBytes) {
+        switch WireRequest.parse(Array(line.readableBytesView), maxLineBytes: maxLineBytes) {
         case .failure(let error):
             complete(slot, node.errorReply(error), context: context)
         case .success(let request):

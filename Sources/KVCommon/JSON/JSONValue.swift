@@ -40,9 +40,8 @@ public indirect enum JSONValue: Equatable, Sendable {
     public var isNull: Bool { self == .null }
 
     /// Parses a complete JSON text (RFC 8259). Nesting is limited to `maxDepth`.
-    public static func parse<C: Collection>(_ text: C, maxDepth: Int = 64) -> Result<JSONValue, KVError>
-    where C.Element == UInt8 {
-        var parser = JSONParser(Array(text), maxDepth: maxDepth)
+    public static func parse(_ text: [UInt8], maxDepth: Int = 64) -> Result<JSONValue, KVError> {
+        var parser = JSONParser(text, maxDepth: maxDepth)
         return parser.parseDocument()
     }
 }

@@ -3,15 +3,20 @@
 public enum ContentDigest {
     public static func entryHash(key: [UInt8], value: [UInt8], version: UInt64) -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        func mix(_ byte: UInt8) {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01B3
+        let prime: UInt64 = 0x0000_0100_0000_01B3
+        for byte in key { hash = (hash ^ UInt64(byte)) &* prime }
+        hash = (hash ^ 0xFF) &* prime
+        var length = UInt64(key.count)
+        for _ in 0..<8 {
+            hash = (hash ^ (length & 0xFF)) &* prime
+            length >>= 8
         }
-        for byte in key { mix(byte) }
-        mix(0xFF)
-        withUnsafeBytes(of: UInt64(key.count).littleEndian) { $0.forEach(mix) }
-        for byte in value { mix(byte) }
-        withUnsafeBytes(of: version.littleEndian) { $0.forEach(mix) }
+        for byte in value { hash = (hash ^ UInt64(byte)) &* prime }
+        var versionBits = version
+        for _ in 0..<8 {
+            hash = (hash ^ (versionBits & 0xFF)) &* prime
+            versionBits >>= 8
+        }
         // splitmix64 finaliser spreads FNV's weak high bits before the sum.
         hash = (hash ^ (hash >> 30)) &* 0xBF58_476D_1CE4_E5B9
         hash = (hash ^ (hash >> 27)) &* 0x94D0_49BB_1331_11EB

@@ -5,7 +5,12 @@
 /// Decoding accepts any `%XX` with two hex digits (either case) and rejects everything else after a `%`.
 public enum PercentCoding {
     /// Appends `field` to `out`, escaping `%`, `;`, CR and LF.
-    public static func encode<S: Sequence>(_ field: S, into out: inout [UInt8]) where S.Element == UInt8 {
+    public static func encode(_ field: [UInt8], into out: inout [UInt8]) {
+        guard field.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: ";") || $0 == 0x0D || $0 == 0x0A })
+        else {
+            out.append(contentsOf: field)
+            return
+        }
         for byte in field {
             switch byte {
             case UInt8(ascii: "%"), UInt8(ascii: ";"), 0x0D, 0x0A:
@@ -19,7 +24,7 @@ public enum PercentCoding {
     }
 
     /// Returns the escaped form of `field`.
-    public static func encode<S: Sequence>(_ field: S) -> [UInt8] where S.Element == UInt8 {
+    public static func encode(_ field: [UInt8]) -> [UInt8] {
         var out: [UInt8] = []
         encode(field, into: &out)
         return out

@@ -74,8 +74,7 @@ public struct WireReply: Equatable, Sendable {
     }
 
     /// Parses a reply line. `valueExpected` says whether `message` holds a value (a successful get).
-    public static func parse<C: Collection>(_ line: C, valueExpected: Bool) -> Result<WireReply, KVError>
-    where C.Element == UInt8 {
+    public static func parse(_ line: [UInt8], valueExpected: Bool) -> Result<WireReply, KVError> {
         let json: JSONValue
         switch JSONValue.parse(line) {
         case .success(let value): json = value

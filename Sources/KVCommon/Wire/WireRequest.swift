@@ -43,9 +43,8 @@ public struct WireRequest: Equatable, Sendable {
     }
 
     /// Parses one line. A trailing `\n` or `\r\n` is ignored; `maxLineBytes` bounds the line.
-    public static func parse<C: Collection>(_ line: C, maxLineBytes: Int = 1 << 22) -> Result<WireRequest, KVError>
-    where C.Element == UInt8 {
-        var bytes = ArraySlice(line)
+    public static func parse(_ line: [UInt8], maxLineBytes: Int = 1 << 22) -> Result<WireRequest, KVError> {
+        var bytes = line[...]
         if bytes.last == UInt8(ascii: "\n") { bytes = bytes.dropLast() }
         if bytes.last == 0x0D { bytes = bytes.dropLast() }
         guard bytes.count <= maxLineBytes else { return .failure(.wireLineTooLong(limit: maxLineBytes)) }
