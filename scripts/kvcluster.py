@@ -347,7 +347,8 @@ http {{
                 status, body = self.http("GET", "/status")
             except OSError:
                 return False
-            return status == 200 and body["status"] and all(r.get("joined") for r in body["replicas"])
+            return status == 200 and body["status"] and all(r.get("joined") for r in body["replicas"]
+                                                            if r.get("state") != "removed")
         wait_until(ready, timeout_s, "every replica to be up and in sync (GET /status)")
 
     def stop(self):

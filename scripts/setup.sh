@@ -17,6 +17,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # The python3 on PATH may not be Debian's (pyenv); make sure it has the modules too.
 python3 -c 'import yaml, pytest' 2>/dev/null || python3 -m pip install -q pyyaml pytest
+python3 -c 'import openapi_spec_validator, jsonschema' 2>/dev/null || python3 -m pip install -q openapi-spec-validator
 
 # The binaries the cluster and the integration tests run are release builds (unit tests build debug).
 echo "setup: building release binaries (swift build -c release)"

@@ -48,6 +48,8 @@ final class ClusterViews: @unchecked Sendable {
     private let reloading = NSLock()
     private var view: ClusterView
     private var lastReloadError: String?
+    /// Replicas that reloads removed (and that were not added back), for `/status`.
+    private var removedReplicas: [ClusterConfig.Replica] = []
     private let group: EventLoopGroup
     private let gate: WriteGate
     private let epochPath: String
@@ -103,6 +105,12 @@ final class ClusterViews: @unchecked Sendable {
         return view
     }
 
+    var removed: [ClusterConfig.Replica] {
+        lock.lock()
+        defer { lock.unlock() }
+        return removedReplicas
+    }
+
     var reloadError: String? {
         lock.lock()
         defer { lock.unlock() }
@@ -146,6 +154,9 @@ final class ClusterViews: @unchecked Sendable {
             let syncing = view.syncing.union(added).filter { applied.replica(id: $0) != nil }
             view = ClusterView(config: applied, pool: pool, generation: epoch, syncing: Set(syncing))
             lastReloadError = nil
+            let gone = old.config.replicas.filter { applied.replica(id: $0.id) == nil }
+            removedReplicas = (removedReplicas.filter { applied.replica(id: $0.id) == nil && !gone.contains($0) }
+                + gone)
             lock.unlock()
         }
         let drainMs = old.config.timeouts.prepareTimeoutMs + old.config.timeouts.commitTimeoutMs

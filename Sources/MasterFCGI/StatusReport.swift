@@ -64,6 +64,14 @@ struct StatusReport {
             }
             replicas.append(writer.finish())
         }
+        for replica in service.views.removed {
+            var writer = JSONWriter(capacity: 128)
+            writer.field("id", replica.id)
+            writer.field("address", replica.address)
+            writer.field("up", false)
+            writer.field("state", "removed")
+            replicas.append(writer.finish())
+        }
         let total = view.participants.count
         var message = upCount == total ? "all \(total) replicas up"
             : "\(upCount) of \(total) replicas up; writes fail until every replica answers"

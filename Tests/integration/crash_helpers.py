@@ -239,7 +239,7 @@ def wait_healthy(cluster, timeout_s=30):
         last["status"] = body
         if status != 200 or not isinstance(body, dict) or body.get("status") is not True:
             return False
-        replicas = body.get("replicas", [])
+        replicas = [r for r in body.get("replicas", []) if r.get("state") != "removed"]
         if len(replicas) != len(cluster.replica_ids):
             return False
         if not all(r.get("up") and r.get("in_doubt") == [] for r in replicas):

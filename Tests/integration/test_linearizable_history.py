@@ -26,9 +26,8 @@ TIMEOUT_S = 10.0            # above every server-side timeout: these requests ge
 SHORT_TIMEOUT_RATIO = 0.05  # writes sent with a 2-30 ms timeout: outcome unknown
 # (seconds after the start, action, replica): SIGKILL r2 and bring it back; SIGTERM r3 and bring it back.
 CHAOS = [(2.0, "kill", "r2"), (4.5, "start", "r2"), (7.5, "stop", "r3"), (9.5, "start", "r3")]
-# TODO(issue 6, CAS): compare-and-swap is not in the API yet (PUT/DELETE with If-Match: <seq>, 412 on a version
-# mismatch). When it is, set CAS_RATIO > 0: Client.cas below already records CAS ops by version for the checker.
-CAS_RATIO = 0.0
+# Compare-and-swap: PUT with If-Match: <version seen by this client's last read>; 412 on a version mismatch.
+CAS_RATIO = 0.15
 
 
 class Client(threading.Thread):
@@ -111,7 +110,7 @@ class Client(threading.Thread):
             self.write_failed(op, status)
 
     def cas(self, key, version, value):
-        """TODO(issue 6, CAS): enabled by CAS_RATIO once the API has If-Match. 200 = swapped (output True, with its
+        """PUT with If-Match (chosen with probability CAS_RATIO). 200 = swapped (output True, with its
         seq); 412 = the version did not match (output False: nothing written, but the compare is an observation);
         409/503 = failed; the rest unknown. The checker translates versions to values (see linearizability.py)."""
         op = self.history.invoke(self.name_, CAS, key, value=value, expected=version, by_version=True)

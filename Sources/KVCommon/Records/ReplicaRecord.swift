@@ -35,16 +35,7 @@ public enum ReplicaRecord: Equatable, Sendable {
         case .prepare(let seq, let op):
             writer.u8(1)
             writer.u64(seq)
-            switch op {
-            case .put(let key, let value):
-                writer.u8(1)
-                writer.blob(key)
-                writer.blob(value)
-            case .delete(let key):
-                writer.u8(2)
-                writer.blob(key)
-                writer.blob([UInt8]())
-            }
+            Self.write(op, to: &writer)
         case .commit(let seq):
             writer.u8(2)
             writer.u64(seq)
@@ -72,17 +63,7 @@ public enum ReplicaRecord: Equatable, Sendable {
             writer.u8(8)
             writer.u64(seq)
             writer.u32(UInt32(ops.count))
-            for op in ops {
-                switch op {
-                case .put(let key, let value):
-                    writer.u8(1)
-                    writer.blob(key)
-                    writer.blob(value)
-                case .delete(let key):
-                    writer.u8(2)
-                    writer.blob(key)
-                }
-            }
+            for op in ops { Self.write(op, to: &writer) }
             writer.u32(UInt32(locked.count))
             for key in locked { writer.blob(key) }
         }
@@ -95,15 +76,7 @@ public enum ReplicaRecord: Equatable, Sendable {
         let seq = try reader.u64()
         let record: ReplicaRecord
         switch type {
-        case 1:
-            let opType = try reader.u8()
-            let key = try reader.blob()
-            let value = try reader.blob()
-            switch opType {
-            case 1: record = .prepare(seq: seq, op: .put(key: key, value: value))
-            case 2: record = .prepare(seq: seq, op: .delete(key: key))
-            default: throw KVError.recordMalformed("unknown op type \(opType)")
-            }
+        case 1: record = .prepare(seq: seq, op: try Self.readOp(&reader))
         case 2: record = .commit(seq: seq)
         case 3: record = .abort(seq: seq)
         case 4: record = .load(key: try reader.blob(), value: try reader.blob(), version: seq, created: try reader.u64())
@@ -112,13 +85,7 @@ public enum ReplicaRecord: Equatable, Sendable {
         case 7: record = .join
         case 8:
             var ops: [WriteOp] = []
-            for _ in 0..<min(try reader.u32(), 1 << 20) {
-                switch try reader.u8() {
-                case 1: ops.append(.put(key: try reader.blob(), value: try reader.blob()))
-                case 2: ops.append(.delete(key: try reader.blob()))
-                case let type: throw KVError.recordMalformed("unknown txn op type \(type)")
-                }
-            }
+            for _ in 0..<min(try reader.u32(), 1 << 20) { ops.append(try Self.readOp(&reader)) }
             var locked: [[UInt8]] = []
             for _ in 0..<min(try reader.u32(), 1 << 20) { locked.append(try reader.blob()) }
             record = .prepareTxn(seq: seq, ops: ops, locked: locked)
@@ -126,5 +93,30 @@ public enum ReplicaRecord: Equatable, Sendable {
         }
         guard reader.isAtEnd else { throw KVError.recordMalformed("trailing bytes in replica record") }
         return record
+    }
+
+    /// A write as `op:u8 (1 put, 2 delete) key:blob value:blob` (the value is empty for a delete).
+    private static func write(_ op: WriteOp, to writer: inout BinaryWriter) {
+        switch op {
+        case .put(let key, let value):
+            writer.u8(1)
+            writer.blob(key)
+            writer.blob(value)
+        case .delete(let key):
+            writer.u8(2)
+            writer.blob(key)
+            writer.blob([UInt8]())
+        }
+    }
+
+    private static func readOp(_ reader: inout BinaryReader) throws -> WriteOp {
+        let type = try reader.u8()
+        let key = try reader.blob()
+        let value = try reader.blob()
+        switch type {
+        case 1: return .put(key: key, value: value)
+        case 2: return .delete(key: key)
+        default: throw KVError.recordMalformed("unknown op type \(type)")
+        }
     }
 }
