@@ -79,6 +79,15 @@ final class CommitDelivery: @unchecked Sendable {
         }
     }
 
+    /// `replica` was just synced from an in-sync replica: it holds every commit decided before, so it owes no
+    /// acks (a wiped replica could never acknowledge a `com` for a transaction it no longer knows).
+    func replicaSynced(_ replica: String) {
+        condition.lock()
+        let seqs = pending.filter { $0.value.unacked.contains(replica) }.map(\.key)
+        condition.unlock()
+        for seq in seqs { acknowledged(seq: seq, by: replica) }
+    }
+
     private func acknowledged(seq: UInt64, by replica: String) {
         condition.lock()
         var done = false

@@ -65,17 +65,18 @@ final class DecisionLog: @unchecked Sendable {
         log = GroupCommitLog(file: file, logger: logger)
     }
 
-    /// Makes the commit decision for `seq` durable. Blocks until fsynced.
-    func recordCommit(seq: UInt64, participants: [String]) {
-        let done = DispatchSemaphore(value: 0)
+    /// Makes the commit decision for `seq` durable; `durable` runs (on the log's writer thread) once it is
+    /// fsynced, and only then may `com` be sent.
+    func recordCommit(seq: UInt64, participants: [String], durable: @escaping () -> Void) {
         lock.lock()
         logged[seq] = participants
-        log.append([DecisionRecord.commit(seq: seq, participants: participants).encoded()]) { done.signal() }
+        log.append([DecisionRecord.commit(seq: seq, participants: participants).encoded()]) { [self] in
+            lock.lock()
+            pending[seq] = participants
+            lock.unlock()
+            durable()
+        }
         compactIfLarge()
-        lock.unlock()
-        done.wait()
-        lock.lock()
-        pending[seq] = participants
         lock.unlock()
     }
 

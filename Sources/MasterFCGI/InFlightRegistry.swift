@@ -16,7 +16,7 @@ final class InFlightRegistry: @unchecked Sendable {
     }
 
     private enum State {
-        case running(Mailbox<Coordinator.Event>)
+        case running(post: (Coordinator.Event) -> Void)
         case vetoed
         case committing
     }
@@ -32,11 +32,11 @@ final class InFlightRegistry: @unchecked Sendable {
     }
 
     /// Registers `seq`; false when the limit is reached (the caller answers 503).
-    func register(_ seq: UInt64, _ mailbox: Mailbox<Coordinator.Event>) -> Bool {
+    func register(_ seq: UInt64, post: @escaping (Coordinator.Event) -> Void) -> Bool {
         lock.lock()
         defer { lock.unlock() }
         guard states.count < limit else { return false }
-        states[seq] = .running(mailbox)
+        states[seq] = .running(post: post)
         return true
     }
 
@@ -61,9 +61,9 @@ final class InFlightRegistry: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         switch states[seq] {
-        case .running(let mailbox):
+        case .running(let post):
             states[seq] = .vetoed
-            mailbox.post(.abortRequested(reason: reason))
+            post(.abortRequested(reason: reason))
             return .abort
         case .vetoed:
             return .abort

@@ -61,6 +61,7 @@ struct MasterCommand: ParsableCommand {
         delivery.start()
         let dirty = DirtyKeys()
         let sync = SyncManager(views: views, gate: gate, dirty: dirty, logger: logger)
+        sync.onJoined = { delivery.replicaSynced($0) }
         let runner = TransactionRunner(decisions: decisions, registry: registry, delivery: delivery, seqs: seqs,
                                        gate: gate, dirty: dirty)
         let service = KVService(views: views, runner: runner, delivery: delivery, registry: registry, seqs: seqs,

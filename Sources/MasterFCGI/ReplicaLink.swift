@@ -42,6 +42,9 @@ final class ReplicaLink: @unchecked Sendable {
         return (connected, lastError)
     }
 
+    /// The event loop this link's connection lives on.
+    var eventLoop: EventLoop { loop }
+
     /// Whether the replica said it is in sync in its last `stat` (nil: not heard from yet).
     var lastJoined: Bool? {
         stateLock.lock()

@@ -39,8 +39,9 @@ final class SyncJob {
 
     struct Failure: Error { var reason: String }
 
-    /// Tries until the replica joins or leaves the configuration.
-    func run() {
+    /// Tries until the replica joins (true) or leaves the configuration (false).
+    @discardableResult
+    func run() -> Bool {
         while views.current.config.replica(id: replica) != nil {
             progress.attempt += 1
             let started = Date()
@@ -49,7 +50,7 @@ final class SyncJob {
                 let seconds = String(format: "%.2f", Date().timeIntervalSince(started))
                 logger.notice("\(replica) is in sync (\(progress.total) keys copied in \(seconds) s) and takes part again")
                 update(phase: "joined")
-                return
+                return true
             } catch let failure as Failure {
                 progress.error = failure.reason
                 update(phase: "retrying")
@@ -62,6 +63,7 @@ final class SyncJob {
             Thread.sleep(forTimeInterval: min(5, 0.2 * Double(progress.attempt)))
         }
         views.markJoined(replica)
+        return false
     }
 
     private func attempt() throws {

@@ -12,6 +12,8 @@ final class SyncManager: @unchecked Sendable {
     private let gate: WriteGate
     private let dirty: DirtyKeys
     private let logger: Logger
+    /// Told when a replica joins after its state transfer.
+    var onJoined: (String) -> Void = { _ in }
     private let lock = NSLock()
     private var running: Set<String> = []
     private var progress: [String: SyncJob.Progress] = [:]
@@ -90,7 +92,7 @@ final class SyncManager: @unchecked Sendable {
             self?.lock.unlock()
         }
         let thread = Thread { [self] in
-            job.run()
+            if job.run() { onJoined(replica) }
             lock.lock()
             running.remove(replica)
             lock.unlock()

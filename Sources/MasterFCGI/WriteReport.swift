@@ -33,7 +33,8 @@ struct WriteReport {
         let seq = outcome.seq
         if outcome.committed {
             if outcome.pendingCommit.isEmpty {
-                return "\(what) committed on all \(outcome.replicas.count) replicas (seq \(seq))"
+                return "\(what) committed (seq \(seq)): all \(outcome.replicas.count) replicas voted yes and the "
+                    + "decision is durable"
             }
             return "\(what) committed (seq \(seq)); \(outcome.pendingCommit.joined(separator: ", ")) not acknowledged "
                 + "yet and will receive the commit when reachable; do not retry"

@@ -60,12 +60,15 @@ final class CoordinatorTests: XCTestCase {
         XCTAssertEqual(coordinator.handle(yes("r1")), [])
         XCTAssertEqual(coordinator.handle(yes("r3")), [.persist(.commit(seq: seq, participants: replicas))])
         XCTAssertEqual(coordinator.phase, .deciding)
+        XCTAssertNil(coordinator.committedOutcome, "nothing may be told before the decision is durable")
         XCTAssertEqual(coordinator.handle(.timeout), [], "no com and no abort while the decision is being written")
         XCTAssertEqual(coordinator.handle(.abortRequested(reason: "late")), [])
         XCTAssertEqual(coordinator.handle(.decisionDurable), [
             .send(replica: "r1", .com(seq)), .send(replica: "r2", .com(seq)), .send(replica: "r3", .com(seq)),
         ])
         XCTAssertEqual(coordinator.phase, .committing)
+        XCTAssertEqual(coordinator.committedOutcome?.committed, true)
+        XCTAssertEqual(coordinator.committedOutcome?.replicas.map(\.status), [true, true, true])
     }
 
     func testVetoedDecisionAbortsEverywhereAndNeverCommits() {

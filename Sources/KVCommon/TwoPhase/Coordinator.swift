@@ -265,6 +265,14 @@ public struct Coordinator {
                                 replicas: orderedReports(), pendingCommit: []))]
     }
 
+    /// Once the decision is durable (committing), the outcome the client may be told already: committed, with
+    /// every replica's yes vote. Acks still arriving afterwards only complete delivery.
+    public var committedOutcome: Outcome? {
+        guard phase == .committing else { return nil }
+        return Outcome(seq: seq, committed: true, txn: txnResult, failure: nil, replicas: orderedReports(),
+                       pendingCommit: [])
+    }
+
     private func orderedReports() -> [ReplicaReport] {
         participants.map { reports[$0] ?? ReplicaReport(server: $0, status: false, message: "no answer", code: nil) }
     }
