@@ -80,6 +80,21 @@ class WireClient:
             self.sock.close()
 
 
+def exchange(conn, method, path, body=None, headers=None):
+    """One request on `conn`, which it closes; returns (status, parsed JSON body, or {"raw": text}, or None)."""
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        try:
+            parsed = json.loads(data) if data else None
+        except ValueError:
+            parsed = {"raw": data.decode(errors="replace")}
+        return resp.status, parsed
+    finally:
+        conn.close()
+
+
 def wire_escape(data):
     """Percent-encodes a field the way the wire protocol wants (%, ;, CR, LF)."""
     if isinstance(data, str):
@@ -367,17 +382,7 @@ http {{
 
     def http(self, method, path, body=None, headers=None, timeout_s=30):
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout_s)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            data = resp.read()
-            try:
-                parsed = json.loads(data) if data else None
-            except ValueError:
-                parsed = {"raw": data.decode(errors="replace")}
-            return resp.status, parsed
-        finally:
-            conn.close()
+        return exchange(conn, method, path, body, headers)
 
     def wire(self, rid, *lines):
         r = self.replica(rid)

@@ -22,6 +22,18 @@ def cluster(tmp_path):
         c.kill_all()
 
 
+@pytest.fixture
+def unstarted_cluster(tmp_path):
+    """A cluster configured on free ports (crash_helpers.make_cluster) that the test starts itself."""
+    from crash_helpers import make_cluster
+    c = make_cluster(tmp_path)
+    print(f"cluster run dir: {c.run_dir}")
+    try:
+        yield c
+    finally:
+        c.kill_all()
+
+
 def pytest_configure(config):
     if not os.environ.get("KV_BIN_DIR"):
         os.environ["KV_BIN_DIR"] = kvcluster.default_bin_dir()

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from crash_helpers import (ACK, UNKNOWN, check_identical, check_ledger, exit_code, fresh_puts, log_tail, make_cluster,
+from crash_helpers import (ACK, UNKNOWN, check_identical, check_ledger, exit_code, fresh_puts, log_tail,
                            read_replica, restart, start_cluster, wait_healthy, Ledger, Writers)
 from kvcluster import wait_until
 
@@ -51,20 +51,10 @@ def applied_everywhere(cluster, op):
     return all(v is None for v in views)
 
 
-@pytest.fixture
-def cold_cluster(tmp_path):
-    c = make_cluster(tmp_path)
-    print(f"cluster run dir: {c.run_dir}")
-    try:
-        yield c
-    finally:
-        c.kill_all()
-
-
 @pytest.mark.parametrize("hit", HITS)
 @pytest.mark.parametrize("point", sorted(POINTS))
-def test_failpoint_crash_under_load_recovers_consistently(cold_cluster, point, hit):
-    c = cold_cluster
+def test_failpoint_crash_under_load_recovers_consistently(unstarted_cluster, point, hit):
+    c = unstarted_cluster
     victim = POINTS[point]
     start_cluster(c, env_for={victim: {"KV_FAILPOINTS": f"{point}@{hit}"}})
     ledger = Ledger("fp")
@@ -103,13 +93,13 @@ def test_failpoint_crash_under_load_recovers_consistently(cold_cluster, point, h
 
 
 @pytest.mark.parametrize("point", ["master-mid-commit-send", "master-after-votes"])
-def test_master_stays_down_replicas_resolve_among_themselves(cold_cluster, point):
+def test_master_stays_down_replicas_resolve_among_themselves(unstarted_cluster, point):
     """One writer, so the crashing transaction is the only one in flight. With the master down longer than
     the coordinator's time limits the replicas' resolvers act alone: after master-mid-commit-send r1 holds the
     commit, so r2 and r3 learn it from their peer and commit without the master; after master-after-votes no
     one knows the outcome, so every replica keeps the key locked and reports the seq blocked until the master
     is back and resolves it (presumed abort: it has no COMMIT record)."""
-    c = cold_cluster
+    c = unstarted_cluster
     start_cluster(c, env_for={"master": {"KV_FAILPOINTS": f"{point}@{HIT}"}})
     ledger = Ledger("down")
     writers = Writers(c, ledger, threads=1, max_ops=60, seed=7).start()

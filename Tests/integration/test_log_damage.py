@@ -3,22 +3,10 @@ acknowledged write; a damaged record in the middle makes the replica refuse to s
 byte offset, without touching the file."""
 import os
 
-import pytest
-
 from crash_helpers import (ACK, ABORTED, check_identical, check_ledger, data_dir, exit_code, fresh_puts,
-                           log_frames, log_tail, make_cluster, newest_log, start_cluster, wait_healthy, Ledger,
+                           log_frames, log_tail, newest_log, start_cluster, wait_healthy, Ledger,
                            Op, FRAME_HEADER)
 from kvcluster import wait_until
-
-
-@pytest.fixture
-def damage_cluster(tmp_path):
-    c = make_cluster(tmp_path)
-    print(f"cluster run dir: {c.run_dir}")
-    try:
-        yield c
-    finally:
-        c.kill_all()
 
 
 def write_sequentially(cluster, ledger, puts, deletes, stop_when=None):
@@ -40,8 +28,8 @@ def write_sequentially(cluster, ledger, puts, deletes, stop_when=None):
     return None
 
 
-def test_torn_last_record_is_discarded_and_acknowledged_writes_survive(damage_cluster):
-    c = damage_cluster
+def test_torn_last_record_is_discarded_and_acknowledged_writes_survive(unstarted_cluster):
+    c = unstarted_cluster
     start_cluster(c)
     ledger = Ledger("torn")
     write_sequentially(c, ledger, puts=30, deletes=8)
@@ -64,9 +52,9 @@ def test_torn_last_record_is_discarded_and_acknowledged_writes_survive(damage_cl
     fresh_puts(c, list(ledger.by_key()), tag="torn")
 
 
-def test_torn_unacknowledged_prepare_is_discarded(damage_cluster):
+def test_torn_unacknowledged_prepare_is_discarded(unstarted_cluster):
     """The crash the torn-tail rule is made for: r2 dies right after writing a PREPARE it never voted on."""
-    c = damage_cluster
+    c = unstarted_cluster
     start_cluster(c, env_for={"r2": {"KV_FAILPOINTS": "replica-after-prepare-fsync@25"}})
     ledger = Ledger("tornprep")
     last = write_sequentially(c, ledger, puts=40, deletes=0, stop_when=lambda: not c.is_running("r2"))
@@ -85,8 +73,8 @@ def test_torn_unacknowledged_prepare_is_discarded(damage_cluster):
     fresh_puts(c, list(ledger.by_key()), tag="tornprep")
 
 
-def test_flipped_byte_mid_log_refuses_to_start(damage_cluster):
-    c = damage_cluster
+def test_flipped_byte_mid_log_refuses_to_start(unstarted_cluster):
+    c = unstarted_cluster
     start_cluster(c)
     ledger = Ledger("flip")
     write_sequentially(c, ledger, puts=40, deletes=10)

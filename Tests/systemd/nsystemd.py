@@ -23,10 +23,13 @@ import signal
 import socket
 import subprocess
 import threading
+import sys
 import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
+import kvcluster  # noqa: E402  (the repository's cluster helper: one HTTP exchange for both harnesses)
 BOOT_SCRIPT = os.path.join(HERE, "boot.sh")
 SYSTEMD = "/lib/systemd/systemd"
 NSENTER_NAMESPACES = ["-m", "-p", "-n", "-u", "-i"]
@@ -266,18 +269,8 @@ class NamespacedSystemd:
 
     def http(self, method, path, body=None, timeout_s=30):
         """One HTTP request to nginx inside; returns (status, parsed JSON body or {"raw": text})."""
-        conn = _NetnsHTTPConnection(self._sockets, "127.0.0.1", self.http_port, timeout_s)
-        try:
-            conn.request(method, path, body=body)
-            resp = conn.getresponse()
-            data = resp.read()
-            try:
-                parsed = json.loads(data) if data else None
-            except ValueError:
-                parsed = {"raw": data.decode(errors="replace")}
-            return resp.status, parsed
-        finally:
-            conn.close()
+        return kvcluster.exchange(_NetnsHTTPConnection(self._sockets, "127.0.0.1", self.http_port, timeout_s),
+                                  method, path, body)
 
     def wire(self, port, *lines, timeout_s=10):
         """Sends wire-protocol lines to a replica on 127.0.0.1:port inside; returns the JSON replies."""
