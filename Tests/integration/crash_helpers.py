@@ -50,7 +50,8 @@ def make_cluster(tmp_path, **kwargs):
 
 
 def start_cluster(cluster, env_for=None):
-    """Starts every process; `env_for` maps a process name ("r1".., "master") to extra environment."""
+    """Starts every process; `env_for` maps a process name ("r1".., "master") to extra environment. Returns once
+    GET /status shows every replica joined: a fresh cluster bootstraps before it takes writes."""
     env_for = env_for or {}
     for rid in cluster.replica_ids:
         cluster.start_replica(rid, env=env_for.get(rid), wait=False)
@@ -58,6 +59,7 @@ def start_cluster(cluster, env_for=None):
         cluster.wait_replica_ready(rid)
     cluster.start_master(env=env_for.get("master"))
     cluster.start_nginx()
+    cluster.wait_cluster_ready()
 
 
 def restart(cluster, name, env=None):
