@@ -1,8 +1,19 @@
 import Foundation
 import Logging
 
-/// Group commit over a `LogFile`: callers hand in records with a completion; one writer thread appends
-/// everything queued, issues a single fdatasync for the batch, then runs the completions in order.
+/// Group commit over a `LogFile`: callers queue records with a completion; a flush appends everything queued,
+/// issues a single fdatasync for the batch, then runs the completions in order.
+///
+/// Who flushes depends on how a record was queued (`Sync`):
+/// - `.writer`: the log's own writer thread is woken and flushes.
+/// - `.caller`: nobody is woken; the caller promises to call `flush()` soon, typically at the end of its
+///   event-loop tick, and does the write and fsync on its own thread. A busy event loop thus makes one fsync
+///   for everything it queued in a tick without handing work to another thread and back (two context
+///   switches per batch, which are the dearest thing on a small virtual machine).
+/// - `.lazy`: records whose loss in a crash is harmless (a decision log's END). They go out with the next
+///   flush, or within `lazyFlushMs` when nothing else is written.
+/// Flushes never overlap (leader/follower): a flush that finds one in progress waits for it, then takes
+/// whatever is still queued.
 ///
 /// Guarantee: a completion runs only after its records (and every record queued before them) are on stable
 /// storage. A failed write or fsync stops the process: after a failed fsync the kernel may have dropped the
@@ -11,6 +22,10 @@ import Logging
 /// `rotate(to:)` switches to a new file at an exact point of the queue: everything queued before it ends up
 /// in the old file, everything after in the new one.
 public final class GroupCommitLog: @unchecked Sendable {
+    public enum Sync {
+        case writer, caller, lazy
+    }
+
     private enum Item {
         case records(bytes: [UInt8], completion: (() -> Void)?)
         case rotate(path: String, completion: () -> Void)
@@ -18,34 +33,42 @@ public final class GroupCommitLog: @unchecked Sendable {
 
     private var file: LogFile
     private let logger: Logger
+    private let lazyFlushMs: Int
     private let condition = NSCondition()
     private var queue: [Item] = []
+    /// The queue holds something that must be flushed soon (not only lazy records).
+    private var urgent = false
+    private var flushing = false
     private var stopping = false
     private let finished = DispatchSemaphore(value: 0)
     private var stats = (syncs: UInt64(0), records: UInt64(0), bytes: 0)
 
-    public init(file: LogFile, logger: Logger) {
+    public init(file: LogFile, logger: Logger, lazyFlushMs: Int = 50) {
         self.file = file
         self.logger = logger
+        self.lazyFlushMs = lazyFlushMs
         stats.bytes = file.sizeBytes
         let thread = Thread { [unowned self] in
-            self.run()
+            self.runWriter()
             self.finished.signal()
         }
         thread.name = "group-commit"
         thread.start()
     }
 
-    /// Queues `payloads` (unframed); `completion` runs on the writer thread once they are durable.
+    /// Queues `payloads` (unframed); `completion` runs once they are durable, on the thread that flushed them.
     /// An empty `payloads` still waits for everything queued before it.
-    public func append(_ payloads: [[UInt8]], completion: (() -> Void)? = nil) {
+    public func append(_ payloads: [[UInt8]], sync: Sync = .writer, completion: (() -> Void)? = nil) {
         var bytes: [UInt8] = []
         for payload in payloads { bytes.append(contentsOf: LogFile.frame(payload)) }
         condition.lock()
         queue.append(.records(bytes: bytes, completion: completion))
         stats.records += UInt64(payloads.count)
         stats.bytes += bytes.count
-        condition.signal()
+        if sync == .writer {
+            urgent = true
+            condition.broadcast()
+        }
         condition.unlock()
     }
 
@@ -62,7 +85,21 @@ public final class GroupCommitLog: @unchecked Sendable {
         condition.lock()
         queue.append(.rotate(path: path, completion: completion))
         stats.bytes = LogFile.magic.count
-        condition.signal()
+        urgent = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Writes and syncs everything queued so far on the calling thread (after any flush already under way),
+    /// running the completions here. Returns at once if nothing is queued.
+    public func flush() {
+        condition.lock()
+        while flushing { condition.wait() }
+        guard !queue.isEmpty else {
+            condition.unlock()
+            return
+        }
+        flushQueueLocked()
         condition.unlock()
     }
 
@@ -80,41 +117,62 @@ public final class GroupCommitLog: @unchecked Sendable {
         return (stats.syncs, stats.records)
     }
 
-    private func run() {
+    private func runWriter() {
+        condition.lock()
         while true {
-            condition.lock()
-            while queue.isEmpty && !stopping { condition.wait() }
-            if queue.isEmpty && stopping {
-                condition.unlock()
-                return
-            }
-            let batch = queue
-            queue.removeAll(keepingCapacity: true)
-            condition.unlock()
-
-            var bytes: [UInt8] = []
-            var waiting: [() -> Void] = []
-            for item in batch {
-                switch item {
-                case .records(let framed, let completion):
-                    bytes.append(contentsOf: framed)
-                    if let completion { waiting.append(completion) }
-                case .rotate(let path, let completion):
-                    flush(&bytes, &waiting)
-                    do {
-                        file = try LogFile(path: path) { _, _ in }
-                    } catch {
-                        fail("cannot create log file \(path): \(error)")
-                    }
-                    completion()
+            while !stopping && (flushing || queue.isEmpty || !urgent) {
+                if !flushing && !queue.isEmpty {
+                    // Only lazy records: give them a little time to ride along with a flush someone else makes.
+                    if !condition.wait(until: Date(timeIntervalSinceNow: Double(lazyFlushMs) / 1000)) { break }
+                } else {
+                    condition.wait()
                 }
             }
-            flush(&bytes, &waiting)
+            while flushing { condition.wait() }
+            if queue.isEmpty {
+                if stopping { break }
+                continue
+            }
+            flushQueueLocked()
         }
+        condition.unlock()
+    }
+
+    /// Must be called with `condition` locked and no flush under way; returns with it locked. Takes the whole
+    /// queue, writes and syncs it without the lock held, runs the completions, then lets the next flush start.
+    private func flushQueueLocked() {
+        let batch = queue
+        queue.removeAll(keepingCapacity: true)
+        urgent = false
+        flushing = true
+        condition.unlock()
+
+        var bytes: [UInt8] = []
+        var waiting: [() -> Void] = []
+        for item in batch {
+            switch item {
+            case .records(let framed, let completion):
+                bytes.append(contentsOf: framed)
+                if let completion { waiting.append(completion) }
+            case .rotate(let path, let completion):
+                write(&bytes, &waiting)
+                do {
+                    file = try LogFile(path: path) { _, _ in }
+                } catch {
+                    fail("cannot create log file \(path): \(error)")
+                }
+                completion()
+            }
+        }
+        write(&bytes, &waiting)
+
+        condition.lock()
+        flushing = false
+        condition.broadcast()
     }
 
     /// Writes and syncs `bytes`, then runs `waiting`; both are emptied.
-    private func flush(_ bytes: inout [UInt8], _ waiting: inout [() -> Void]) {
+    private func write(_ bytes: inout [UInt8], _ waiting: inout [() -> Void]) {
         do {
             if !bytes.isEmpty { try file.append(framed: bytes) }
             try file.sync()
@@ -134,11 +192,11 @@ public final class GroupCommitLog: @unchecked Sendable {
         exit(74)
     }
 
-    /// Finishes queued work and stops the writer thread.
+    /// Finishes queued work (lazy records included) and stops the writer thread.
     public func close() {
         condition.lock()
         stopping = true
-        condition.signal()
+        condition.broadcast()
         condition.unlock()
         finished.wait()
     }

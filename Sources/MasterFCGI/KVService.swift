@@ -1,5 +1,6 @@
 import Foundation
 import KVCommon
+import Synchronization
 
 /// The master's operations, independent of HTTP: reads from one replica, writes through 2PC, status.
 final class KVService: @unchecked Sendable {
@@ -17,6 +18,7 @@ final class KVService: @unchecked Sendable {
     let seqs: SeqAllocator
     let sync: SyncManager
     let startedAt = Date()
+    private let readCounter = Atomic<UInt64>(0)
 
     init(views: ClusterViews, runner: TransactionRunner, delivery: CommitDelivery, registry: InFlightRegistry,
          seqs: SeqAllocator, sync: SyncManager) {
@@ -31,10 +33,15 @@ final class KVService: @unchecked Sendable {
     /// Asks a random in-sync replica that is up (`get` or `list`), trying the others if it fails. "Not found"
     /// is an answer; a key still locked by an undecided transaction after the wait is not (503).
     func read(_ request: WireRequest, in view: ClusterView) -> ReadResult {
-        let links = view.readableLinks.shuffled().sorted { lhs, rhs in lhs.health.connected && !rhs.health.connected }
+        let readable = view.readableLinks
+        // Spread reads over the replicas by rotating the starting point (cheaper than shuffling with the
+        // system's random source on every read); connected replicas first, in that order.
+        let start = readable.isEmpty ? 0 : Int(readCounter.add(1, ordering: .relaxed).oldValue % UInt64(readable.count))
+        let rotated = Array(readable[start...] + readable[..<start])
+        let links = rotated.filter { $0.health.connected } + rotated.filter { !$0.health.connected }
         var reasons: [String] = []
         for link in links {
-            switch view.pool.call(link, request, timeoutMs: view.config.timeouts.readTimeoutMs) {
+            switch view.pool.read(link, request, timeoutMs: view.config.timeouts.readTimeoutMs) {
             case .success(let reply) where reply.status || reply.code == .notFound:
                 return .answered(reply)
             case .success(let reply):

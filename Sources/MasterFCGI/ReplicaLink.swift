@@ -13,13 +13,14 @@ import NIOPosix
 final class ReplicaLink: @unchecked Sendable {
     let replica: ClusterConfig.Replica
     private let loop: EventLoop
-    private let connectTimeoutMs: Int
-    private let maxLineBytes: Int
+    let connectTimeoutMs: Int
+    let maxLineBytes: Int
     private let onConnect: (ReplicaLink, WireReply) -> Void
     // Event-loop state.
     private var channel: Channel?
     private var connecting = false
     private var queued: [ReplicaCall] = []
+    private var flushScheduled = false
     // Readable from any thread.
     private let stateLock = NSLock()
     private var lastError: String?
@@ -68,11 +69,23 @@ final class ReplicaLink: @unchecked Sendable {
 
     private func sendOnLoop(_ call: ReplicaCall) {
         if let channel, channel.isActive {
-            channel.writeAndFlush(call, promise: nil)
+            channel.write(call, promise: nil)
+            scheduleFlush(channel)
             return
         }
         queued.append(call)
         if !connecting { connect() }
+    }
+
+    /// One flush (one write syscall) for every call made in this event-loop tick: under load the replies of one
+    /// read batch start many calls, and sending them together saves syscalls and wake-ups on both sides.
+    private func scheduleFlush(_ channel: Channel) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        loop.execute {
+            self.flushScheduled = false
+            channel.flush()
+        }
     }
 
     private func connect() {

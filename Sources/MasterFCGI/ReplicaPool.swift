@@ -37,6 +37,34 @@ final class ReplicaPool: @unchecked Sendable {
             ?? .failure(LinkFailure(reason: "no answer within \(timeoutMs) ms (\(link.replica.address))"))
     }
 
+    /// A read (`get`, `list`) sent on the calling worker thread's own blocking connection to the replica of
+    /// `link` (see `DirectReadConnection`), bypassing the event loop.
+    func read(_ link: ReplicaLink, _ request: WireRequest, timeoutMs: Int) -> Result<WireReply, LinkFailure> {
+        let replica = link.replica
+        let connections = Self.threadConnections.currentValue ?? {
+            let box = ConnectionBox()
+            Self.threadConnections.currentValue = box
+            return box
+        }()
+        let connection = connections.byAddress[replica.address] ?? {
+            let made = DirectReadConnection(host: replica.host, port: replica.port)
+            connections.byAddress[replica.address] = made
+            return made
+        }()
+        return connection.call(request.encoded(), timeoutMs: timeoutMs, connectTimeoutMs: link.connectTimeoutMs,
+                               maxLineBytes: link.maxLineBytes)
+            .flatMap { line in
+                WireReply.parse(line, valueExpected: request.command == .get)
+                    .mapError { LinkFailure(reason: "\($0) from \(replica.address)") }
+            }
+    }
+
+    private final class ConnectionBox {
+        var byAddress: [String: DirectReadConnection] = [:]
+    }
+
+    private static let threadConnections = ThreadSpecificVariable<ConnectionBox>()
+
     /// Sends `request` to every link at once and waits up to `timeoutMs` for all replies.
     func callAll(_ request: WireRequest, timeoutMs: Int) -> [(ReplicaLink, Result<WireReply, LinkFailure>)] {
         let mailbox = Mailbox<(Int, Result<WireReply, LinkFailure>)>()

@@ -102,7 +102,7 @@ final class TransactionDriver: @unchecked Sendable {
             post(.decisionVetoed(reason: "aborted: a replica in doubt was told abort first"))
             return
         }
-        context.decisions.recordCommit(seq: seq, participants: participants) { [self] in
+        context.decisions.recordCommit(seq: seq, participants: participants, flushingOn: loop) { [self] in
             for key in write.writtenKeys { context.dirty.record(key) }
             Failpoints.hit("master-after-commit-fsync")
             if Failpoints.isArmed("master-mid-commit-send"), let first = participants.first {

@@ -15,6 +15,11 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     private var ready: [Int: [UInt8]] = [:]
     /// Slots holding prepares, whose replies are votes (for the "replica-after-vote" failpoint).
     private var voteSlots: Set<Int> = []
+    private var flushScheduled = false
+    /// Between a read batch's first `channelRead` and its `channelReadComplete`, which flushes.
+    private var inReadBatch = false
+    private var unflushed = false
+    private static let afterVoteArmed = Failpoints.isArmed("replica-after-vote")
 
     init(node: ReplicaNode, maxLineBytes: Int) {
         self.node = node
@@ -22,6 +27,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        inReadBatch = true
         let line = unwrapInboundIn(data)
         let slot = nextSlot
         nextSlot += 1
@@ -32,13 +38,30 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
             if request.command == .put || request.command == .del { voteSlots.insert(slot) }
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
-            node.submit(request) { bytes in
-                loop.execute {
+            node.submit(request, callerFlushes: true) { bytes in
+                if loop.inEventLoop {
                     let (handler, context) = bound.value
                     handler.complete(slot, bytes, context: context)
+                } else {
+                    loop.execute {
+                        let (handler, context) = bound.value
+                        handler.complete(slot, bytes, context: context)
+                    }
                 }
             }
         }
+    }
+
+    /// The end of a read batch: one write and fsync for every record its requests queued, made right here on
+    /// the event loop (no hand-off to another thread), then their replies go out.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        node.flushLog()
+        inReadBatch = false
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -59,7 +82,20 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
             nextToWrite += 1
             wrote = true
         }
-        if wrote { context.flush() }
-        if votes { Failpoints.hit("replica-after-vote") }
+        if votes && Self.afterVoteArmed {
+            context.flush()
+            Failpoints.hit("replica-after-vote")
+        } else if wrote && inReadBatch {
+            unflushed = true  // channelReadComplete flushes
+        } else if wrote && !flushScheduled {
+            // One flush for every reply completed in this event-loop tick (a group commit completes many).
+            flushScheduled = true
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let (handler, context) = bound.value
+                handler.flushScheduled = false
+                context.flush()
+            }
+        }
     }
 }

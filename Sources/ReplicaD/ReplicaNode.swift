@@ -48,17 +48,22 @@ final class ReplicaNode: @unchecked Sendable {
         log = GroupCommitLog(file: opened.file, logger: logger)
     }
 
-    /// Handles one request; `respond` is called exactly once with the reply line.
-    func submit(_ request: WireRequest, respond: @escaping Responder) {
+    /// Handles one request; `respond` is called exactly once with the reply line. With `callerFlushes` a record
+    /// the request writes is only queued: the caller must call `flushLog()` soon (its event loop does at the
+    /// end of each read batch), and the reply goes out once that flush made it durable.
+    func submit(_ request: WireRequest, callerFlushes: Bool = false, respond: @escaping Responder) {
         lock.lock()
         let id = nextRequestID
         nextRequestID += 1
         responders[id] = respond
         var actions = participant.handle(.request(request, id, nowMs: Self.nowMs()))
         if request.command == .stat { actions = actions.map(markBlocked) }
-        execute(actions)
+        execute(actions, sync: callerFlushes ? .caller : .writer)
         lock.unlock()
     }
+
+    /// Makes every record queued so far durable, on the calling thread, and sends the replies waiting for it.
+    func flushLog() { log.flush() }
 
     /// Transactions prepared here and not yet decided.
     func inDoubt() -> [ReplicaStat.InDoubt] {
@@ -102,7 +107,7 @@ final class ReplicaNode: @unchecked Sendable {
     }
 
     /// Must be called with `lock` held.
-    private func execute(_ actions: [Participant.Action]) {
+    private func execute(_ actions: [Participant.Action], sync: GroupCommitLog.Sync = .writer) {
         var payloads: [[UInt8]] = []
         var afterDurable: [() -> Void] = []
         var prepares = false
@@ -130,7 +135,7 @@ final class ReplicaNode: @unchecked Sendable {
         if !payloads.isEmpty {
             if prepares { Failpoints.hit("replica-before-prepare-fsync") }
             if !snapshotting && log.sizeBytes >= snapshotLogBytesMax { beginSnapshot() }
-            log.append(payloads) {
+            log.append(payloads, sync: sync) {
                 if prepares { Failpoints.hit("replica-after-prepare-fsync") }
                 if commits { Failpoints.hit("replica-after-commit") }
                 for send in afterDurable { send() }

@@ -131,4 +131,71 @@ final class GroupCommitLogTests: XCTestCase {
         second.close()
         XCTAssertEqual(try readBack(), [Array("a".utf8), Array("b".utf8)])
     }
+    func testCallerFlushWritesOnTheCallingThreadAndRunsCompletionsThere() throws {
+        // A long lazy interval, so only the explicit flush can have written the records.
+        let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger, lazyFlushMs: 60_000)
+        let ran = Collector<Bool>()
+        let caller = Thread.current
+        group.append([Array("x".utf8)], sync: .caller) { ran.append(Thread.current == caller) }
+        group.append([Array("y".utf8)], sync: .caller) { ran.append(Thread.current == caller) }
+        XCTAssertEqual(ran.values, [], "nothing is written before the caller flushes")
+        let syncsBefore = group.counters.syncs
+        group.flush()
+        XCTAssertEqual(ran.values, [true, true], "both completions ran, on the flushing thread")
+        XCTAssertEqual(group.counters.syncs, syncsBefore + 1, "one fsync for the whole batch")
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(bytes, LogFile.magic + LogFile.frame(Array("x".utf8)) + LogFile.frame(Array("y".utf8)))
+        group.flush()  // nothing queued: returns at once
+        XCTAssertEqual(group.counters.syncs, syncsBefore + 1)
+        group.close()
+    }
+
+    func testLazyRecordsAreWrittenWithoutAnyFlushCall() throws {
+        let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger, lazyFlushMs: 20)
+        group.append([Array("end".utf8)], sync: .lazy)
+        let expected = LogFile.magic + LogFile.frame(Array("end".utf8))
+        let deadline = Date(timeIntervalSinceNow: 10)
+        var bytes: [UInt8] = []
+        while Date() < deadline {
+            bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+            if bytes == expected { break }
+            usleep(2_000)  // polling the file for the writer thread's lazy flush
+        }
+        XCTAssertEqual(bytes, expected, "the writer thread flushed the lazy record on its own")
+        group.close()
+    }
+
+    func testLazyRecordsRideAlongWithTheNextFlush() throws {
+        let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger, lazyFlushMs: 60_000)
+        group.append([Array("lazy".utf8)], sync: .lazy)
+        group.append([Array("now".utf8)], sync: .caller)
+        group.flush()
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(bytes, LogFile.magic + LogFile.frame(Array("lazy".utf8)) + LogFile.frame(Array("now".utf8)))
+        group.close()
+    }
+
+    func testConcurrentCallerFlushesNeverInterleaveOrLoseRecords() throws {
+        let threads = 4
+        let batches = 80
+        let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger, lazyFlushMs: 60_000)
+        let done = Collector<String>()
+        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+            for batch in 0..<batches {
+                let sync: GroupCommitLog.Sync = batch % 3 == 0 ? .writer : .caller
+                group.append([payload(thread: thread, batch: batch, record: 0)], sync: sync) {
+                    done.append("\(thread)-\(batch)")
+                }
+                if sync == .caller { group.flush() }
+            }
+        }
+        group.close()
+        XCTAssertEqual(Set(done.values).count, threads * batches, "every completion ran exactly once")
+        let records = try readBack()
+        XCTAssertEqual(records.count, threads * batches)
+        for thread in 0..<threads {
+            let own = records.filter { $0.starts(with: Array("t\(thread)-".utf8)) }
+            XCTAssertEqual(own, (0..<batches).map { payload(thread: thread, batch: $0, record: 0) }, "thread \(thread)")
+        }
+    }
 }

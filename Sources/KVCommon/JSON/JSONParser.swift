@@ -24,8 +24,34 @@ struct JSONParser {
 
     private func fail(_ what: String) -> KVError { .wireBadReply("\(what) at byte \(index)") }
 
+    /// Parses a document, handing each member of the top-level object to `visit` in order instead of building a
+    /// dictionary: the cheap way to read a small object with known keys (a wire reply). Any other valid JSON
+    /// value has no members.
+    mutating func parseMembers(_ visit: (String, JSONValue) throws -> Void) -> KVError? {
+        do {
+            skipWhitespace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "{") {
+                try parseObjectMembers(depth: 0, visit)
+            } else {
+                _ = try parseValue(depth: 0)  // valid JSON that is not an object has no members
+            }
+            skipWhitespace()
+            guard index == bytes.count else { throw fail("trailing bytes after the JSON value") }
+            return nil
+        } catch let error as KVError {
+            return error
+        } catch {
+            return .wireBadReply("\(error)")
+        }
+    }
+
     private mutating func skipWhitespace() {
-        while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x20, 0x09, 0x0A, 0x0D: index += 1
+            default: return
+            }
+        }
     }
 
     private mutating func parseValue(depth: Int) throws -> JSONValue {
@@ -51,10 +77,16 @@ struct JSONParser {
     }
 
     private mutating func parseObject(depth: Int) throws -> JSONValue {
-        index += 1
         var members: [String: JSONValue] = [:]
+        try parseObjectMembers(depth: depth) { key, value in members[key] = value }
+        return .object(members)
+    }
+
+    /// The object at `index` (its `{`), member by member.
+    private mutating func parseObjectMembers(depth: Int, _ visit: (String, JSONValue) throws -> Void) throws {
+        index += 1
         skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return }
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw fail("expected a key") }
@@ -62,13 +94,13 @@ struct JSONParser {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw fail("expected ':'") }
             index += 1
-            members[key] = try parseValue(depth: depth + 1)
+            try visit(key, try parseValue(depth: depth + 1))
             skipWhitespace()
             guard index < bytes.count else { throw fail("unterminated object") }
             if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
             guard bytes[index] == UInt8(ascii: "}") else { throw fail("expected ',' or '}'") }
             index += 1
-            return .object(members)
+            return
         }
     }
 
@@ -91,8 +123,15 @@ struct JSONParser {
     private mutating func parseNumber() throws -> JSONValue {
         let start = index
         if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
-        let allowed: Set<UInt8> = Set("0123456789.eE+-".utf8)
-        while index < bytes.count, allowed.contains(bytes[index]) { index += 1 }
+        scan: while index < bytes.count {
+            switch bytes[index] {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E"),
+                 UInt8(ascii: "+"), UInt8(ascii: "-"):
+                index += 1
+            default:
+                break scan
+            }
+        }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)
         guard index > start, Double(text) != nil else { throw fail("invalid number") }
         return .number(text)
@@ -100,7 +139,20 @@ struct JSONParser {
 
     private mutating func parseString() throws -> String {
         index += 1
-        var out: [UInt8] = []
+        // Fast path: no escapes before the closing quote, so the text is a slice of the input.
+        var end = index
+        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 {
+            end += 1
+        }
+        if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+            guard let text = String(validating: bytes[index..<end], as: UTF8.self) else {
+                throw fail("string is not UTF-8")
+            }
+            index = end + 1
+            return text
+        }
+        var out: [UInt8] = Array(bytes[index..<end])
+        index = end
         while index < bytes.count {
             let byte = bytes[index]
             index += 1

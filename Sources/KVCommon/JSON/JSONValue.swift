@@ -44,4 +44,13 @@ public indirect enum JSONValue: Equatable, Sendable {
         var parser = JSONParser(text, maxDepth: maxDepth)
         return parser.parseDocument()
     }
+
+    /// Parses a JSON text, calling `visit` for each member of the top-level object in order, without building
+    /// the object's dictionary (a valid text that is not an object has no members). Returns the first error:
+    /// malformed JSON, or what `visit` threw.
+    public static func parseMembers(_ text: [UInt8], maxDepth: Int = 64,
+                                    _ visit: (String, JSONValue) throws -> Void) -> KVError? {
+        var parser = JSONParser(text, maxDepth: maxDepth)
+        return parser.parseMembers(visit)
+    }
 }

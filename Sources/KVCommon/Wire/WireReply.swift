@@ -74,54 +74,89 @@ public struct WireReply: Equatable, Sendable {
     }
 
     /// Parses a reply line. `valueExpected` says whether `message` holds a value (a successful get).
+    /// Members are read one by one as they come (no dictionary): every write makes several replies.
     public static func parse(_ line: [UInt8], valueExpected: Bool) -> Result<WireReply, KVError> {
-        let json: JSONValue
-        switch JSONValue.parse(line) {
-        case .success(let value): json = value
-        case .failure(let error): return .failure(error)
+        var fields = Fields()
+        if let error = JSONValue.parseMembers(line, { key, value in fields.take(key, value) }) {
+            return .failure(error)
         }
-        guard let status = json["status"]?.boolValue else { return .failure(.wireBadReply("no boolean 'status'")) }
-        guard let message = json["message"]?.stringValue else { return .failure(.wireBadReply("no 'message'")) }
-        guard let server = json["server"]?.stringValue else { return .failure(.wireBadReply("no 'server'")) }
-        let seq = json["seq"]?.uint64Value
-        let code = json["code"]?.stringValue.flatMap(ReplyCode.init(rawValue:)) ?? (status ? .ok : .aborted)
-        var reply = WireReply(status: status, code: code, message: message, seq: seq, server: server)
-        reply.created = json["created"]?.uint64Value
-        if valueExpected && status {
-            if json["encoding"]?.stringValue == "base64" {
-                guard let data = Data(base64Encoded: message) else { return .failure(.wireBadReply("bad base64")) }
-                reply.value = Array(data)
-            } else {
-                reply.value = Array(message.utf8)
+        return fields.reply(valueExpected: valueExpected)
+    }
+
+    /// The members of a reply line as they are read.
+    private struct Fields {
+        var status: Bool?, message: String?, server: String?, seq: UInt64?, code: String?, created: UInt64?
+        var base64 = false
+        var keys: UInt64?, digest: String?, lastCommitted: UInt64?, inDoubt: [JSONValue]?, logSyncs: UInt64?
+        var joined: Bool?
+        var entries: [JSONValue]?, done: Bool?
+        var succeeded: Bool?, reads: [JSONValue]?
+
+        mutating func take(_ key: String, _ value: JSONValue) {
+            switch key {
+            case "status": status = value.boolValue
+            case "message": message = value.stringValue
+            case "server": server = value.stringValue
+            case "seq": seq = value.uint64Value
+            case "code": code = value.stringValue
+            case "created": created = value.uint64Value
+            case "encoding": base64 = value.stringValue == "base64"
+            case "keys": keys = value.uint64Value
+            case "digest": digest = value.stringValue
+            case "last_committed_seq": lastCommitted = value.uint64Value
+            case "in_doubt": inDoubt = value.arrayValue
+            case "log_syncs": logSyncs = value.uint64Value
+            case "joined": joined = value.boolValue
+            case "entries": entries = value.arrayValue
+            case "done": done = value.boolValue
+            case "succeeded": succeeded = value.boolValue
+            case "reads": reads = value.arrayValue
+            default: break
             }
         }
-        if let keys = json["keys"]?.uint64Value, let digestText = json["digest"]?.stringValue,
-           let digest = UInt64(digestText, radix: 16) {
-            guard let keyCount = Int(exactly: keys) else { return .failure(.wireBadReply("'keys' out of range")) }
-            let inDoubt = (json["in_doubt"]?.arrayValue ?? []).compactMap { item -> ReplicaStat.InDoubt? in
-                guard let seq = item["seq"]?.uint64Value else { return nil }
-                return ReplicaStat.InDoubt(seq: seq, ageMs: item["age_ms"]?.uint64Value ?? 0,
-                                           recovered: item["recovered"]?.boolValue ?? false,
-                                           blocked: item["blocked"]?.boolValue ?? false)
+
+        func reply(valueExpected: Bool) -> Result<WireReply, KVError> {
+            guard let status else { return .failure(.wireBadReply("no boolean 'status'")) }
+            guard let message else { return .failure(.wireBadReply("no 'message'")) }
+            guard let server else { return .failure(.wireBadReply("no 'server'")) }
+            let replyCode = code.flatMap(ReplyCode.init(rawValue:)) ?? (status ? .ok : .aborted)
+            var reply = WireReply(status: status, code: replyCode, message: message, seq: seq, server: server)
+            reply.created = created
+            if valueExpected && status {
+                if base64 {
+                    guard let data = Data(base64Encoded: message) else { return .failure(.wireBadReply("bad base64")) }
+                    reply.value = Array(data)
+                } else {
+                    reply.value = Array(message.utf8)
+                }
             }
-            reply.stat = ReplicaStat(keys: keyCount, digest: digest,
-                                     lastCommittedSeq: json["last_committed_seq"]?.uint64Value ?? 0,
-                                     inDoubt: inDoubt)
-            reply.stat?.logSyncs = json["log_syncs"]?.uint64Value ?? 0
-            reply.stat?.joined = json["joined"]?.boolValue ?? true
-        }
-        if let entries = json["entries"]?.arrayValue, let done = json["done"]?.boolValue {
-            guard let page = SyncPage.parse(entries: entries, done: done) else {
-                return .failure(.wireBadReply("malformed snapshot page"))
+            if let keys, let digestText = digest, let digestValue = UInt64(digestText, radix: 16) {
+                guard let keyCount = Int(exactly: keys) else { return .failure(.wireBadReply("'keys' out of range")) }
+                let items = (inDoubt ?? []).compactMap { item -> ReplicaStat.InDoubt? in
+                    guard let seq = item["seq"]?.uint64Value else { return nil }
+                    return ReplicaStat.InDoubt(seq: seq, ageMs: item["age_ms"]?.uint64Value ?? 0,
+                                               recovered: item["recovered"]?.boolValue ?? false,
+                                               blocked: item["blocked"]?.boolValue ?? false)
+                }
+                var stat = ReplicaStat(keys: keyCount, digest: digestValue, lastCommittedSeq: lastCommitted ?? 0,
+                                       inDoubt: items)
+                stat.logSyncs = logSyncs ?? 0
+                stat.joined = joined ?? true
+                reply.stat = stat
             }
-            reply.page = page
-        }
-        if let succeeded = json["succeeded"]?.boolValue, let reads = json["reads"]?.arrayValue {
-            guard let txn = TxnResult.parse(succeeded: succeeded, reads: reads) else {
-                return .failure(.wireBadReply("malformed txn result"))
+            if let entries, let done {
+                guard let page = SyncPage.parse(entries: entries, done: done) else {
+                    return .failure(.wireBadReply("malformed snapshot page"))
+                }
+                reply.page = page
             }
-            reply.txn = txn
+            if let succeeded, let reads {
+                guard let txn = TxnResult.parse(succeeded: succeeded, reads: reads) else {
+                    return .failure(.wireBadReply("malformed txn result"))
+                }
+                reply.txn = txn
+            }
+            return .success(reply)
         }
-        return .success(reply)
     }
 }
