@@ -32,16 +32,26 @@ final class DirectReadConnection {
     func call(_ request: [UInt8], timeoutMs: Int, connectTimeoutMs: Int, maxLineBytes: Int) -> Result<[UInt8], LinkFailure> {
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMs) * 1_000_000
         self.timeoutMs = timeoutMs
-        if fd < 0, let failure = connect(timeoutMs: min(connectTimeoutMs, timeoutMs)) { return .failure(failure) }
-        var failure = send(request, deadline: deadline)
-        if failure == nil {
-            switch receiveLine(deadline: deadline, maxLineBytes: maxLineBytes) {
-            case .success(let line): return .success(line)
-            case .failure(let reason): failure = reason
+        // A kept connection the replica has closed since (it restarted) fails at once: reads are idempotent,
+        // so that one failure is retried on a new connection.
+        let reused = fd >= 0
+        for attempt in 0..<2 {
+            if fd < 0, let failure = connect(timeoutMs: min(connectTimeoutMs, timeoutMs)) { return .failure(failure) }
+            let result = exchange(request, deadline: deadline, maxLineBytes: maxLineBytes)
+            if case .failure(let failure) = result {
+                disconnect()
+                if attempt == 0 && reused && failure.reason.hasPrefix(Self.lost) { continue }
             }
+            return result
         }
-        disconnect()
-        return .failure(failure!)
+        return .failure(LinkFailure(reason: "\(Self.lost) (\(address))"))
+    }
+
+    private static let lost = "connection lost"
+
+    private func exchange(_ request: [UInt8], deadline: UInt64, maxLineBytes: Int) -> Result<[UInt8], LinkFailure> {
+        if let failure = send(request, deadline: deadline) { return .failure(failure) }
+        return receiveLine(deadline: deadline, maxLineBytes: maxLineBytes)
     }
 
     private func disconnect() {
@@ -96,7 +106,9 @@ final class DirectReadConnection {
     private func send(_ bytes: [UInt8], deadline: UInt64) -> LinkFailure? {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            let written = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+            }
             if written > 0 {
                 offset += written
             } else if written < 0 && errno == EINTR {
@@ -104,7 +116,7 @@ final class DirectReadConnection {
             } else if written < 0 && errno == EAGAIN {
                 if let failure = wait(for: POLLOUT, deadline: deadline) { return failure }
             } else {
-                return LinkFailure(reason: "connection lost (\(address))")
+                return LinkFailure(reason: "\(Self.lost) (\(address))")
             }
         }
         return nil
@@ -132,7 +144,7 @@ final class DirectReadConnection {
             } else if count < 0 && errno == EAGAIN {
                 if let failure = wait(for: POLLIN, deadline: deadline) { return .failure(failure) }
             } else {
-                return .failure(LinkFailure(reason: "connection lost (\(address))"))
+                return .failure(LinkFailure(reason: "\(Self.lost) (\(address))"))
             }
         }
     }
@@ -144,7 +156,7 @@ final class DirectReadConnection {
             var pfd = pollfd(fd: fd, events: Int16(events), revents: 0)
             let ready = poll(&pfd, 1, Int32(max(1, (deadline - now) / 1_000_000)))
             if ready > 0 { return nil }
-            if ready < 0 && errno != EINTR { return LinkFailure(reason: "connection lost (\(address))") }
+            if ready < 0 && errno != EINTR { return LinkFailure(reason: "\(Self.lost) (\(address))") }
         }
         return LinkFailure(reason: "no answer within \(timeoutMs) ms (\(address))")
     }

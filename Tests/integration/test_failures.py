@@ -60,3 +60,23 @@ def test_master_restart_keeps_seqs_unique_and_data(cluster):
     assert body["seq"] > first
     status, body = cluster.http("GET", "/kv/x")
     assert status == 200 and body["message"] == "1" and body["seq"] == first
+
+
+def test_reads_survive_every_replica_restarting(cluster):
+    """Worker threads keep their own read connections to the replicas. After every replica has restarted, each of
+    those connections is stale; a read must notice, reconnect and answer, never report the replica down."""
+    for i in range(10):
+        assert cluster.http("PUT", f"/kv/rr{i}", body=f"v{i}".encode())[0] == 200
+    for n in range(200):  # many reads, so many workers hold connections to every replica
+        status, body = cluster.http("GET", f"/kv/rr{n % 10}")
+        assert status == 200 and body["message"] == f"v{n % 10}", body
+    for rid in cluster.replica_ids:
+        cluster.stop_replica(rid)
+        cluster.start_replica(rid)
+    cluster.wait_cluster_ready()
+    failures = []
+    for n in range(200):
+        status, body = cluster.http("GET", f"/kv/rr{n % 10}")
+        if status != 200 or body["message"] != f"v{n % 10}":
+            failures.append((status, body.get("message")))
+    assert not failures, f"{len(failures)} of 200 reads failed after the restarts, first: {failures[0]}"
