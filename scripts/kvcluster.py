@@ -14,6 +14,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,40 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SITE_FILE = os.path.join(REPO, "nginx", "kv-site.conf")
 
 
+_ports_handed_out = set()
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
+    """A loopback TCP port that is free now, taken below the kernel's ephemeral range: ports in that range are
+    handed to outgoing connections (wrk, nginx, the master's links) and one could take it before our server
+    binds it. Never the same port twice in one process."""
+    low = _ephemeral_range()[0]
+    if low > 21000:
+        for _ in range(500):
+            port = random.randrange(20000, low)
+            if port in _ports_handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _ports_handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    _ports_handed_out.add(port)
+    return port
 
 
 def default_bin_dir():

@@ -11,7 +11,7 @@ import Logging
 ///   for everything it queued in a tick without handing work to another thread and back (two context
 ///   switches per batch, which are the dearest thing on a small virtual machine).
 /// - `.lazy`: records whose loss in a crash is harmless (a decision log's END). They go out with the next
-///   flush, or within `lazyFlushMs` when nothing else is written.
+///   flush, or within about twice `lazyFlushMs` when nothing else is written.
 /// Flushes never overlap (leader/follower): a flush that finds one in progress waits for it, then takes
 /// whatever is still queued.
 ///
@@ -39,6 +39,8 @@ public final class GroupCommitLog: @unchecked Sendable {
     /// The queue holds something that must be flushed soon (not only lazy records).
     private var urgent = false
     private var flushing = false
+    /// Threads sleeping until the flush under way ends.
+    private var flushWaiters = 0
     private var stopping = false
     private let finished = DispatchSemaphore(value: 0)
     private var stats = (syncs: UInt64(0), records: UInt64(0), bytes: 0)
@@ -94,7 +96,7 @@ public final class GroupCommitLog: @unchecked Sendable {
     /// running the completions here. Returns at once if nothing is queued.
     public func flush() {
         condition.lock()
-        while flushing { condition.wait() }
+        while flushing { waitForFlushLocked() }
         guard !queue.isEmpty else {
             condition.unlock()
             return
@@ -119,23 +121,40 @@ public final class GroupCommitLog: @unchecked Sendable {
 
     private func runWriter() {
         condition.lock()
+        defer { condition.unlock() }
+        // When lazy records were first seen waiting; they are flushed once `lazyFlushMs` have passed.
+        var lazyDeadline: Date?
         while true {
-            while !stopping && (flushing || queue.isEmpty || !urgent) {
-                if !flushing && !queue.isEmpty {
-                    // Only lazy records: give them a little time to ride along with a flush someone else makes.
-                    if !condition.wait(until: Date(timeIntervalSinceNow: Double(lazyFlushMs) / 1000)) { break }
-                } else {
-                    condition.wait()
-                }
-            }
-            while flushing { condition.wait() }
-            if queue.isEmpty {
-                if stopping { break }
+            if flushing {
+                waitForFlushLocked()
                 continue
             }
-            flushQueueLocked()
+            if queue.isEmpty {
+                lazyDeadline = nil
+                if stopping { return }
+                // Lazy appends do not wake this thread (that would cost a context switch per record): it looks
+                // again every `lazyFlushMs`, so a lazy record waits at most about twice that.
+                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(lazyFlushMs) / 1000))
+                continue
+            }
+            let deadline = lazyDeadline ?? Date(timeIntervalSinceNow: Double(lazyFlushMs) / 1000)
+            if urgent || stopping || Date() >= deadline {
+                lazyDeadline = nil
+                flushQueueLocked()
+                continue
+            }
+            // Only lazy (or caller-flushed) records: give them time to ride along with someone else's flush.
+            lazyDeadline = deadline
+            _ = condition.wait(until: deadline)
         }
-        condition.unlock()
+    }
+
+    /// Must be called with `condition` locked while a flush is under way: sleeps until it ends. Counted, so the
+    /// flush wakes sleepers only when someone waits for it (an idle writer thread is not woken for nothing).
+    private func waitForFlushLocked() {
+        flushWaiters += 1
+        condition.wait()
+        flushWaiters -= 1
     }
 
     /// Must be called with `condition` locked and no flush under way; returns with it locked. Takes the whole
@@ -168,7 +187,7 @@ public final class GroupCommitLog: @unchecked Sendable {
 
         condition.lock()
         flushing = false
-        condition.broadcast()
+        if flushWaiters > 0 { condition.broadcast() }
     }
 
     /// Writes and syncs `bytes`, then runs `waiting`; both are emptied.
