@@ -127,7 +127,13 @@ final class DirectReadConnection {
         // The reply cannot be there yet: sleep until it is rather than try a read that would fail.
         if let failure = wait(for: POLLIN, deadline: deadline) { return .failure(failure) }
         while true {
-            if let newline = buffer[scanned...].firstIndex(of: UInt8(ascii: "\n")) {
+            let found = buffer.withUnsafeBufferPointer { all -> Int? in
+                guard scanned < all.count, let hit = memchr(all.baseAddress! + scanned, 0x0A, all.count - scanned) else {
+                    return nil
+                }
+                return all.baseAddress!.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+            }
+            if let newline = found {
                 let line = Array(buffer[..<newline])
                 buffer.removeSubrange(...newline)
                 return .success(line)

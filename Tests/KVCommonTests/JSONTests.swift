@@ -138,6 +138,40 @@ final class JSONTests: XCTestCase {
         XCTAssertEqual(parsed, .object([all: .string(all)]))
     }
 
+    /// Strings are scanned eight bytes at a time: a byte that needs an escape must be found at every position of
+    /// a word and across word boundaries, and long runs must be copied intact.
+    func testWriterAndParserRoundTripStringsWithSpecialsAtEveryOffset() throws {
+        let specials: [UInt8] = [0x22, 0x5C, 0x00, 0x0A, 0x1F, 0x20, 0x21, 0x5B, 0x5D, 0x7F, 0x80]
+        for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000] {
+            for position in Set([0, length / 2, max(0, length - 1)]) where position < max(length, 1) {
+                for special in specials {
+                    var bytes = Array(repeating: UInt8(ascii: "v"), count: max(length, 1))
+                    bytes[position] = special
+                    if special == 0x80 && position + 1 < bytes.count {
+                        bytes[position] = 0xC3  // é: bytes at and above 0x80 pass through unescaped
+                        bytes[position + 1] = 0xA9
+                    }
+                    guard let text = String(validating: bytes, as: UTF8.self) else { continue }
+                    var writer = JSONWriter()
+                    writer.field("t", text)
+                    let encoded = writer.finish()
+                    XCTAssertFalse(encoded.contains { $0 < 0x20 }, "raw control byte at length \(length) position \(position)")
+                    XCTAssertEqual(try JSONValue.parse(encoded).get()["t"]?.stringValue, text,
+                                   "length \(length), byte \(special) at \(position)")
+                }
+            }
+        }
+        var generator = SplitMix64(seed: 7)
+        for _ in 0..<300 {
+            let count = Int.random(in: 0..<200, using: &generator)
+            let bytes = (0..<count).map { _ in UInt8.random(in: 0...0x7F, using: &generator) }
+            let text = String(decoding: bytes, as: UTF8.self)
+            var writer = JSONWriter()
+            writer.field("t", text)
+            XCTAssertEqual(try JSONValue.parse(writer.finish()).get()["t"]?.stringValue, text)
+        }
+    }
+
     func testWriterFieldTypes() throws {
         var inner = JSONWriter()
         inner.field("n", 1)

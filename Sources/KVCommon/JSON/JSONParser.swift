@@ -140,10 +140,7 @@ struct JSONParser {
     private mutating func parseString() throws -> String {
         index += 1
         // Fast path: no escapes before the closing quote, so the text is a slice of the input.
-        var end = index
-        while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 {
-            end += 1
-        }
+        let end = bytes.withUnsafeBufferPointer { ByteScan.firstJSONSpecial($0, from: index) }
         if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
             guard let text = String(validating: bytes[index..<end], as: UTF8.self) else {
                 throw fail("string is not UTF-8")

@@ -61,22 +61,35 @@ public struct JSONWriter {
 
     /// Appends `text` as a quoted JSON string with the escapes RFC 8259 requires.
     public static func appendString<S: Sequence>(_ text: S, to out: inout [UInt8]) where S.Element == UInt8 {
+        let done: Void? = text.withContiguousStorageIfAvailable { appendEscaped($0, to: &out) }
+        if done == nil { Array(text).withUnsafeBufferPointer { appendEscaped($0, to: &out) } }
+    }
+
+    /// The string body is copied in runs between the bytes that need an escape (a value of megabytes is mostly
+    /// one run), not byte by byte.
+    private static func appendEscaped(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        out.reserveCapacity(out.count + bytes.count + 2)
         out.append(UInt8(ascii: "\""))
-        for byte in text {
+        var runStart = 0
+        while true {
+            let index = ByteScan.firstJSONSpecial(bytes, from: runStart)
+            guard index < bytes.count else { break }
+            let byte = bytes[index]
+            if runStart < index { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index])) }
+            runStart = index + 1
             switch byte {
             case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
             case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])
             case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
             case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
             case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0x00..<0x20:
-                out.append(contentsOf: "\\u00".utf8)
-                let hex = Array("0123456789abcdef".utf8)
-                out.append(hex[Int(byte >> 4)])
-                out.append(hex[Int(byte & 0x0F)])
-            default: out.append(byte)
+            default:
+                let hex: StaticString = "0123456789abcdef"
+                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                        hex.utf8Start[Int(byte >> 4)], hex.utf8Start[Int(byte & 0x0F)]])
             }
         }
+        if runStart < bytes.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...])) }
         out.append(UInt8(ascii: "\""))
     }
 

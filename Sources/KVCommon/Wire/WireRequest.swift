@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// One request line of the replica wire protocol: `seq;cmd;key;value\n`.
 ///
 /// Always four fields. The one exception is the user's read form `;get;key`, whose empty value field may be
@@ -42,13 +45,33 @@ public struct WireRequest: Equatable, Sendable {
         return out
     }
 
+    /// The `;`-separated fields of `line` (empty ones kept), found with `memchr`: a value of megabytes is one
+    /// field, and a generic `split` walks it a byte at a time through a closure.
+    static func splitFields(_ line: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {
+        var fields: [ArraySlice<UInt8>] = []
+        fields.reserveCapacity(4)
+        var start = line.startIndex
+        line.withUnsafeBufferPointer { buffer in
+            var offset = 0
+            while let base = buffer.baseAddress, offset <= buffer.count,
+                  let hit = memchr(base + offset, Int32(UInt8(ascii: ";")), buffer.count - offset) {
+                let position = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+                fields.append(line[start..<(line.startIndex + position)])
+                start = line.startIndex + position + 1
+                offset = position + 1
+            }
+        }
+        fields.append(line[start..<line.endIndex])
+        return fields
+    }
+
     /// Parses one line. A trailing `\n` or `\r\n` is ignored; `maxLineBytes` bounds the line.
     public static func parse(_ line: [UInt8], maxLineBytes: Int = 1 << 22) -> Result<WireRequest, KVError> {
         var bytes = line[...]
         if bytes.last == UInt8(ascii: "\n") { bytes = bytes.dropLast() }
         if bytes.last == 0x0D { bytes = bytes.dropLast() }
         guard bytes.count <= maxLineBytes else { return .failure(.wireLineTooLong(limit: maxLineBytes)) }
-        let fields = bytes.split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: false)
+        let fields = splitFields(bytes)
         let commandText = fields.count > 1 ? String(decoding: fields[1], as: UTF8.self) : ""
         let isShortGet = fields.count == 3 && commandText == WireCommand.get.rawValue
         guard fields.count == 4 || isShortGet else { return .failure(.wireFieldCount(found: fields.count)) }
