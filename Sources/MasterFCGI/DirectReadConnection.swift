@@ -17,12 +17,14 @@ final class DirectReadConnection {
     private let port: Int
     private var fd: Int32 = -1
     private var buffer: [UInt8] = []
-    private var chunk = [UInt8](repeating: 0, count: 64 << 10)
+    /// Where `read` puts bytes: one per worker thread, shared by that thread's connections.
+    private let scratch: ReadScratch
     private var timeoutMs = 0
 
-    init(host: String, port: Int) {
+    init(host: String, port: Int, scratch: ReadScratch) {
         self.host = host
         self.port = port
+        self.scratch = scratch
         address = "\(host):\(port)"
     }
 
@@ -142,9 +144,9 @@ final class DirectReadConnection {
             guard buffer.count <= maxLineBytes else {
                 return .failure(LinkFailure(reason: "reply longer than \(maxLineBytes) bytes (\(address))"))
             }
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            let count = scratch.bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
             if count > 0 {
-                buffer.append(contentsOf: chunk[..<count])
+                buffer.append(contentsOf: scratch.bytes[..<count])
             } else if count < 0 && errno == EINTR {
                 continue
             } else if count < 0 && errno == EAGAIN {
@@ -166,4 +168,9 @@ final class DirectReadConnection {
         }
         return LinkFailure(reason: "no answer within \(timeoutMs) ms (\(address))")
     }
+}
+
+/// A worker thread's read buffer, shared by its connections (one thread uses them, one at a time).
+final class ReadScratch {
+    var bytes = [UInt8](repeating: 0, count: 64 << 10)
 }

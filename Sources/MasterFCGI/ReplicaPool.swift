@@ -47,7 +47,7 @@ final class ReplicaPool: @unchecked Sendable {
             return box
         }()
         let connection = connections.byAddress[replica.address] ?? {
-            let made = DirectReadConnection(host: replica.host, port: replica.port)
+            let made = DirectReadConnection(host: replica.host, port: replica.port, scratch: connections.scratch)
             connections.byAddress[replica.address] = made
             return made
         }()
@@ -61,6 +61,7 @@ final class ReplicaPool: @unchecked Sendable {
 
     private final class ConnectionBox {
         var byAddress: [String: DirectReadConnection] = [:]
+        let scratch = ReadScratch()
     }
 
     private static let threadConnections = ThreadSpecificVariable<ConnectionBox>()
