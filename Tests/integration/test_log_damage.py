@@ -11,7 +11,7 @@ from kvcluster import wait_until
 
 def write_sequentially(cluster, ledger, puts, deletes, stop_when=None):
     """`puts` puts of fresh keys, then `deletes` deletes of some of them, one at a time, recorded in `ledger`.
-    Every answer must be 200 unless `stop_when()` turns true (then the remaining writes are skipped)."""
+    Every answer must be 200 unless `stop_when(status)` turns true (then the remaining writes are skipped)."""
     for n in range(puts + deletes):
         if n < puts:
             op = Op("put", f"{ledger.tag}-{n}", f"{ledger.tag}:value:{n}")
@@ -22,7 +22,7 @@ def write_sequentially(cluster, ledger, puts, deletes, stop_when=None):
         op.status, op.seq, op.detail = status, body.get("seq"), body.get("message")
         op.outcome = ACK if status == 200 else ABORTED if status in (409, 503) else "unexpected"
         ledger.add(op)
-        if stop_when is not None and stop_when():
+        if stop_when is not None and stop_when(status):
             return op
         assert status == 200, body
     return None
@@ -33,11 +33,18 @@ def test_torn_last_record_is_discarded_and_acknowledged_writes_survive(unstarted
     start_cluster(c)
     ledger = Ledger("torn")
     write_sequentially(c, ledger, puts=30, deletes=8)
+    # The client is answered once the master's COMMIT is durable; r2 may still be writing its own COMMIT of the
+    # last write. Wait until it has, so the record torn below is that COMMIT and not the (voted) PREPARE.
+    last_seq = max(op.seq for op in ledger.snapshot())
+    wait_until(lambda: c.stat("r2")["last_committed_seq"] >= last_seq, 10, f"r2 to commit seq {last_seq}")
     c.kill_replica("r2")
     path = newest_log(data_dir(c, "r2"))
     frames = log_frames(path)
     size = os.path.getsize(path)
     assert frames and frames[-1][0] + FRAME_HEADER.size + frames[-1][1] == size, "log did not end on a frame"
+    with open(path, "rb") as f:
+        f.seek(frames[-1][0] + FRAME_HEADER.size)
+        assert f.read(1) == b"\x02", "the last record is not a COMMIT"  # record type 2 = COMMIT
     os.truncate(path, size - 3)  # tear the last record (the COMMIT of the last acknowledged write)
 
     before = len(c.log("r2"))
@@ -57,7 +64,17 @@ def test_torn_unacknowledged_prepare_is_discarded(unstarted_cluster):
     c = unstarted_cluster
     start_cluster(c, env_for={"r2": {"KV_FAILPOINTS": "replica-after-prepare-fsync@25"}})
     ledger = Ledger("tornprep")
-    last = write_sequentially(c, ledger, puts=40, deletes=0, stop_when=lambda: not c.is_running("r2"))
+    # r2's socket closes while it exits, so the master can answer 503 a moment before the process is gone:
+    # after a failed write, give r2 a few seconds to finish exiting before deciding it did not crash.
+    def r2_crashed(status):
+        if status == 200:
+            return not c.is_running("r2")
+        try:
+            wait_until(lambda: not c.is_running("r2"), 10, "r2 to exit")
+            return True
+        except TimeoutError:
+            return False
+    last = write_sequentially(c, ledger, puts=40, deletes=0, stop_when=r2_crashed)
     assert last is not None and exit_code(c, "r2") == 99, f"failpoint did not fire: {log_tail(c, 'r2')}"
     assert last.status == 503 and "r2" in last.detail, last  # the write that crashed r2 was not acknowledged
     path = newest_log(data_dir(c, "r2"))
