@@ -22,6 +22,10 @@ KEYS = ["hot-a", "hot-b", "hot-c", "hot-d"]
 CLIENTS = 8
 RUN_S = 13.0
 MAX_OPS_PER_CLIENT = 5000
+# Each client starts at most this many operations per second, so the history's size (and the checker's search)
+# does not grow with the server's speed: unpaced, a faster server made histories the checker's step budget could
+# not always prove a planted stale read wrong in.
+OPS_PER_S_PER_CLIENT = 100
 TIMEOUT_S = 10.0            # above every server-side timeout: these requests get an answer
 SHORT_TIMEOUT_RATIO = 0.05  # writes sent with a 2-30 ms timeout: outcome unknown
 # (seconds after the start, action, replica): SIGKILL r2 and bring it back; SIGTERM r3 and bring it back.
@@ -41,8 +45,10 @@ class Client(threading.Thread):
 
     def run(self):
         try:
+            started = time.monotonic()
             for n in range(MAX_OPS_PER_CLIENT):
-                if self.stop.is_set():
+                # Pacing, not synchronisation: wait for this operation's slot (returns at once when behind).
+                if self.stop.wait(max(0.0, started + n / OPS_PER_S_PER_CLIENT - time.monotonic())):
                     return
                 key, r = self.rng.choice(KEYS), self.rng.random()
                 if r < CAS_RATIO and key in self.seen_version:
