@@ -771,24 +771,17 @@ def growth_plot(points, args, path_base):
         keyser = [p for p in points if p["value_bytes"] == args.growth_values[0]]
         for system, colour in (("kv", "tab:blue"), ("etcd", "tab:orange")):
             for op, style in (("put", "-o"), ("get", "--s")):
-                xs, rps, p99 = [], [], []
-                for p in series:
-                    a = aggregate(p["runs"], system, op, c)
-                    if a:
-                        xs.append(p["value_bytes"])
-                        rps.append(a["rps"])
-                        p99.append(a["p99_ms"])
-                axes[0][0].plot(xs, rps, style, color=colour, label=f"{system} {op}")
-                axes[0][1].plot(xs, p99, style, color=colour, label=f"{system} {op}")
-                xs, rps, p99 = [], [], []
-                for p in keyser:
-                    a = aggregate(p["runs"], system, op, c)
-                    if a:
-                        xs.append(p["keys"])
-                        rps.append(a["rps"])
-                        p99.append(a["p99_ms"])
-                axes[1][0].plot(xs, rps, style, color=colour, label=f"{system} {op}")
-                axes[1][1].plot(xs, p99, style, color=colour, label=f"{system} {op}")
+                # Row 0: against value size; row 1: against the number of keys.
+                for row, points_of_row, x_field in ((0, series, "value_bytes"), (1, keyser, "keys")):
+                    xs, rps, p99 = [], [], []
+                    for p in points_of_row:
+                        a = aggregate(p["runs"], system, op, c)
+                        if a:
+                            xs.append(p[x_field])
+                            rps.append(a["rps"])
+                            p99.append(a["p99_ms"])
+                    axes[row][0].plot(xs, rps, style, color=colour, label=f"{system} {op}")
+                    axes[row][1].plot(xs, p99, style, color=colour, label=f"{system} {op}")
         for ax in axes[0]:
             ax.set_xscale("log", base=2)
             ax.set_xticks([p["value_bytes"] for p in series], [human_bytes(p["value_bytes"]) for p in series])

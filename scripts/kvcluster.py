@@ -70,10 +70,12 @@ def default_bin_dir():
     return out.stdout.strip()
 
 
-def wait_until(predicate, timeout_s, what):
-    """Polls `predicate` until it is true; raises TimeoutError naming `what` after `timeout_s`."""
+def wait_until(predicate, timeout_s, what, interval_s=None):
+    """Polls `predicate` until it is true (returning its value); raises TimeoutError naming `what` after
+    `timeout_s`. Polls back off from 5 ms to 100 ms, or come every `interval_s` when given (for predicates that
+    are costly to run, e.g. a `systemctl` call)."""
     deadline = time.monotonic() + timeout_s
-    delay = 0.005
+    delay = interval_s if interval_s is not None else 0.005
     while True:
         result = predicate()
         if result:
@@ -81,7 +83,8 @@ def wait_until(predicate, timeout_s, what):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+        if interval_s is None:
+            delay = min(delay * 2, 0.1)
 
 
 class WireClient:

@@ -63,14 +63,9 @@ def unavailable_reason():
 
 
 def wait_until(predicate, timeout_s, what, interval_s=0.05):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
+    """kvcluster.wait_until, polling every 50 ms by default: the predicates here run `systemctl` or HTTP in the
+    namespaces."""
+    return kvcluster.wait_until(predicate, timeout_s, what, interval_s=interval_s)
 
 
 class _NetnsSockets:
