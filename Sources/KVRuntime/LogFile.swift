@@ -54,13 +54,25 @@ public final class LogFile {
 
     /// The frame for `payload`, ready to append.
     public static func frame(_ payload: [UInt8]) -> [UInt8] {
-        precondition(!payload.isEmpty, "log records are never empty")
         var writer = BinaryWriter(capacity: payload.count + frameHeaderBytes)
-        writer.u32(UInt32(payload.count))
-        writer.u32(CRC32C.checksum(payload))
-        var bytes = writer.bytes
-        bytes.append(contentsOf: payload)
-        return bytes
+        appendFrame(to: &writer) { $0.raw(payload) }
+        return writer.bytes
+    }
+
+    /// Appends one frame to `writer` in place: reserves the header, lets `encode` write the payload after it,
+    /// then fills in the payload's length and checksum. No array per record.
+    public static func appendFrame(to writer: inout BinaryWriter, _ encode: (inout BinaryWriter) -> Void) {
+        let header = writer.count
+        writer.u32(0)
+        writer.u32(0)
+        encode(&writer)
+        let length = writer.count - header - frameHeaderBytes
+        precondition(length > 0, "log records are never empty")
+        let checksum = writer.bytes.withUnsafeBufferPointer {
+            CRC32C.checksum(UnsafeBufferPointer(rebasing: $0[(header + frameHeaderBytes)...]))
+        }
+        writer.patchU32(UInt32(length), at: header)
+        writer.patchU32(checksum, at: header + 4)
     }
 
     /// Appends already-framed bytes. Not durable until `sync()` returns.

@@ -27,7 +27,6 @@ final class ReplicaNode: @unchecked Sendable {
     private let snapshotLogBytesMax: Int
     private var generation: UInt64
     private var snapshotting = false
-    private let snapshotQueue = DispatchQueue(label: "kv.replica.snapshot")
 
     /// Loads the snapshot and log segments in `dataDir` and returns a node ready to serve.
     init(server: String, dataDir: String, lockWaitMs: Int, snapshotLogBytesMax: Int, logger: Logger) throws {
@@ -151,7 +150,7 @@ final class ReplicaNode: @unchecked Sendable {
         let state = participant
         let directory = dataDir
         log.rotate(to: ReplicaStorage.segmentPath(directory, next)) { [self] in
-            snapshotQueue.async { [self] in
+            BackgroundThread.start(name: "kv-snapshot") { [self] in
                 let started = Self.nowMs()
                 do {
                     let records = try ReplicaStorage.writeSnapshot(state, generation: next, directory: directory)

@@ -64,6 +64,30 @@ final class LogFileTests: XCTestCase {
         XCTAssertEqual(LogFile.frame(payload), [9, 0, 0, 0, 0x83, 0x92, 0x06, 0xE3] + payload)
     }
 
+    /// The snapshot writer frames records in place, many to a buffer after the magic; a scan must read back
+    /// exactly the records, each framed as `frame(_:)` frames it alone.
+    func testFramesAppendedInPlaceScanBack() throws {
+        let records: [SnapshotRecord] = [
+            .header(generation: 3, lastCommittedSeq: 9, maxForgottenSeq: 2, joined: true),
+            .entry(key: Array("k".utf8), value: [UInt8](repeating: 0x5C, count: 5000), version: 9, created: 4),
+            .decided(seq: 8, committed: false),
+            .trailer(entries: 1, prepared: 0, decided: 1, digest: 0xDEAD_BEEF),
+        ]
+        var writer = BinaryWriter(appendingTo: LogFile.snapshotMagic)
+        var expected = LogFile.snapshotMagic
+        for record in records {
+            LogFile.appendFrame(to: &writer) { record.encode(into: &$0) }
+            expected += LogFile.frame(record.encoded())
+        }
+        XCTAssertEqual(writer.bytes, expected)
+        var decoded: [SnapshotRecord] = []
+        let valid = try LogFile.scan(writer.bytes, path: "mem", magic: LogFile.snapshotMagic) { payload, _ in
+            decoded.append(try SnapshotRecord.decode(payload))
+        }
+        XCTAssertEqual(valid, writer.bytes.count)
+        XCTAssertEqual(decoded, records)
+    }
+
     func testRecordsSurviveReopenInOrder() throws {
         let written = payloads(20)
         let offsets = try write(written)

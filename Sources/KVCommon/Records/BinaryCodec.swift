@@ -4,6 +4,21 @@ public struct BinaryWriter {
 
     public init(capacity: Int = 64) { bytes.reserveCapacity(capacity) }
 
+    /// Continues writing after `bytes` (which keep their capacity), so many records can share one buffer.
+    public init(appendingTo bytes: [UInt8]) { self.bytes = bytes }
+
+    public var count: Int { bytes.count }
+
+    /// Empties the buffer, keeping its capacity.
+    public mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
+
+    /// Overwrites 4 bytes at `offset` (a length or checksum reserved before its payload was written).
+    public mutating func patchU32(_ value: UInt32, at offset: Int) {
+        withUnsafeBytes(of: value.littleEndian) { source in
+            for index in 0..<4 { bytes[offset + index] = source[index] }
+        }
+    }
+
     public mutating func u8(_ value: UInt8) { bytes.append(value) }
 
     public mutating func u32(_ value: UInt32) {
@@ -13,6 +28,9 @@ public struct BinaryWriter {
     public mutating func u64(_ value: UInt64) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
+
+    /// Bytes as they are, without a length.
+    public mutating func raw(_ value: [UInt8]) { bytes.append(contentsOf: value) }
 
     /// A length-prefixed (u32) byte string.
     public mutating func blob<C: Collection>(_ value: C) where C.Element == UInt8 {

@@ -11,7 +11,18 @@ public enum SnapshotRecord: Equatable, Sendable {
     case trailer(entries: UInt64, prepared: UInt64, decided: UInt64, digest: UInt64)
 
     public func encoded() -> [UInt8] {
-        var writer = BinaryWriter()
+        var writer = BinaryWriter(capacity: encodedSizeHint)
+        encode(into: &writer)
+        return writer.bytes
+    }
+
+    var encodedSizeHint: Int {
+        if case .entry(let key, let value, _, _) = self { return key.count + value.count + 32 }
+        return 64
+    }
+
+    /// Appends the payload to `writer` (the snapshot writer frames many records in one buffer).
+    public func encode(into writer: inout BinaryWriter) {
         switch self {
         case .header(let generation, let lastCommittedSeq, let maxForgottenSeq, let joined):
             writer.u8(1)
@@ -20,7 +31,6 @@ public enum SnapshotRecord: Equatable, Sendable {
             writer.u64(maxForgottenSeq)
             writer.u8(joined ? 1 : 0)
         case .entry(let key, let value, let version, let created):
-            writer = BinaryWriter(capacity: key.count + value.count + 32)
             writer.u8(2)
             writer.blob(key)
             writer.blob(value)
@@ -40,7 +50,6 @@ public enum SnapshotRecord: Equatable, Sendable {
             writer.u64(decided)
             writer.u64(digest)
         }
-        return writer.bytes
     }
 
     public static func decode(_ payload: [UInt8]) throws -> SnapshotRecord {
