@@ -2,8 +2,10 @@ import Foundation
 import KVCommon
 
 /// A blocking wire-protocol connection to one replica, owned by one FastCGI worker thread and used for reads
-/// only (`get`, `list`). The worker writes its request and sleeps in `poll` until the reply line arrives: one
-/// wake-up per read, where going through the event loop costs a hand-off to the loop and one back.
+/// only (`get`, `list`). The worker writes its request and sleeps in a blocking `read` until the reply line
+/// arrives: one wake-up per read, where going through the event loop costs a hand-off to the loop and one back.
+/// Time-outs are the socket's own (`SO_RCVTIMEO`, `SO_SNDTIMEO`), so a read costs a `send` and a `read` and
+/// no `poll`.
 ///
 /// Reads stay linearizable on a connection of their own: a write is acknowledged only once every replica
 /// holds it prepared, and a replica holds a read of a prepared key until the decision arrives, whichever
@@ -20,6 +22,8 @@ final class DirectReadConnection {
     /// Where `read` puts bytes: one per worker thread, shared by that thread's connections.
     private let scratch: ReadScratch
     private var timeoutMs = 0
+    /// What SO_RCVTIMEO/SO_SNDTIMEO are set to now (-1: unknown, set them before the next exchange).
+    private var socketTimeoutMs = -1
 
     init(host: String, port: Int, scratch: ReadScratch) {
         self.host = host
@@ -39,6 +43,7 @@ final class DirectReadConnection {
         let reused = fd >= 0
         for attempt in 0..<2 {
             if fd < 0, let failure = connect(timeoutMs: min(connectTimeoutMs, timeoutMs)) { return .failure(failure) }
+            if socketTimeoutMs != timeoutMs { setSocketTimeouts(timeoutMs) }
             let result = exchange(request, deadline: deadline, maxLineBytes: maxLineBytes)
             if case .failure(let failure) = result {
                 disconnect()
@@ -59,7 +64,18 @@ final class DirectReadConnection {
     private func disconnect() {
         if fd >= 0 { close(fd) }
         fd = -1
+        socketTimeoutMs = -1
         buffer.removeAll()
+    }
+
+    /// Never 0, which would mean no limit at all.
+    private func setSocketTimeouts(_ requested: Int) {
+        let milliseconds = max(1, requested)
+        var limit = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
+        let size = socklen_t(MemoryLayout<timeval>.size)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, size)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, size)
+        socketTimeoutMs = milliseconds
     }
 
     private func connect(timeoutMs: Int) -> LinkFailure? {
@@ -92,6 +108,7 @@ final class DirectReadConnection {
                 }
             }
             if result == 0 {
+                _ = fcntl(socketFD, F_SETFL, flags)
                 var one: Int32 = 1
                 setsockopt(socketFD, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 fd = socketFD
@@ -116,7 +133,7 @@ final class DirectReadConnection {
             } else if written < 0 && errno == EINTR {
                 continue
             } else if written < 0 && errno == EAGAIN {
-                if let failure = wait(for: POLLOUT, deadline: deadline) { return failure }
+                if let failure = waitMore(deadline: deadline) { return failure }
             } else {
                 return LinkFailure(reason: "\(Self.lost) (\(address))")
             }
@@ -126,8 +143,6 @@ final class DirectReadConnection {
 
     private func receiveLine(deadline: UInt64, maxLineBytes: Int) -> Result<[UInt8], LinkFailure> {
         var scanned = 0
-        // The reply cannot be there yet: sleep until it is rather than try a read that would fail.
-        if let failure = wait(for: POLLIN, deadline: deadline) { return .failure(failure) }
         while true {
             let found = buffer.withUnsafeBufferPointer { all -> Int? in
                 guard scanned < all.count, let hit = memchr(all.baseAddress! + scanned, 0x0A, all.count - scanned) else {
@@ -150,23 +165,20 @@ final class DirectReadConnection {
             } else if count < 0 && errno == EINTR {
                 continue
             } else if count < 0 && errno == EAGAIN {
-                if let failure = wait(for: POLLIN, deadline: deadline) { return .failure(failure) }
+                if let failure = waitMore(deadline: deadline) { return .failure(failure) }
             } else {
                 return .failure(LinkFailure(reason: "\(Self.lost) (\(address))"))
             }
         }
     }
 
-    private func wait(for events: Int32, deadline: UInt64) -> LinkFailure? {
-        while true {
-            let now = DispatchTime.now().uptimeNanoseconds
-            guard now < deadline else { break }
-            var pfd = pollfd(fd: fd, events: Int16(events), revents: 0)
-            let ready = poll(&pfd, 1, Int32(max(1, (deadline - now) / 1_000_000)))
-            if ready > 0 { return nil }
-            if ready < 0 && errno != EINTR { return LinkFailure(reason: "\(Self.lost) (\(address))") }
-        }
-        return LinkFailure(reason: "no answer within \(timeoutMs) ms (\(address))")
+    /// A blocking call timed out on the socket's limit: fails once the call's deadline has passed, otherwise
+    /// narrows the limit to the time left (the next exchange sets it back).
+    private func waitMore(deadline: UInt64) -> LinkFailure? {
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard now < deadline else { return LinkFailure(reason: "no answer within \(timeoutMs) ms (\(address))") }
+        setSocketTimeouts(max(1, Int((deadline - now) / 1_000_000)))
+        return nil
     }
 }
 

@@ -1,4 +1,10 @@
 """Replica and master failures: clear errors while down, full data after restart."""
+import copy
+import os
+import signal
+import time
+
+from crash_helpers import wait_healthy
 from helpers import assert_kv_json, replica_contents
 
 
@@ -80,3 +86,41 @@ def test_reads_survive_every_replica_restarting(cluster):
         if status != 200 or body["message"] != f"v{n % 10}":
             failures.append((status, body.get("message")))
     assert not failures, f"{len(failures)} of 200 reads failed after the restarts, first: {failures[0]}"
+
+
+def test_a_hung_replica_costs_reads_one_time_out_and_fails_writes_naming_it(cluster):
+    """A replica that stops answering without closing its connections (SIGSTOP: its sockets stay open) must not
+    hang the master: a read that picks it waits read_timeout_ms, then another replica answers; a write fails
+    after prepare_timeout_ms, naming it."""
+    assert cluster.http("PUT", "/kv/hung", body=b"before")[0] == 200
+    config = copy.deepcopy(cluster.config)
+    config["timeouts"] = {"read_timeout_ms": 300, "prepare_timeout_ms": 500}
+    cluster.write_config(config)
+    assert cluster.reload_master()[0] == 200
+    for _ in range(30):  # workers open their read connections to every replica while all answer
+        assert cluster.http("GET", "/kv/hung")[0] == 200
+
+    pid = cluster._pid("r2")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        took = []
+        for _ in range(9):  # reads rotate over the replicas, so some start with r2
+            started = time.monotonic()
+            status, body = cluster.http("GET", "/kv/hung")
+            took.append(time.monotonic() - started)
+            assert status == 200 and body["message"] == "before" and body["server"] != "r2", body
+        assert max(took) >= 0.29, f"no read waited for r2's time-out: {took}"
+        assert max(took) < 0.3 + 2.0, f"a read waited far longer than read_timeout_ms: {took}"
+
+        started = time.monotonic()
+        status, body = cluster.http("PUT", "/kv/hung", body=b"during")
+        assert status == 503 and "r2" in body["message"], body
+        assert time.monotonic() - started < 0.5 + 2.0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    wait_healthy(cluster)
+    status, body = cluster.http("PUT", "/kv/hung", body=b"after")
+    assert status == 200, body
+    for rid in cluster.replica_ids:
+        assert cluster.wire(rid, ";get;hung;")[0]["message"] == "after", rid

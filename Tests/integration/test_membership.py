@@ -59,6 +59,10 @@ class Readers:
             with self.lock:
                 self.served.append((time.monotonic(), body["server"]))
 
+    def served_by(self, server):
+        with self.lock:
+            return sum(1 for _, who in self.served if who == server)
+
     def stop(self):
         self.stop_event.set()
         for t in self.threads:
@@ -92,7 +96,10 @@ def test_add_a_fresh_replica_under_write_load(cluster):
         return False
     wait_until(r4_joined, 120, "r4 to finish its state transfer")
     sync_s = joined_at["t"] - started
-    time.sleep(0.5)  # let r4 serve some reads and take part in writes while load goes on
+    # r4 now serves reads and takes part in writes while the load goes on: wait until it has done some of both.
+    writes_at_join = ledger.count()
+    wait_until(lambda: readers.served_by("r4") >= 20 and ledger.count() >= writes_at_join + 100, 60,
+               "r4 to serve reads and the writers to go on after it joined")
     writers.stop()
     readers.stop()
     print(f"r4 synced {keys} keys under load in {sync_s:.2f} s; {ledger.summary()}")
@@ -161,7 +168,7 @@ def test_wiped_replica_is_resynced_automatically(cluster):
 def test_reload_in_a_burst_of_writes_loses_nothing(cluster):
     ledger = Ledger("burst")
     writers = Writers(cluster, ledger, threads=6, max_ops=100_000, delete_ratio=0.2, seed=3).start()
-    time.sleep(0.3)
+    wait_until(lambda: ledger.count() >= 50, 30, "the writers to get going")
     config = copy.deepcopy(cluster.config)
     config["timeouts"] = {"prepare_timeout_ms": 2500}
     for _ in range(5):
@@ -171,7 +178,8 @@ def test_reload_in_a_burst_of_writes_loses_nothing(cluster):
     config["replicas"] = [r for r in config["replicas"] if r["id"] != "r2"]
     cluster.write_config(config)
     assert cluster.reload_master()[0] == 200
-    time.sleep(0.3)
+    after_reloads = ledger.count()
+    wait_until(lambda: ledger.count() >= after_reloads + 50, 30, "writes to go on after the last reload")
     writers.stop()
     assert ledger.count() > 0
     status, body = cluster.http("GET", "/status")
