@@ -46,6 +46,7 @@ final class ReplicaPool: @unchecked Sendable {
             Self.threadConnections.currentValue = box
             return box
         }()
+        if connections.prunedFor != ObjectIdentifier(self) { connections.prune(keeping: self) }
         let connection = connections.byAddress[replica.address] ?? {
             let made = DirectReadConnection(host: replica.host, port: replica.port, scratch: connections.scratch)
             connections.byAddress[replica.address] = made
@@ -62,6 +63,15 @@ final class ReplicaPool: @unchecked Sendable {
     private final class ConnectionBox {
         var byAddress: [String: DirectReadConnection] = [:]
         let scratch = ReadScratch()
+        /// The pool whose replicas `byAddress` was last reduced to: a reload makes a new pool, and the first read
+        /// of this thread under it closes its connections to replicas the new configuration dropped.
+        var prunedFor: ObjectIdentifier?
+
+        func prune(keeping pool: ReplicaPool) {
+            prunedFor = ObjectIdentifier(pool)
+            let kept = Set(pool.links.map(\.replica.address))
+            byAddress = byAddress.filter { kept.contains($0.key) }  // a dropped connection closes in its deinit
+        }
     }
 
     private static let threadConnections = ThreadSpecificVariable<ConnectionBox>()

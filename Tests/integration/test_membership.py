@@ -187,3 +187,45 @@ def test_reload_in_a_burst_of_writes_loses_nothing(cluster):
     wait_healthy(cluster)
     check_ledger(cluster, ledger)  # r1 and r3: every acknowledged write, nothing aborted
     check_identical(cluster)
+
+
+def master_connections_to(cluster, port):
+    """ESTABLISHED TCP connections the master process holds to `port` on loopback (from /proc)."""
+    pid = cluster._pid("master")
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[3] == "01" and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+def test_read_connections_to_a_removed_replica_are_closed(cluster):
+    """Worker threads keep read connections to every replica; once a reload drops a replica, the threads that
+    serve reads close theirs to it, even while that replica is still running."""
+    assert cluster.http("PUT", "/kv/rc", body=b"1")[0] == 200
+    r3_port = int(cluster.replica("r3")["port"])
+    for _ in range(60):
+        assert cluster.http("GET", "/kv/rc")[0] == 200
+    assert master_connections_to(cluster, r3_port) > 0
+    reduced = copy.deepcopy(cluster.config)
+    reduced["replicas"] = [r for r in reduced["replicas"] if r["id"] != "r3"]
+    cluster.write_config(reduced)
+    assert cluster.reload_master()[0] == 200
+
+    def read_then_count():
+        status, body = cluster.http("GET", "/kv/rc")
+        assert status == 200 and body["server"] != "r3", body
+        return master_connections_to(cluster, r3_port) == 0
+    wait_until(read_then_count, 20, "the master to close its read connections to the removed r3")
