@@ -12,6 +12,8 @@ import Logging
 ///   switches per batch, which are the dearest thing on a small virtual machine).
 /// - `.lazy`: records whose loss in a crash is harmless (a decision log's END). They go out with the next
 ///   flush, or within about twice `lazyFlushMs` when nothing else is written.
+/// An idle log costs nothing: after a quiet `lazyFlushMs` with nothing appended the writer thread sleeps until
+/// an append needs it, instead of looking every `lazyFlushMs`.
 /// Flushes never overlap (leader/follower): a flush that finds one in progress waits for it, then takes
 /// whatever is still queued.
 ///
@@ -42,6 +44,10 @@ public final class GroupCommitLog: @unchecked Sendable {
     /// Threads sleeping until the flush under way ends.
     private var flushWaiters = 0
     private var stopping = false
+    /// Appends so far, so the writer can tell a quiet period from a busy one.
+    private var appends: UInt64 = 0
+    /// The writer sleeps without a time limit: the next lazy append must wake it.
+    private var writerIdle = false
     private let finished = DispatchSemaphore(value: 0)
     private var stats = (syncs: UInt64(0), records: UInt64(0), bytes: 0)
 
@@ -67,8 +73,11 @@ public final class GroupCommitLog: @unchecked Sendable {
         queue.append(.records(bytes: bytes, completion: completion))
         stats.records += UInt64(payloads.count)
         stats.bytes += bytes.count
+        appends &+= 1
         if sync == .writer {
             urgent = true
+            condition.broadcast()
+        } else if sync == .lazy && writerIdle {
             condition.broadcast()
         }
         condition.unlock()
@@ -112,6 +121,13 @@ public final class GroupCommitLog: @unchecked Sendable {
         return stats.bytes
     }
 
+    /// Whether the writer thread sleeps without a time limit (tests wait for this).
+    var writerIsIdle: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return writerIdle
+    }
+
     /// fdatasync calls and records queued so far, for measurements.
     public var counters: (syncs: UInt64, records: UInt64) {
         condition.lock()
@@ -124,6 +140,7 @@ public final class GroupCommitLog: @unchecked Sendable {
         defer { condition.unlock() }
         // When lazy records were first seen waiting; they are flushed once `lazyFlushMs` have passed.
         var lazyDeadline: Date?
+        var quiet = false
         while true {
             if flushing {
                 waitForFlushLocked()
@@ -132,9 +149,18 @@ public final class GroupCommitLog: @unchecked Sendable {
             if queue.isEmpty {
                 lazyDeadline = nil
                 if stopping { return }
-                // Lazy appends do not wake this thread (that would cost a context switch per record): it looks
-                // again every `lazyFlushMs`, so a lazy record waits at most about twice that.
+                if quiet {
+                    writerIdle = true
+                    condition.wait()
+                    writerIdle = false
+                    quiet = false
+                    continue
+                }
+                // While appends go on, lazy ones do not wake this thread (that would cost a context switch per
+                // record): it looks again every `lazyFlushMs`, so a lazy record waits at most about twice that.
+                let seen = appends
                 _ = condition.wait(until: Date(timeIntervalSinceNow: Double(lazyFlushMs) / 1000))
+                quiet = appends == seen
                 continue
             }
             let deadline = lazyDeadline ?? Date(timeIntervalSinceNow: Double(lazyFlushMs) / 1000)

@@ -1,5 +1,5 @@
 import Foundation
-import KVRuntime
+@testable import KVRuntime
 import Logging
 import XCTest
 
@@ -162,6 +162,21 @@ final class GroupCommitLogTests: XCTestCase {
             usleep(2_000)  // polling the file for the writer thread's lazy flush
         }
         XCTAssertEqual(bytes, expected, "the writer thread flushed the lazy record on its own")
+        group.close()
+    }
+
+    /// An idle log's writer stops looking every lazyFlushMs and sleeps; a lazy record must still wake it.
+    func testWriterSleepsWhenIdleAndALazyRecordWakesIt() throws {
+        let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger, lazyFlushMs: 5)
+        group.append([Array("first".utf8)], sync: .lazy)
+        let deadline = Date(timeIntervalSinceNow: 10)
+        while !group.writerIsIdle && Date() < deadline { usleep(1_000) }
+        XCTAssertTrue(group.writerIsIdle, "the writer went idle after a quiet period")
+        let done = expectation(description: "the lazy record's completion ran")
+        group.append([Array("second".utf8)], sync: .lazy) { done.fulfill() }
+        wait(for: [done], timeout: 10)
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(bytes, LogFile.magic + LogFile.frame(Array("first".utf8)) + LogFile.frame(Array("second".utf8)))
         group.close()
     }
 
