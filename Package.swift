@@ -37,8 +37,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "KVCommonTests", dependencies: ["KVCommon"]),
+        // Helpers shared by the test targets (seeded randomness); not part of any product.
+        .target(name: "KVTestSupport", path: "Tests/KVTestSupport"),
+        .testTarget(name: "KVCommonTests", dependencies: ["KVCommon", "KVTestSupport"]),
         .testTarget(name: "KVRuntimeTests", dependencies: ["KVRuntime", "KVCommon"]),
-        .testTarget(name: "SimulationTests", dependencies: ["KVCommon"]),
+        .testTarget(name: "SimulationTests", dependencies: ["KVCommon", "KVTestSupport"]),
     ]
 )

@@ -1,4 +1,5 @@
 @testable import KVCommon
+import KVTestSupport
 import XCTest
 
 final class ParticipantTests: XCTestCase {

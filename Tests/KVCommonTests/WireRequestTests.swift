@@ -1,4 +1,5 @@
 import KVCommon
+import KVTestSupport
 import XCTest
 
 final class WireRequestTests: XCTestCase {

@@ -1,19 +1,15 @@
-/// SplitMix64: the simulation's only source of randomness, so one seed always replays the same run.
+import KVTestSupport
+
+/// The simulation's only source of randomness (SplitMix64), so one seed always replays the same run.
 ///
 /// Nothing in the simulation may iterate a `Dictionary` or `Set` in a way that changes behaviour (their order
 /// differs between processes); choices are made from sorted arrays with this generator.
 struct SimRandom {
-    private var state: UInt64
+    private var source: SplitMix64
 
-    init(seed: UInt64) { state = seed }
+    init(seed: UInt64) { source = SplitMix64(seed: seed) }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var value = state
-        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
-        return value ^ (value >> 31)
-    }
+    mutating func next() -> UInt64 { source.next() }
 
     /// A number in `0..<bound`.
     mutating func below(_ bound: Int) -> Int {
