@@ -69,11 +69,13 @@ struct JSONParser {
         }
     }
 
-    private mutating func expectLiteral(_ literal: String) throws {
-        let expected = Array(literal.utf8)
-        guard bytes.count - index >= expected.count, Array(bytes[index..<index + expected.count]) == expected
-        else { throw fail("invalid literal") }
-        index += expected.count
+    /// Compares in place: copying the literal and the input into arrays cost two allocations per `true`.
+    private mutating func expectLiteral(_ literal: StaticString) throws {
+        let count = literal.utf8CodeUnitCount
+        guard bytes.count - index >= count else { throw fail("invalid literal") }
+        let expected = literal.utf8Start
+        for offset in 0..<count where bytes[index + offset] != expected[offset] { throw fail("invalid literal") }
+        index += count
     }
 
     private mutating func parseObject(depth: Int) throws -> JSONValue {

@@ -1,5 +1,5 @@
 /// A parsed JSON value. Numbers keep their text so 64-bit integers survive exactly.
-public indirect enum JSONValue: Equatable, Sendable {
+public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
     case number(String)
