@@ -40,7 +40,9 @@ let package = Package(
         // Helpers shared by the test targets (seeded randomness); not part of any product.
         .target(name: "KVTestSupport", path: "Tests/KVTestSupport"),
         .testTarget(name: "KVCommonTests", dependencies: ["KVCommon", "KVTestSupport"]),
-        .testTarget(name: "KVRuntimeTests", dependencies: ["KVRuntime", "KVCommon"]),
+        .testTarget(name: "KVRuntimeTests", dependencies: [
+            "KVRuntime", "KVCommon", .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
         .testTarget(name: "SimulationTests", dependencies: ["KVCommon", "KVTestSupport"]),
     ]
 )

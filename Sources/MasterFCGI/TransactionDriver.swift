@@ -6,7 +6,7 @@ import NIOCore
 /// Drives one transaction's `Coordinator` on an event loop: replies, time-outs and the decision log's
 /// completion are fed to the state machine there, as they arrive, and its actions executed. The FastCGI
 /// worker that started the transaction sleeps until the outcome — one wake-up per write, not one per reply.
-final class TransactionDriver: @unchecked Sendable {
+final class TransactionDriver: DeadlineTarget, @unchecked Sendable {
     struct Context {
         let decisions: DecisionLog
         let registry: InFlightRegistry
@@ -22,8 +22,8 @@ final class TransactionDriver: @unchecked Sendable {
     // Event-loop state.
     private var coordinator: Coordinator
     private var phase: Coordinator.Phase
-    private var timer: Scheduled<Void>?
-    private var timerGeneration = 0
+    /// When the current phase times out (watched by the loop's `DeadlineSweeper`).
+    private(set) var deadline = NIODeadline.distantFuture
     private var outcome: Coordinator.Outcome?
     /// The coordinator finished (every ack in, or the commit time-out passed).
     private var done = false
@@ -80,7 +80,7 @@ final class TransactionDriver: @unchecked Sendable {
                 context.decisions.recordEnd(seq: seq)
             case .finish(let result):
                 if !result.pendingCommit.isEmpty { context.delivery.track(seq: seq, replicas: result.pendingCommit) }
-                timer?.cancel()
+                DeadlineSweeper.current(on: loop).forget(self)
                 answer(result)
                 done = true
                 return
@@ -138,13 +138,11 @@ final class TransactionDriver: @unchecked Sendable {
         }
     }
 
-    /// A time-out for the current phase; one from an earlier phase is ignored.
+    /// A time-out for the current phase (it replaces the previous phase's).
     private func armTimer(ms: Int) {
-        timer?.cancel()
-        timerGeneration += 1
-        let generation = timerGeneration
-        timer = loop.scheduleTask(in: .milliseconds(Int64(ms))) { [self] in
-            if generation == timerGeneration { feed(.timeout) }
-        }
+        deadline = .now() + .milliseconds(Int64(ms))
+        DeadlineSweeper.current(on: loop).watch(self)
     }
+
+    func deadlinePassed() { feed(.timeout) }
 }
