@@ -13,23 +13,23 @@ struct LinkFailure: Error, Equatable {
     var reason: String
 }
 
-/// Pipelined client side of the wire protocol: writes calls in order, pairs each reply line with the oldest
-/// unanswered call (a replica answers in request order), and fails every unanswered call if the connection
-/// drops.
-final class ReplicaClientHandler: ChannelDuplexHandler {
+/// Pipelined client side of the wire protocol: pairs each reply line with the oldest unanswered call (a
+/// replica answers in request order), and fails every unanswered call if the connection drops.
+///
+/// It does not write: `ReplicaLink` puts the lines of all calls made in one event-loop tick into one buffer and
+/// registers each call here with `expect` in the same order, so one write goes through the pipeline per tick
+/// instead of one per call (each cost a boxed `NIOAny` and a buffer).
+final class ReplicaClientHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ReplicaCall
-    typealias OutboundOut = ByteBuffer
 
     private var waiting = CircularBuffer<ReplicaCall>()
     private let address: String
 
     init(address: String) { self.address = address }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let call = unwrapOutboundIn(data)
+    /// `call`'s line is about to be written on this handler's channel (event loop only).
+    func expect(_ call: ReplicaCall) {
         waiting.append(call)
-        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: call.line)), promise: promise)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -18,9 +18,11 @@ final class ReplicaLink: @unchecked Sendable {
     private let onConnect: (ReplicaLink, WireReply) -> Void
     // Event-loop state.
     private var channel: Channel?
+    private var handler: ReplicaClientHandler?
     private var connecting = false
     private var queued: [ReplicaCall] = []
-    private var flushScheduled = false
+    /// Lines of the calls made in this tick, written to `channel` by one task at the end of the tick.
+    private var outgoing: ByteBuffer?
     // Readable from any thread.
     private let stateLock = NSLock()
     private var lastError: String?
@@ -64,33 +66,44 @@ final class ReplicaLink: @unchecked Sendable {
     /// Sends `request`; `callback` runs on the event loop with the reply or the failure.
     func send(_ request: WireRequest, callback: @escaping (Result<WireReply, LinkFailure>) -> Void) {
         let call = ReplicaCall(line: request.encoded(), expectsValue: request.command == .get, callback: callback)
-        loop.execute { self.sendOnLoop(call) }
+        if loop.inEventLoop {
+            sendOnLoop(call)  // a transaction's calls come from its driver, on this loop: keep their order, skip a task
+        } else {
+            loop.execute { self.sendOnLoop(call) }
+        }
     }
 
     private func sendOnLoop(_ call: ReplicaCall) {
-        if let channel, channel.isActive {
-            channel.write(call, promise: nil)
-            scheduleFlush(channel)
+        if let channel, let handler, channel.isActive {
+            enqueue(call, channel: channel, handler: handler)
             return
         }
         queued.append(call)
         if !connecting { connect() }
     }
 
-    /// One flush (one write syscall) for every call made in this event-loop tick: under load the replies of one
-    /// read batch start many calls, and sending them together saves syscalls and wake-ups on both sides.
-    private func scheduleFlush(_ channel: Channel) {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        loop.execute {
-            self.flushScheduled = false
-            channel.flush()
+    /// One write (one syscall) for every call made in this event-loop tick: under load the replies of one read
+    /// batch start many calls, and sending them together saves syscalls and wake-ups on both sides.
+    private func enqueue(_ call: ReplicaCall, channel: Channel, handler: ReplicaClientHandler) {
+        handler.expect(call)
+        if outgoing == nil {
+            outgoing = channel.allocator.buffer(capacity: max(256, call.line.count))
+            // The buffer belongs to this channel: if it closes before the task runs, its calls have already failed
+            // (the handler fails what it expects) and the lines are dropped with it, never sent on a new one.
+            loop.execute {
+                guard self.channel === channel, let lines = self.outgoing else { return }
+                self.outgoing = nil
+                channel.writeAndFlush(lines, promise: nil)
+            }
         }
+        outgoing!.writeBytes(call.line)
     }
 
     private func connect() {
         connecting = true
         channel = nil
+        handler = nil
+        outgoing = nil
         let address = replica.address
         ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(connectTimeoutMs)))
@@ -112,11 +125,21 @@ final class ReplicaLink: @unchecked Sendable {
         queued.removeAll()
         switch result {
         case .success(let channel):
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: ReplicaClientHandler.self) else {
+                channel.close(promise: nil)
+                for call in calls { call.callback(.failure(LinkFailure(reason: "connection lost (\(replica.address))"))) }
+                return
+            }
             self.channel = channel
+            self.handler = handler
             setHealth(connected: true, error: nil)
             channel.closeFuture.whenComplete { _ in
                 self.loop.execute {
-                    if self.channel === channel { self.channel = nil }
+                    if self.channel === channel {
+                        self.channel = nil
+                        self.handler = nil
+                        self.outgoing = nil
+                    }
                     self.setHealth(connected: false, error: "connection lost (\(self.replica.address))")
                 }
             }
@@ -126,9 +149,8 @@ final class ReplicaLink: @unchecked Sendable {
                     self.onConnect(self, reply)
                 }
             }
-            channel.write(stat, promise: nil)
-            for call in calls { channel.write(call, promise: nil) }
-            channel.flush()
+            enqueue(stat, channel: channel, handler: handler)
+            for call in calls { enqueue(call, channel: channel, handler: handler) }
         case .failure(let error):
             let reason = Self.describe(error, address: replica.address)
             setHealth(connected: false, error: reason)
@@ -148,6 +170,8 @@ final class ReplicaLink: @unchecked Sendable {
         loop.execute {
             self.channel?.close(promise: nil)
             self.channel = nil
+            self.handler = nil
+            self.outgoing = nil
         }
     }
 
