@@ -17,6 +17,8 @@ final class ClusterView: @unchecked Sendable {
     let syncing: Set<String>
     /// The replicas every write goes to (configured and not syncing), in configuration order.
     let participants: [String]
+    /// The links reads may use (computed once: every read walks them).
+    let readableLinks: [ReplicaLink]
 
     init(config: ClusterConfig, pool: ReplicaPool, generation: Int, syncing: Set<String>, loadedAt: Date = Date()) {
         self.config = config
@@ -25,10 +27,8 @@ final class ClusterView: @unchecked Sendable {
         self.syncing = syncing
         self.loadedAt = loadedAt
         participants = config.replicas.map(\.id).filter { !syncing.contains($0) }
+        readableLinks = pool.links.filter { !syncing.contains($0.replica.id) }
     }
-
-    /// The links reads may use.
-    var readableLinks: [ReplicaLink] { pool.links.filter { !syncing.contains($0.replica.id) } }
 
     /// The same configuration with a different set of syncing replicas.
     func with(syncing: Set<String>) -> ClusterView {

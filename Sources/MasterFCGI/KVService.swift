@@ -34,21 +34,26 @@ final class KVService: @unchecked Sendable {
     /// is an answer; a key still locked by an undecided transaction after the wait is not (503).
     func read(_ request: WireRequest, in view: ClusterView) -> ReadResult {
         let readable = view.readableLinks
+        let count = readable.count
         // Spread reads over the replicas by rotating the starting point (cheaper than shuffling with the
-        // system's random source on every read); connected replicas first, in that order.
-        let start = readable.isEmpty ? 0 : Int(readCounter.add(1, ordering: .relaxed).oldValue % UInt64(readable.count))
-        let rotated = Array(readable[start...] + readable[..<start])
-        let links = rotated.filter { $0.health.connected } + rotated.filter { !$0.health.connected }
+        // system's random source on every read); connected replicas first, in that order. Walked in place: no
+        // array is built per read.
+        let start = count == 0 ? 0 : Int(readCounter.add(1, ordering: .relaxed).oldValue % UInt64(count))
         var reasons: [String] = []
-        for link in links {
-            switch view.pool.read(link, request, timeoutMs: view.config.timeouts.readTimeoutMs) {
-            case .success(let reply) where reply.status || reply.code == .notFound:
-                return .answered(reply)
-            case .success(let reply):
-                reasons.append("\(link.replica.id): \(reply.message)")
-                if reply.code == .timeout { return .unavailable(reasons: reasons) }
-            case .failure(let failure):
-                reasons.append("\(link.replica.id): \(failure.reason)")
+        for pass in 0..<2 {
+            let connectedPass = pass == 0
+            for offset in 0..<count {
+                let link = readable[(start + offset) % count]
+                guard link.health.connected == connectedPass else { continue }
+                switch view.pool.read(link, request, timeoutMs: view.config.timeouts.readTimeoutMs) {
+                case .success(let reply) where reply.status || reply.code == .notFound:
+                    return .answered(reply)
+                case .success(let reply):
+                    reasons.append("\(link.replica.id): \(reply.message)")
+                    if reply.code == .timeout { return .unavailable(reasons: reasons) }
+                case .failure(let failure):
+                    reasons.append("\(link.replica.id): \(failure.reason)")
+                }
             }
         }
         return .unavailable(reasons: reasons)
