@@ -40,6 +40,8 @@ public final class GroupCommitLog: @unchecked Sendable {
     private var queue: [Item] = []
     /// The queue holds something that must be flushed soon (not only lazy records).
     private var urgent = false
+    /// The queue holds `.caller` records, which their caller will flush.
+    private var callerQueued = false
     private var flushing = false
     /// Threads sleeping until the flush under way ends.
     private var flushWaiters = 0
@@ -77,6 +79,8 @@ public final class GroupCommitLog: @unchecked Sendable {
         if sync == .writer {
             urgent = true
             condition.broadcast()
+        } else if sync == .caller {
+            callerQueued = true
         } else if sync == .lazy && writerIdle {
             condition.broadcast()
         }
@@ -102,11 +106,12 @@ public final class GroupCommitLog: @unchecked Sendable {
     }
 
     /// Writes and syncs everything queued so far on the calling thread (after any flush already under way),
-    /// running the completions here. Returns at once if nothing is queued.
-    public func flush() {
+    /// running the completions here. Returns at once if nothing is queued, or, with `onlyForCallerRecords`, if
+    /// nothing queued was appended with `.caller` (lazy records alone are left to ride along later).
+    public func flush(onlyForCallerRecords: Bool = false) {
         condition.lock()
         while flushing { waitForFlushLocked() }
-        guard !queue.isEmpty else {
+        guard !queue.isEmpty, callerQueued || !onlyForCallerRecords else {
             condition.unlock()
             return
         }
@@ -189,6 +194,7 @@ public final class GroupCommitLog: @unchecked Sendable {
         let batch = queue
         queue.removeAll(keepingCapacity: true)
         urgent = false
+        callerQueued = false
         flushing = true
         condition.unlock()
 

@@ -123,25 +123,36 @@ final class SyncJob {
         try result.get()
     }
 
-    /// Copies each key's committed state (value or absence) from `source` to `target`.
+    /// Copies each key's committed state (value or absence) from `source` to `target`. The reads are pipelined
+    /// on the source's link, like the writes to the target: one at a time, a catch-up round could take longer
+    /// than the writes it chases, and never converge.
     private func copy(_ keys: Set<[UInt8]>, from source: ReplicaLink, to target: ReplicaLink, view: ClusterView) throws {
         guard !keys.isEmpty else { return }
-        var requests: [WireRequest] = []
-        for key in keys {
-            switch view.pool.call(source, .get(key), timeoutMs: view.config.timeouts.readTimeoutMs) {
+        let ordered = Array(keys)
+        let mailbox = Mailbox<(Int, Result<WireReply, LinkFailure>)>()
+        for (index, key) in ordered.enumerated() { source.send(.get(key)) { mailbox.post((index, $0)) } }
+        let timeoutMs = view.config.timeouts.readTimeoutMs
+        let deadline = Date(timeIntervalSinceNow: Double(timeoutMs) / 1000 + Double(ordered.count) / 2000)
+        var requests = [WireRequest?](repeating: nil, count: ordered.count)
+        for _ in ordered {
+            guard let (index, result) = mailbox.take(before: deadline) else {
+                throw Failure(reason: "\(source.replica.id) did not answer \(ordered.count) reads in time")
+            }
+            let key = ordered[index]
+            switch result {
             case .success(let reply) where reply.status:
                 let entry = SyncPage.Entry(key: key, value: reply.value ?? [], version: reply.seq ?? 0,
                                            created: reply.created ?? reply.seq ?? 0)
-                requests.append(entry.loadRequest)
+                requests[index] = entry.loadRequest
             case .success(let reply) where reply.code == .notFound:
-                requests.append(WireRequest(seq: nil, command: .drop, key: key))
+                requests[index] = WireRequest(seq: nil, command: .drop, key: key)
             case .success(let reply):
                 throw Failure(reason: "reading \(keys.count) changed keys from \(source.replica.id): \(reply.message)")
             case .failure(let failure):
                 throw Failure(reason: failure.reason)
             }
         }
-        try send(requests, to: target, pool: view.pool, timeoutMs: view.config.timeouts.readTimeoutMs)
+        try send(requests.compactMap { $0 }, to: target, pool: view.pool, timeoutMs: timeoutMs)
     }
 
     /// Sends `requests` pipelined and waits for every reply to be a success.

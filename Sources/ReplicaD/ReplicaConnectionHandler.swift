@@ -58,7 +58,9 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     /// The end of a read batch: one write and fsync for every record its requests queued, made right here on
     /// the event loop (no hand-off to another thread), then their replies go out.
     func channelReadComplete(context: ChannelHandlerContext) {
-        node.flushLog()
+        // Replies that are ready but held behind an earlier one (a `com` whose unforced COMMIT record is not
+        // durable yet) must not wait for the lazy flush: then flush everything now.
+        node.flushLog(force: !ready.isEmpty)
         inReadBatch = false
         if unflushed {
             unflushed = false

@@ -33,12 +33,20 @@ def test_torn_last_record_is_discarded_and_acknowledged_writes_survive(unstarted
     start_cluster(c)
     ledger = Ledger("torn")
     write_sequentially(c, ledger, puts=30, deletes=8)
-    # The client is answered once the master's COMMIT is durable; r2 may still be writing its own COMMIT of the
-    # last write. Wait until it has, so the record torn below is that COMMIT and not the (voted) PREPARE.
+    # The client is answered once the master's COMMIT is durable; r2 writes its own COMMIT of the last write
+    # after that, and does not force it (it rides with the next flush, or the writer's within ~100 ms). Wait
+    # until that COMMIT is in the file, so the record torn below is it and not the (voted) PREPARE.
     last_seq = max(op.seq for op in ledger.snapshot())
     wait_until(lambda: c.stat("r2")["last_committed_seq"] >= last_seq, 10, f"r2 to commit seq {last_seq}")
-    c.kill_replica("r2")
     path = newest_log(data_dir(c, "r2"))
+
+    def last_record_is_a_commit():
+        frames = log_frames(path)
+        with open(path, "rb") as f:
+            f.seek(frames[-1][0] + FRAME_HEADER.size)
+            return f.read(1) == b"\x02"  # record type 2 = COMMIT
+    wait_until(last_record_is_a_commit, 10, f"r2's COMMIT of seq {last_seq} to reach its log")
+    c.kill_replica("r2")
     frames = log_frames(path)
     size = os.path.getsize(path)
     assert frames and frames[-1][0] + FRAME_HEADER.size + frames[-1][1] == size, "log did not end on a frame"
