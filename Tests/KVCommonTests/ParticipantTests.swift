@@ -233,6 +233,33 @@ final class ParticipantTests: XCTestCase {
         XCTAssertEqual(restored.lastCommittedSeq, live.lastCommittedSeq)
         XCTAssertEqual(restored.inDoubt, live.inDoubt)
         XCTAssertGreaterThan(live.store.count, 0)
+        assertDigestIsTheSumOfItsEntries(live)
+        assertDigestIsTheSumOfItsEntries(restored)
+    }
+
+    /// The digest is kept incrementally with each entry's cached term; it must equal the sum computed afresh.
+    private func assertDigestIsTheSumOfItsEntries(_ participant: Participant, file: StaticString = #filePath,
+                                                  line: UInt = #line) {
+        var sum: UInt64 = 0
+        for (key, entry) in participant.store {
+            let term = ContentDigest.entryHash(key: key, value: entry.value, version: entry.version)
+            XCTAssertEqual(entry.digestTerm, term, "cached term of \(key)", file: file, line: line)
+            sum &+= term
+        }
+        XCTAssertEqual(participant.digest, sum, file: file, line: line)
+    }
+
+    func testStateTransferLoadsAndDropsKeepTheDigest() {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 1, .put(key: key, value: [1]))
+        participant.applySync(.load(key: key, value: [7, 7], version: 5, created: 1))
+        participant.applySync(.load(key: other, value: [8], version: 6, created: 6))
+        assertDigestIsTheSumOfItsEntries(participant)
+        participant.applySync(.drop(key: key))
+        assertDigestIsTheSumOfItsEntries(participant)
+        XCTAssertEqual(participant.store.count, 1)
+        participant.applySync(.drop(key: other))
+        XCTAssertEqual(participant.digest, 0)
     }
 
     // MARK: - Digest and stat

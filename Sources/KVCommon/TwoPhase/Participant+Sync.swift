@@ -93,14 +93,15 @@ extension Participant {
     mutating func applySync(_ record: ReplicaRecord) {
         switch record {
         case .load(let key, let value, let version, let created):
-            if let old = store[key] { digest &-= ContentDigest.entryHash(key: key, value: old.value, version: old.version) }
-            store[key] = Entry(value: value, version: version, created: created)
-            digest &+= ContentDigest.entryHash(key: key, value: value, version: version)
+            let term = ContentDigest.entryHash(key: key, value: value, version: version)
+            if let old = store.updateValue(Entry(value: value, version: version, created: created, digestTerm: term),
+                                           forKey: key) {
+                digest &-= old.digestTerm
+            }
+            digest &+= term
             lastCommittedSeq = max(lastCommittedSeq, version)
         case .drop(let key):
-            if let old = store.removeValue(forKey: key) {
-                digest &-= ContentDigest.entryHash(key: key, value: old.value, version: old.version)
-            }
+            if let old = store.removeValue(forKey: key) { digest &-= old.digestTerm }
         case .reset:
             store = [:]
             digest = 0
