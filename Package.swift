@@ -16,7 +16,9 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CFCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
-        .target(name: "KVCommon", dependencies: ["CYAML"]),
+        // CRC-32C with the CPU's instruction where there is one (C: Swift cannot enable SSE4.2 per function).
+        .target(name: "CKVChecksum"),
+        .target(name: "KVCommon", dependencies: ["CYAML", "CKVChecksum"]),
         .target(name: "KVRuntime", dependencies: [
             "KVCommon",
             .product(name: "NIOCore", package: "swift-nio"),

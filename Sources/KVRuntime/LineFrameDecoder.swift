@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 
 /// Splits the inbound byte stream into `\n`-terminated lines (the terminator stripped). A line longer than
@@ -14,13 +15,17 @@ public final class LineFrameDecoder: ByteToMessageDecoder {
     public init(maxLineBytes: Int) { self.maxLineBytes = maxLineBytes }
 
     public func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        let view = buffer.readableBytesView
-        guard let newline = view.dropFirst(scanned).firstIndex(of: UInt8(ascii: "\n")) else {
-            scanned = view.count
-            if view.count > maxLineBytes { throw LineTooLong() }
+        // memchr over the bytes not yet scanned (a byte-by-byte search was 6% of a replica's CPU on 256 KiB values).
+        let found: Int? = buffer.withUnsafeReadableBytes { bytes in
+            guard bytes.count > scanned, let base = bytes.baseAddress,
+                  let hit = memchr(base + scanned, Int32(UInt8(ascii: "\n")), bytes.count - scanned) else { return nil }
+            return base.distance(to: UnsafeRawPointer(hit))
+        }
+        guard let length = found else {
+            scanned = buffer.readableBytes
+            if buffer.readableBytes > maxLineBytes { throw LineTooLong() }
             return .needMoreData
         }
-        let length = newline - view.startIndex
         scanned = 0
         let line = buffer.readSlice(length: length)!
         buffer.moveReaderIndex(forwardBy: 1)

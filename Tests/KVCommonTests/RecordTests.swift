@@ -173,8 +173,21 @@ final class RecordTests: XCTestCase {
             for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4000] {
                 let slice = bytes[start..<(start + length)]
                 XCTAssertEqual(CRC32C.checksum(slice), reference(slice), "start \(start) length \(length)")
+                let table = slice.withUnsafeBufferPointer { CRC32C.tableChecksum($0) }
+                XCTAssertEqual(table, reference(slice), "table walk, start \(start) length \(length)")
             }
         }
+    }
+
+    /// On a CPU that has the CRC-32C instruction the checksum must use it (so the tests above test it).
+    func testCRC32CUsesTheCPUInstructionWhereThereIsOne() throws {
+        #if arch(x86_64)
+        let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        let hasSSE42 = cpuinfo.split(separator: "\n").contains { $0.hasPrefix("flags") && $0.contains(" sse4_2") }
+        XCTAssertEqual(CRC32C.usesHardware, hasSSE42)
+        #else
+        XCTAssertFalse(CRC32C.usesHardware)
+        #endif
     }
 
     func testCRC32CDetectsSingleBitFlips() {

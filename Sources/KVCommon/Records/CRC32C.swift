@@ -1,6 +1,12 @@
-/// CRC-32C (Castagnoli), the checksum on every on-disk record. Table-driven (slicing-by-8), reflected, as in
-/// iSCSI/ext4.
+import CKVChecksum
+
+/// CRC-32C (Castagnoli), the checksum on every on-disk record, reflected, as in iSCSI/ext4. With the CPU's
+/// instruction where it has one (x86-64 SSE4.2, through `CKVChecksum`: about 10 times faster on large values),
+/// else table-driven (slicing-by-8). Both give the same checksums.
 public enum CRC32C {
+    /// Whether `checksum` uses the CPU's instruction on this machine.
+    public static let usesHardware = kv_crc32c_hw_available() == 1
+
     /// Slicing-by-8 tables: `tables[k][b]` is the CRC of byte `b` followed by `k` zero bytes.
     private static let tables: [UInt32] = {
         var tables = [UInt32](repeating: 0, count: 8 * 256)
@@ -30,8 +36,14 @@ public enum CRC32C {
         bytes.withUnsafeBufferPointer { checksum($0, seed: seed) }
     }
 
-    /// Eight bytes per step (slicing-by-8, several times faster than a byte at a time on large values).
     public static func checksum(_ bytes: UnsafeBufferPointer<UInt8>, seed: UInt32 = 0) -> UInt32 {
+        guard usesHardware else { return tableChecksum(bytes, seed: seed) }
+        guard let base = bytes.baseAddress else { return seed }
+        return ~kv_crc32c_hw(~seed, base, bytes.count)
+    }
+
+    /// The portable way: eight bytes per step (slicing-by-8, several times faster than a byte at a time).
+    public static func tableChecksum(_ bytes: UnsafeBufferPointer<UInt8>, seed: UInt32 = 0) -> UInt32 {
         var crc = ~seed
         tables.withUnsafeBufferPointer { t in
             var index = 0

@@ -1,3 +1,5 @@
+import Glibc
+
 /// Percent-encoding of wire fields.
 ///
 /// Only the four bytes that would break the line format are escaped: `%` (the escape itself), `;` (the field
@@ -32,7 +34,12 @@ public enum PercentCoding {
 
     /// Decodes `field`; returns the offset of the first malformed escape on failure.
     public static func decode(_ field: ArraySlice<UInt8>) -> Result<[UInt8], MalformedEscape> {
-        guard field.contains(UInt8(ascii: "%")) else { return .success(Array(field)) }
+        // Most fields have no escape at all: find that out with memchr (a byte-by-byte `contains` was 8% of a
+        // replica's CPU on 256 KiB values) and copy the field as it is.
+        let hasEscape = field.withUnsafeBufferPointer { buffer in
+            buffer.baseAddress.map { memchr($0, Int32(UInt8(ascii: "%")), buffer.count) != nil } ?? false
+        }
+        guard hasEscape else { return .success(Array(field)) }
         var out: [UInt8] = []
         out.reserveCapacity(field.count)
         var index = field.startIndex
