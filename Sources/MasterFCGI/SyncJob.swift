@@ -87,7 +87,7 @@ final class SyncJob {
             let reply = try expectOK(view.pool.call(source, WireRequest(seq: scan, command: .page),
                                                     timeoutMs: timeouts.readTimeoutMs), "page")
             guard let page = reply.page else { throw Failure(reason: "page without entries") }
-            try send(page.entries.map(\.loadRequest), to: target, pool: view.pool, timeoutMs: timeouts.readTimeoutMs)
+            try send(page.entries.map(\.loadRequest), to: target, timeoutMs: timeouts.readTimeoutMs)
             progress.loaded += page.entries.count
             update(phase: "copying from \(source.replica.id)")
             if page.done { break }
@@ -129,15 +129,10 @@ final class SyncJob {
     private func copy(_ keys: Set<[UInt8]>, from source: ReplicaLink, to target: ReplicaLink, view: ClusterView) throws {
         guard !keys.isEmpty else { return }
         let ordered = Array(keys)
-        let mailbox = Mailbox<(Int, Result<WireReply, LinkFailure>)>()
-        for (index, key) in ordered.enumerated() { source.send(.get(key)) { mailbox.post((index, $0)) } }
         let timeoutMs = view.config.timeouts.readTimeoutMs
-        let deadline = Date(timeIntervalSinceNow: Double(timeoutMs) / 1000 + Double(ordered.count) / 2000)
         var requests = [WireRequest?](repeating: nil, count: ordered.count)
-        for _ in ordered {
-            guard let (index, result) = mailbox.take(before: deadline) else {
-                throw Failure(reason: "\(source.replica.id) did not answer \(ordered.count) reads in time")
-            }
+        try pipelined(ordered.map { .get($0) }, on: source, timeoutMs: timeoutMs,
+                      unanswered: "\(source.replica.id) did not answer \(ordered.count) reads in time") { index, result in
             let key = ordered[index]
             switch result {
             case .success(let reply) where reply.status:
@@ -152,18 +147,27 @@ final class SyncJob {
                 throw Failure(reason: failure.reason)
             }
         }
-        try send(requests.compactMap { $0 }, to: target, pool: view.pool, timeoutMs: timeoutMs)
+        try send(requests.compactMap { $0 }, to: target, timeoutMs: timeoutMs)
     }
 
     /// Sends `requests` pipelined and waits for every reply to be a success.
-    private func send(_ requests: [WireRequest], to target: ReplicaLink, pool: ReplicaPool, timeoutMs: Int) throws {
-        guard !requests.isEmpty else { return }
-        let mailbox = Mailbox<Result<WireReply, LinkFailure>>()
-        for request in requests { target.send(request) { mailbox.post($0) } }
+    private func send(_ requests: [WireRequest], to target: ReplicaLink, timeoutMs: Int) throws {
+        try pipelined(requests, on: target, timeoutMs: timeoutMs, unanswered: "\(replica) did not answer in time") {
+            try expectOK($1, "load")
+        }
+    }
+
+    /// Sends `requests` on `link` without waiting in between and hands each reply to `handle` (with the index of
+    /// its request) as it arrives; an error `handle` throws ends the wait. Throws `unanswered` unless every reply
+    /// arrives within `timeoutMs` plus 0.5 ms per request.
+    private func pipelined(_ requests: [WireRequest], on link: ReplicaLink, timeoutMs: Int, unanswered: String,
+                           handle: (Int, Result<WireReply, LinkFailure>) throws -> Void) throws {
+        let mailbox = Mailbox<(Int, Result<WireReply, LinkFailure>)>()
+        for (index, request) in requests.enumerated() { link.send(request) { mailbox.post((index, $0)) } }
         let deadline = Date(timeIntervalSinceNow: Double(timeoutMs) / 1000 + Double(requests.count) / 2000)
         for _ in requests {
-            guard let result = mailbox.take(before: deadline) else { throw Failure(reason: "\(replica) did not answer in time") }
-            try expectOK(result, "load")
+            guard let (index, result) = mailbox.take(before: deadline) else { throw Failure(reason: unanswered) }
+            try handle(index, result)
         }
     }
 
