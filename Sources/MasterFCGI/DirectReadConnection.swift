@@ -144,13 +144,7 @@ final class DirectReadConnection {
     private func receiveLine(deadline: UInt64, maxLineBytes: Int) -> Result<[UInt8], LinkFailure> {
         var scanned = 0
         while true {
-            let found = buffer.withUnsafeBufferPointer { all -> Int? in
-                guard scanned < all.count, let hit = memchr(all.baseAddress! + scanned, 0x0A, all.count - scanned) else {
-                    return nil
-                }
-                return all.baseAddress!.distance(to: hit.assumingMemoryBound(to: UInt8.self))
-            }
-            if let newline = found {
+            if let newline = buffer.withUnsafeBytes({ ByteScan.firstIndex(of: 0x0A, in: $0, from: scanned) }) {
                 let line = Array(buffer[..<newline])
                 buffer.removeSubrange(...newline)
                 return .success(line)

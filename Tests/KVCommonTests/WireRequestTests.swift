@@ -216,4 +216,19 @@ final class WireRequestTests: XCTestCase {
         guard case .failure(let error) = PercentCoding.decode(bytes[2...]) else { return XCTFail("decoded") }
         XCTAssertEqual(error.offset, 2)
     }
+
+    /// The byte search behind line framing, field splitting and escape detection agrees with a plain search at
+    /// every starting offset, including past the end.
+    func testByteScanFirstIndexMatchesAPlainSearch() {
+        var random = SplitMix64(seed: 0x5CA7)
+        let bytes = random.bytes(count: 300)
+        for target in [UInt8(ascii: ";"), UInt8(ascii: "%"), 0x0A, 0x42] {
+            for start in 0...(bytes.count + 1) {
+                let expected = start < bytes.count ? bytes[start...].firstIndex(of: target) : nil
+                let found = bytes.withUnsafeBytes { ByteScan.firstIndex(of: target, in: $0, from: start) }
+                XCTAssertEqual(found, expected, "byte \(target) from \(start)")
+            }
+        }
+        XCTAssertNil([UInt8]().withUnsafeBytes { ByteScan.firstIndex(of: 0x0A, in: $0) })
+    }
 }

@@ -1,5 +1,3 @@
-import Glibc
-
 /// Percent-encoding of wire fields.
 ///
 /// Only the four bytes that would break the line format are escaped: `%` (the escape itself), `;` (the field
@@ -34,11 +32,9 @@ public enum PercentCoding {
 
     /// Decodes `field`; returns the offset of the first malformed escape on failure.
     public static func decode(_ field: ArraySlice<UInt8>) -> Result<[UInt8], MalformedEscape> {
-        // Most fields have no escape at all: find that out with memchr (a byte-by-byte `contains` was 8% of a
-        // replica's CPU on 256 KiB values) and copy the field as it is.
-        let hasEscape = field.withUnsafeBufferPointer { buffer in
-            buffer.baseAddress.map { memchr($0, Int32(UInt8(ascii: "%")), buffer.count) != nil } ?? false
-        }
+        // Most fields have no escape at all: find that out fast (a byte-by-byte `contains` was 8% of a replica's
+        // CPU on 256 KiB values) and copy the field as it is.
+        let hasEscape = field.withUnsafeBytes { ByteScan.firstIndex(of: UInt8(ascii: "%"), in: $0) != nil }
         guard hasEscape else { return .success(Array(field)) }
         var out: [UInt8] = []
         out.reserveCapacity(field.count)

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 /// One request line of the replica wire protocol: `seq;cmd;key;value\n`.
 ///
 /// Always four fields. The one exception is the user's read form `;get;key`, whose empty value field may be
@@ -51,11 +48,9 @@ public struct WireRequest: Equatable, Sendable {
         var fields: [ArraySlice<UInt8>] = []
         fields.reserveCapacity(4)
         var start = line.startIndex
-        line.withUnsafeBufferPointer { buffer in
+        line.withUnsafeBytes { buffer in
             var offset = 0
-            while let base = buffer.baseAddress, offset <= buffer.count,
-                  let hit = memchr(base + offset, Int32(UInt8(ascii: ";")), buffer.count - offset) {
-                let position = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+            while let position = ByteScan.firstIndex(of: UInt8(ascii: ";"), in: buffer, from: offset) {
                 fields.append(line[start..<(line.startIndex + position)])
                 start = line.startIndex + position + 1
                 offset = position + 1
