@@ -93,15 +93,10 @@ extension Participant {
     mutating func applySync(_ record: ReplicaRecord) {
         switch record {
         case .load(let key, let value, let version, let created):
-            let term = ContentDigest.entryHash(key: key, value: value, version: version)
-            if let old = store.updateValue(Entry(value: value, version: version, created: created, digestTerm: term),
-                                           forKey: key) {
-                digest &-= old.digestTerm
-            }
-            digest &+= term
+            setEntry(key, value: value, version: version, created: created)
             lastCommittedSeq = max(lastCommittedSeq, version)
         case .drop(let key):
-            if let old = store.removeValue(forKey: key) { digest &-= old.digestTerm }
+            removeEntry(key)
         case .reset:
             store = [:]
             digest = 0

@@ -140,12 +140,7 @@ public struct Participant {
             self.joined = joined
             replayedJoin = joined
         case .entry(let key, let value, let version, let created):
-            let term = ContentDigest.entryHash(key: key, value: value, version: version)
-            if let old = store.updateValue(Entry(value: value, version: version, created: created, digestTerm: term),
-                                           forKey: key) {
-                digest &-= old.digestTerm
-            }
-            digest &+= term
+            setEntry(key, value: value, version: version, created: created)
         case .prepared(let record):
             replay(record, nowMs: nowMs)
         case .decided(let seq, let committed):
@@ -407,16 +402,28 @@ public struct Participant {
     mutating func apply(seq: UInt64, op: WriteOp) {
         locks[op.key] = nil
         lastCommittedSeq = max(lastCommittedSeq, seq)
-        let old = store[op.key]
-        if let old { digest &-= old.digestTerm }
         switch op {
         case .put(let key, let value):
-            let term = ContentDigest.entryHash(key: key, value: value, version: seq)
-            store[key] = Entry(value: value, version: seq, created: old?.created ?? seq, digestTerm: term)
-            digest &+= term
+            setEntry(key, value: value, version: seq, created: store[key]?.created ?? seq)
         case .delete(let key):
-            store[key] = nil
+            removeEntry(key)
         }
+    }
+
+    /// Sets `key` to a new entry and keeps `digest` in step: the replaced entry's term out, the new one's in.
+    /// Every write to `store` goes through here or `removeEntry`, so each entry's cached term is right.
+    mutating func setEntry(_ key: [UInt8], value: [UInt8], version: UInt64, created: UInt64) {
+        let term = ContentDigest.entryHash(key: key, value: value, version: version)
+        if let old = store.updateValue(Entry(value: value, version: version, created: created, digestTerm: term),
+                                       forKey: key) {
+            digest &-= old.digestTerm
+        }
+        digest &+= term
+    }
+
+    /// Removes `key`, taking its term out of `digest`.
+    mutating func removeEntry(_ key: [UInt8]) {
+        if let old = store.removeValue(forKey: key) { digest &-= old.digestTerm }
     }
 
     private mutating func wakeReads(_ key: [UInt8]) -> [Action] {
