@@ -1,4 +1,5 @@
 import Foundation
+import KVCommon
 import Logging
 
 /// Group commit over a `LogFile`: callers queue records with a completion; a flush appends everything queued,
@@ -69,8 +70,10 @@ public final class GroupCommitLog: @unchecked Sendable {
     /// Queues `payloads` (unframed); `completion` runs once they are durable, on the thread that flushed them.
     /// An empty `payloads` still waits for everything queued before it.
     public func append(_ payloads: [[UInt8]], sync: Sync = .writer, completion: (() -> Void)? = nil) {
-        var bytes: [UInt8] = []
-        for payload in payloads { bytes.append(contentsOf: LogFile.frame(payload)) }
+        // Framed in place, into one array for the whole call (not one per record, then copied).
+        var writer = BinaryWriter(capacity: payloads.reduce(0) { $0 + $1.count + LogFile.frameHeaderBytes })
+        for payload in payloads { LogFile.appendFrame(to: &writer) { $0.raw(payload) } }
+        let bytes = writer.bytes
         condition.lock()
         queue.append(.records(bytes: bytes, completion: completion))
         stats.records += UInt64(payloads.count)
