@@ -66,8 +66,8 @@ struct MasterCommand: ParsableCommand {
                                        gate: gate, dirty: dirty)
         let service = KVService(views: views, runner: runner, delivery: delivery, registry: registry, seqs: seqs,
                                 sync: sync)
-        let bodyMax = max(cluster.limits.valueBytesMax, cluster.limits.keyBytesMax * 3 + 16) + 64
-        let server = try FastCGIServer(listen: cluster.master.listen, bodyBytesMax: bodyMax, logger: logger)
+        let server = try FastCGIServer(listen: cluster.master.listen, bodyBytesMax: cluster.limits.httpBodyBytesMax,
+                                       logger: logger)
         var queries: QueryServer?
         if let host = cluster.master.queryHost, let port = cluster.master.queryPort {
             queries = try QueryServer(group: group, host: host, port: port, registry: registry,

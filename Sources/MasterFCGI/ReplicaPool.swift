@@ -15,7 +15,7 @@ final class ReplicaPool: @unchecked Sendable {
         links = config.replicas.map { replica in
             if let old = previous?.link(replica.id), old.replica == replica { return old }
             return ReplicaLink(replica: replica, loop: group.next(), connectTimeoutMs: config.timeouts.connectTimeoutMs,
-                               maxLineBytes: config.limits.wireLineBytesMax, onConnect: onConnect)
+                               maxLineBytes: config.limits.wireReplyBytesMax, onConnect: onConnect)
         }
         byID = Dictionary(uniqueKeysWithValues: links.map { ($0.replica.id, $0) })
     }

@@ -44,9 +44,10 @@ struct ReplicaCommand: ParsableCommand {
         let server: ReplicaServer
         do {
             node = try ReplicaNode(server: me.id, dataDir: me.dataDir, lockWaitMs: cluster.timeouts.lockWaitTimeoutMs,
-                                   snapshotLogBytesMax: cluster.storage.snapshotLogBytesMax, logger: logger)
+                                   snapshotLogBytesMax: cluster.storage.snapshotLogBytesMax,
+                                   pageBytesMax: cluster.limits.pageBytesMax, logger: logger)
             server = try ReplicaServer(node: node, host: me.host, port: me.port,
-                                       maxLineBytes: cluster.limits.wireLineBytesMax, threads: max(1, threads))
+                                       maxLineBytes: cluster.limits.wireRequestBytesMax, threads: max(1, threads))
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)

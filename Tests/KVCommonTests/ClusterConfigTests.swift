@@ -100,7 +100,7 @@ final class ClusterConfigTests: XCTestCase {
         XCTAssertEqual(config.timeouts.prepareTimeoutMs, 150)
         XCTAssertEqual(config.timeouts.commitTimeoutMs, 2000)
         XCTAssertEqual(config.limits.keyBytesMax, 16)
-        XCTAssertEqual(config.limits.wireLineBytesMax, 3 * (16 + (1 << 20)) + 64)
+        XCTAssertEqual(config.limits.wireRequestBytesMax, 3 * (16 + (1 << 20)) + 64)
         XCTAssertEqual(try parse(text(replacing: 3, with: "  listen: \"[::1]:9000\"")).master.listen,
                        .tcp(host: "[::1]", port: 9000))
     }

@@ -57,8 +57,35 @@ public struct ClusterConfig: Equatable, Sendable {
         /// Entries in one page of `GET /kv?prefix=`.
         public var listLimitMax: Int = 1000
 
-        /// The longest wire line a replica accepts: both fields fully escaped plus framing.
-        public var wireLineBytesMax: Int { 3 * (keyBytesMax + valueBytesMax) + 64 }
+        /// The longest request line a replica accepts: a put with both fields fully percent-escaped, or a `txn`
+        /// prepare at `txn_bytes_max` and `txn_ops_max` (keys and values base64 in JSON).
+        public var wireRequestBytesMax: Int {
+            max(3 * (keyBytesMax + valueBytesMax) + 64, Self.base64Bytes(txnBytesMax) + txnOpsMax * 160 + 64)
+        }
+
+        /// The budget of one page on the wire (a `list` page, a state-transfer `page`): entries are added while
+        /// they fit, and a page always holds at least one entry, however large.
+        public var pageBytesMax: Int { max(1 << 20, wireEntryBytesMax) }
+
+        /// The longest reply line a replica sends: a `get` of the largest value, a full page, a `txn` vote
+        /// that reads `txn_ops_max` of the largest entries, or a `stat` listing every transaction in flight.
+        public var wireReplyBytesMax: Int {
+            max(pageBytesMax, txnOpsMax * wireEntryBytesMax, inFlightTransactionsMax * 96) + 512
+        }
+
+        /// The largest HTTP request body the master reads: a put's value, `POST /kv` with a fully escaped key,
+        /// or `POST /txn` at its limits with every byte JSON-escaped (six bytes for a control character).
+        public var httpBodyBytesMax: Int {
+            max(valueBytesMax + 3 * keyBytesMax + 16, 6 * txnBytesMax + txnOpsMax * 192 + 64)
+        }
+
+        /// One entry (key, value, version, created) on the wire at the key and value limits: both base64 in
+        /// JSON, as pages and `txn` reads carry them (a `get` reply is never larger).
+        public var wireEntryBytesMax: Int { Self.wireEntryBytes(key: keyBytesMax, value: valueBytesMax) }
+
+        public static func wireEntryBytes(key: Int, value: Int) -> Int { base64Bytes(key) + base64Bytes(value) + 96 }
+
+        public static func base64Bytes(_ count: Int) -> Int { (count + 2) / 3 * 4 }
     }
 
     public struct Storage: Equatable, Sendable {

@@ -65,6 +65,24 @@ public struct JSONWriter {
         if done == nil { Array(text).withUnsafeBufferPointer { appendEscaped($0, to: &out) } }
     }
 
+    /// The length of `bytes` as a JSON string body (without the quotes), or nil as soon as it passes `limit`:
+    /// a control character takes six bytes (`\u0001`), so a value of such bytes grows six-fold.
+    public static func escapedLength(_ bytes: UnsafeBufferPointer<UInt8>, limit: Int) -> Int? {
+        var length = 0
+        var runStart = 0
+        while true {
+            let index = ByteScan.firstJSONSpecial(bytes, from: runStart)
+            length += index - runStart
+            if length > limit { return nil }
+            guard index < bytes.count else { return length }
+            switch bytes[index] {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x0A, 0x0D, 0x09: length += 2
+            default: length += 6
+            }
+            runStart = index + 1
+        }
+    }
+
     /// The string body is copied in runs between the bytes that need an escape (a value of megabytes is mostly
     /// one run), not byte by byte.
     private static func appendEscaped(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {

@@ -29,11 +29,11 @@ struct SyncScans {
     mutating func next(_ id: UInt64, entriesMax: Int, bytesMax: Int) -> SyncPage? {
         guard var scan = open[id] else { return nil }
         var entries: [SyncPage.Entry] = []
-        var bytes = 0
-        while scan.index != scan.store.endIndex, entries.count < entriesMax, bytes < bytesMax {
+        var budget = SyncPageBudget(bytesMax: bytesMax)
+        while scan.index != scan.store.endIndex, entries.count < entriesMax {
             let (key, entry) = scan.store[scan.index]
+            guard budget.admit(key: key, value: entry.value) else { break }
             entries.append(SyncPage.Entry(key: key, value: entry.value, version: entry.version, created: entry.created))
-            bytes += key.count + entry.value.count
             scan.index = scan.store.index(after: scan.index)
         }
         let done = scan.index == scan.store.endIndex
@@ -42,9 +42,24 @@ struct SyncScans {
     }
 }
 
+/// Fills a page up to its size on the wire: an entry is admitted while the page stays within `bytesMax`, and
+/// the first one always is (so a page at the key and value limits still moves).
+struct SyncPageBudget {
+    let bytesMax: Int
+    private var used = 0
+
+    init(bytesMax: Int) { self.bytesMax = bytesMax }
+
+    mutating func admit(key: [UInt8], value: [UInt8]) -> Bool {
+        let bytes = ClusterConfig.Limits.wireEntryBytes(key: key.count, value: value.count)
+        guard used == 0 || used + bytes <= bytesMax else { return false }
+        used += bytes
+        return true
+    }
+}
+
 extension Participant {
     static let pageEntriesMax = 1000
-    static let pageBytesMax = 1 << 20
 
     mutating func sync(_ request: WireRequest, id: RequestID) -> [Action] {
         switch request.command {
@@ -55,7 +70,7 @@ extension Participant {
             answer.stat = ReplicaStat(keys: store.count, digest: digest, lastCommittedSeq: lastCommittedSeq, inDoubt: [])
             return [.reply(id, answer)]
         case .page:
-            guard let page = scans.next(request.seq!, entriesMax: Self.pageEntriesMax, bytesMax: Self.pageBytesMax) else {
+            guard let page = scans.next(request.seq!, entriesMax: Self.pageEntriesMax, bytesMax: pageBytesMax) else {
                 return [.reply(id, reply(false, .badRequest, "no open snapshot \(request.seq!) (open one with ;snap;;)"))]
             }
             var answer = reply(true, .ok, "\(page.entries.count) entries", seq: request.seq)

@@ -86,8 +86,13 @@ public struct Participant {
     private var parkedReads: [[UInt8]: [(id: RequestID, read: ParkedRead)]] = [:]
     private var parkedKeys: [RequestID: [UInt8]] = [:]
 
-    public init(server: String, decisionMemory: Int = 1 << 20) {
+    /// Bytes one page (`list`, `page`) may take on the wire; a page always holds at least one entry.
+    public let pageBytesMax: Int
+
+    public init(server: String, decisionMemory: Int = 1 << 20, pageBytesMax: Int = 1 << 20) {
+        precondition(pageBytesMax > 0, "a page needs room for its entries")
         self.server = server
+        self.pageBytesMax = pageBytesMax
         decided = DecisionMemory(capacity: decisionMemory)
     }
 
@@ -237,12 +242,15 @@ public struct Participant {
             return park(id, on: locked, .list(prefix: prefix, after: after, limit: limit))
         }
         let keys = store.keys.filter(inRange).sorted { $0.lexicographicallyPrecedes($1) }
-        let entries = keys.prefix(limit).map { key -> SyncPage.Entry in
+        var entries: [SyncPage.Entry] = []
+        var budget = SyncPageBudget(bytesMax: pageBytesMax)
+        for key in keys.prefix(limit) {
             let entry = store[key]!
-            return SyncPage.Entry(key: key, value: entry.value, version: entry.version, created: entry.created)
+            guard budget.admit(key: key, value: entry.value) else { break }
+            entries.append(SyncPage.Entry(key: key, value: entry.value, version: entry.version, created: entry.created))
         }
         var answer = reply(true, .ok, "\(entries.count) keys")
-        answer.page = SyncPage(entries: Array(entries), done: keys.count <= limit)
+        answer.page = SyncPage(entries: entries, done: entries.count == keys.count)
         return [.reply(id, answer)]
     }
 

@@ -4,7 +4,8 @@ import Foundation
 ///
 /// `{"status":true|false,"message":"...","seq":N|null,"server":"r1","code":"ok"}`. For a `get` that found
 /// its key, `message` is the value and `seq` the seq of the transaction that last wrote it; a value that is
-/// not valid UTF-8 is sent base64-encoded with `"encoding":"base64"`. A `stat` reply adds `keys`, `digest`,
+/// not valid UTF-8, or whose JSON escapes would make it longer than base64, is sent base64-encoded with
+/// `"encoding":"base64"`. A `stat` reply adds `keys`, `digest`,
 /// `last_committed_seq` and `in_doubt` (a list of `{"seq":N,"age_ms":N}`).
 public struct WireReply: Equatable, Sendable {
     public var status: Bool
@@ -39,7 +40,11 @@ public struct WireReply: Equatable, Sendable {
         var writer = JSONWriter(capacity: 96 + (value?.count ?? message.utf8.count))
         writer.field("status", status)
         if let value {
-            if let text = String(validating: value, as: UTF8.self) {
+            // As text when it is UTF-8 and its escapes do not make it longer than base64 would: a value of control
+            // characters grows six-fold as JSON text, and every reply must fit `limits.wireReplyBytesMax`.
+            let base64Bytes = ClusterConfig.Limits.base64Bytes(value.count)
+            if value.withUnsafeBufferPointer({ JSONWriter.escapedLength($0, limit: base64Bytes) }) != nil,
+               let text = String(validating: value, as: UTF8.self) {
                 writer.field("message", text)
             } else {
                 writer.field("message", Data(value).base64EncodedString())
