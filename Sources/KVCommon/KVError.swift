@@ -20,6 +20,10 @@ public enum KVError: Error, Equatable, CustomStringConvertible {
     case wireLineTooLong(limit: Int)
     /// A reply line is not the JSON object the protocol promises.
     case wireBadReply(String)
+    /// Bytes that should be JSON (RFC 8259) are not.
+    case jsonMalformed(String)
+    /// A transaction (`POST /txn`, or a `txn` prepare) is not well formed.
+    case txnMalformed(String)
     /// cluster.yaml (or another config file) is wrong at this place.
     case config(file: String, line: Int, column: Int, message: String)
     /// A binary record failed to decode.
@@ -48,6 +52,10 @@ public enum KVError: Error, Equatable, CustomStringConvertible {
             return "wire: line longer than \(limit) bytes"
         case .wireBadReply(let detail):
             return "wire: malformed reply: \(detail)"
+        case .jsonMalformed(let detail):
+            return "JSON: \(detail)"
+        case .txnMalformed(let detail):
+            return detail
         case .config(let file, let line, let column, let message):
             return "config: \(file):\(line):\(column): \(message)"
         case .recordMalformed(let detail):

@@ -1,3 +1,5 @@
+import KVCommon
+
 /// An HTTP request as the master sees it after FastCGI: method, raw URI, selected headers, body.
 struct HTTPRequest {
     var method: String
@@ -7,21 +9,38 @@ struct HTTPRequest {
     var body: [UInt8]
     /// Set when the body was larger than the master accepts; the body is then empty.
     var bodyTooLarge = false
+    /// Query parameters, names and values percent-decoded (RFC 3986: `+` is not special); nil when an escape
+    /// in the query is not `%` and two hex digits (the router answers 400 rather than guess).
+    let queryBytes: [String: [UInt8]]?
+
+    init(method: String, uri: String, headers: [String: String], body: [UInt8], bodyTooLarge: Bool = false) {
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.body = body
+        self.bodyTooLarge = bodyTooLarge
+        queryBytes = Self.parseQuery(uri)
+    }
 
     /// The path part of `uri`, still percent-encoded.
     var rawPath: Substring {
         uri.firstIndex(of: "?").map { uri[..<$0] } ?? Substring(uri)
     }
 
-    /// Query parameters (names and values percent-decoded; malformed ones are skipped).
-    var query: [String: String] {
+    /// A query parameter as text (empty when the query is malformed: the router refuses such requests first).
+    func query(_ name: String) -> String? {
+        queryBytes?[name].map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    private static func parseQuery(_ uri: String) -> [String: [UInt8]]? {
         guard let mark = uri.firstIndex(of: "?") else { return [:] }
-        var result: [String: String] = [:]
-        for pair in uri[uri.index(after: mark)...].split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = URLPercent.decode(parts[0]) else { continue }
-            let value = parts.count > 1 ? URLPercent.decode(parts[1]) : []
-            if let value { result[String(decoding: name, as: UTF8.self)] = String(decoding: value, as: UTF8.self) }
+        var result: [String: [UInt8]] = [:]
+        for pair in uri.utf8[uri.utf8.index(after: mark)...].split(separator: UInt8(ascii: "&")) {
+            let parts = pair.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
+            guard case .success(let name) = PercentCoding.decode(ArraySlice(parts[0])) else { return nil }
+            let value = parts.count > 1 ? PercentCoding.decode(ArraySlice(parts[1])) : .success([])
+            guard case .success(let decoded) = value else { return nil }
+            result[String(decoding: name, as: UTF8.self)] = decoded
         }
         return result
     }
@@ -73,27 +92,5 @@ struct HTTPResponse {
         bytes.append(contentsOf: body)
         if json { bytes.append(UInt8(ascii: "\n")) }
         return bytes
-    }
-}
-
-/// RFC 3986 percent-decoding for URL paths and query strings (`+` is not special).
-enum URLPercent {
-    static func decode<S: StringProtocol>(_ text: S) -> [UInt8]? {
-        var out: [UInt8] = []
-        let bytes = Array(text.utf8)
-        var index = 0
-        while index < bytes.count {
-            if bytes[index] == UInt8(ascii: "%") {
-                guard index + 2 < bytes.count,
-                      let value = UInt8(String(decoding: bytes[(index + 1)...(index + 2)], as: UTF8.self), radix: 16)
-                else { return nil }
-                out.append(value)
-                index += 3
-            } else {
-                out.append(bytes[index])
-                index += 1
-            }
-        }
-        return out
     }
 }

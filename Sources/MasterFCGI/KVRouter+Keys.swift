@@ -16,7 +16,7 @@ extension KVRouter {
             return json(404, false, "key not found", seq: nil, server: reply.server)
         }
         let etag = ("ETag", "\"\(reply.seq ?? 0)\"")
-        let raw = request.query["raw"] != nil || (request.headers["HTTP_ACCEPT"] ?? "").contains("application/octet-stream")
+        let raw = request.queryBytes?["raw"] != nil || (request.headers["HTTP_ACCEPT"] ?? "").contains("application/octet-stream")
         if raw {
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/octet-stream"), etag,
                                                        ("X-Kv-Server", reply.server)], body: value)
@@ -44,9 +44,12 @@ extension KVRouter {
         } else {
             op = .delete(key: key)
         }
-        guard let expectedText = request.query["cas"] ?? request.headers["HTTP_IF_MATCH"] else { return write(op) }
-        let trimmed = expectedText.trimmingCharacters(in: CharacterSet(charactersIn: "\" W/"))
-        guard let expected = UInt64(trimmed) else {
+        guard let expectedText = request.query("cas") ?? request.headers["HTTP_IF_MATCH"] else { return write(op) }
+        var tag = expectedText.trimmingCharacters(in: .whitespaces)
+        // If-Match compares strongly (RFC 9110, 13.1.1): a weak tag never matches, whatever the version.
+        if tag.hasPrefix("W/") { return weakTagNeverMatches(op.key) }
+        if tag.count >= 2, tag.hasPrefix("\""), tag.hasSuffix("\"") { tag = String(tag.dropFirst().dropLast()) }
+        guard let expected = UInt64(tag) else {
             return json(400, false, "If-Match / cas must be a version (the seq from GET or ETag); 0 means absent",
                         seq: nil)
         }
@@ -76,6 +79,23 @@ extension KVRouter {
         writer.field("server", serverID)
         writer.field("current_version", current?.version ?? 0)
         return HTTPResponse(status: 412, headers: [("ETag", "\"\(current?.version ?? 0)\"")], body: writer.finish())
+    }
+
+    /// 412 for `If-Match: W/"..."`, with the key's current version, and nothing written.
+    private func weakTagNeverMatches(_ key: [UInt8]) -> HTTPResponse {
+        let current: UInt64
+        switch service.read(.get(key), in: view) {
+        case .answered(let reply): current = reply.status ? reply.seq ?? 0 : 0
+        case .unavailable(let reasons): return unavailable(reasons)
+        }
+        var writer = JSONWriter()
+        writer.field("status", false)
+        writer.field("message", "If-Match holds a weak entity tag, which never matches (If-Match compares strongly); "
+            + "the key is at version \(current); send If-Match: \"\(current)\" to write it; nothing was written")
+        writer.field("seq", nil)
+        writer.field("server", serverID)
+        writer.field("current_version", current)
+        return HTTPResponse(status: 412, headers: [("ETag", "\"\(current)\"")], body: writer.finish())
     }
 
     func write(_ op: WriteOp) -> HTTPResponse {

@@ -7,17 +7,17 @@ import KVCommon
 /// transaction are waited for, like a `GET`.
 extension KVRouter {
     func list(_ request: HTTPRequest) -> HTTPResponse {
-        let query = request.query
+        let query = request.queryBytes ?? [:]
         guard query["prefix"] != nil || query["after"] != nil || query["limit"] != nil else {
             return json(400, false, "GET /kv lists keys: give ?prefix= (may be empty), &limit=, &after=", seq: nil)
         }
-        let prefix = Array((query["prefix"] ?? "").utf8)
-        let after = Array((query["after"] ?? "").utf8)
-        let limit = Int(query["limit"] ?? "100") ?? -1
+        let prefix = query["prefix"] ?? []
+        let after = query["after"] ?? []
+        let limit = Int(request.query("limit") ?? "100") ?? -1
         guard (1...limits.listLimitMax).contains(limit) else {
             return json(400, false, "limit must be 1-\(limits.listLimitMax) (limits.list_limit_max)", seq: nil)
         }
-        let keysOnly = ["1", "true", "yes"].contains(query["keys_only"] ?? "")
+        let keysOnly = ["1", "true", "yes"].contains(request.query("keys_only") ?? "")
         let reply: WireReply
         switch service.read(WireRequest(seq: UInt64(limit), command: .list, key: prefix, value: after), in: view) {
         case .answered(let answer): reply = answer

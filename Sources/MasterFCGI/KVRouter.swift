@@ -30,6 +30,10 @@ struct KVRouter {
 
     func handle(_ request: HTTPRequest) -> HTTPResponse {
         let path = request.rawPath
+        guard request.queryBytes != nil else {
+            return json(400, false, "malformed percent-encoding in the query string (a '%' must be followed by two "
+                + "hex digits)", seq: nil)
+        }
         switch path {
         case "/ping":
             guard request.method == "GET" || request.method == "HEAD" else { return methodNotAllowed("GET") }
@@ -40,7 +44,7 @@ struct KVRouter {
             return json(report.ok ? 200 : 400, report.ok, report.message, seq: nil)
         case "/status":
             guard request.method == "GET" else { return methodNotAllowed("GET") }
-            let verify = ["1", "true", "yes"].contains(request.query["verify"] ?? "")
+            let verify = ["1", "true", "yes"].contains(request.query("verify") ?? "")
             return StatusReport(service: service, verify: verify).response()
         case "/txn":
             guard request.method == "POST" else { return methodNotAllowed("POST") }
@@ -57,7 +61,7 @@ struct KVRouter {
         guard path.hasPrefix("/kv/") else {
             return json(404, false, "no such endpoint: \(path) (try /kv/{key}, /kv?prefix=, /txn, /status)", seq: nil)
         }
-        guard let key = URLPercent.decode(path.dropFirst(4)) else {
+        guard case .success(let key) = PercentCoding.decode(Array(path.utf8.dropFirst(4))[...]) else {
             return json(400, false, "malformed percent-encoding in the key", seq: nil)
         }
         if let problem = checkKey(key) { return problem }

@@ -115,8 +115,12 @@ final class ReplicaNode: @unchecked Sendable {
         var prepares = false
         var commits = false
         var otherRecords = false
+        var barrier = false
         for action in actions {
             switch action {
+            case .awaitDurable:
+                barrier = true
+                otherRecords = true
             case .persist(let record):
                 payloads.append(record.encoded())
                 if case .prepare = record { prepares = true }
@@ -124,7 +128,7 @@ final class ReplicaNode: @unchecked Sendable {
             case .reply(let id, let reply):
                 guard let responder = responders.removeValue(forKey: id) else { continue }
                 let bytes = reply.encoded()
-                if payloads.isEmpty {
+                if payloads.isEmpty && !barrier {
                     responder(bytes)
                 } else {
                     afterDurable.append { responder(bytes) }
@@ -135,7 +139,7 @@ final class ReplicaNode: @unchecked Sendable {
                 }
             }
         }
-        if !payloads.isEmpty {
+        if !payloads.isEmpty || barrier {
             if prepares { Failpoints.hit("replica-before-prepare-fsync") }
             if !snapshotting && log.sizeBytes >= snapshotLogBytesMax { beginSnapshot() }
             // A `com` is acknowledged only once its COMMIT record is durable, but nobody waits for that ack (the

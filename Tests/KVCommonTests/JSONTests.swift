@@ -23,11 +23,11 @@ final class JSONTests: XCTestCase {
         switch parse(json, maxDepth: maxDepth) {
         case .success(let value):
             XCTFail("\(json.prefix(80)) parsed as \(value)", file: file, line: line)
-        case .failure(.wireBadReply(let detail)):
+        case .failure(.jsonMalformed(let detail)):
             XCTAssertTrue(detail.contains(fragment), "\(detail.debugDescription) lacks \(fragment.debugDescription)",
                           file: file, line: line)
         case .failure(let other):
-            XCTFail("expected wireBadReply, got \(other)", file: file, line: line)
+            XCTFail("expected jsonMalformed, got \(other)", file: file, line: line)
         }
     }
 
@@ -89,6 +89,17 @@ final class JSONTests: XCTestCase {
         assertRejects("[1,", containing: "unexpected end of input")
         assertRejects("tru", containing: "invalid literal")
         assertRejects("-", containing: "invalid number")
+    }
+
+    /// RFC 8259's number grammar, and finite: a lenient parser would take `+1` or `.5` and turn `1e999` into
+    /// infinity.
+    func testNumbersFollowTheRFCGrammar() {
+        for text in ["+1", ".5", "1.", "01", "-01", "1e", "1e+", "--1", "1e999", "-1e400"] {
+            assertRejects(text, containing: "number")
+        }
+        for text in ["0", "-0", "10", "1.5", "-0.25", "1e9", "1E-3", "2.5e+10", "18446744073709551615"] {
+            XCTAssertEqual(try parse(text).get(), .number(text), text)
+        }
     }
 
     func testNonUTF8StringIsRejected() {

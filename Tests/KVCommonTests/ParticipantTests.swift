@@ -67,11 +67,18 @@ final class ParticipantTests: XCTestCase {
         XCTAssertEqual(participant.inDoubt, [])
     }
 
-    func testDuplicatePrepareIsIdempotent() {
+    /// A duplicate prepare (on another connection, say) gets the same yes, but only once the first PREPARE is
+    /// durable: its reply is held behind the records already queued, as the first one's is.
+    func testDuplicatePrepareIsIdempotentAndWaitsForTheFirstRecord() {
         var participant = Participant(server: "r1")
         _ = send(.put(1, key, Array("a".utf8)), to: &participant)
-        XCTAssertEqual(send(.put(1, key, Array("a".utf8)), to: &participant), [reply(nextID, true, .ok, seq: 1)])
+        XCTAssertEqual(send(.put(1, key, Array("a".utf8)), to: &participant),
+                       [.awaitDurable, reply(nextID, true, .ok, seq: 1)])
         XCTAssertEqual(send(.put(1, key, Array("b".utf8)), to: &participant), [reply(nextID, false, .conflict, seq: 1)])
+        _ = send(.com(1), to: &participant)
+        // Also once committed: the yes must not overtake the PREPARE and COMMIT records still queued.
+        XCTAssertEqual(send(.put(1, key, Array("a".utf8)), to: &participant),
+                       [.awaitDurable, reply(nextID, true, .ok, seq: 1)])
     }
 
     // MARK: - Commit and abort

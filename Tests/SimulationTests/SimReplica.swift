@@ -134,6 +134,8 @@ final class SimReplica {
                 }
             case .awaitDecision(let id):
                 parked.append(id)
+            case .awaitDurable:
+                barrier = log.count
             }
         }
     }

@@ -102,3 +102,30 @@ def test_status_lists_every_replica(cluster):
     for r in body["replicas"]:
         assert r["up"] is True and r["address"].startswith("127.0.0.1:")
         assert r["in_doubt"] == []
+
+
+def test_malformed_input_is_refused_not_guessed(cluster):
+    """Bad input gets a clear 400 (or 412) and changes nothing: a query escape that is not two hex digits, JSON
+    numbers outside RFC 8259 (`+1`, `.5`, `1e999`), and a weak ETag in If-Match (RFC 9110 compares If-Match
+    strongly, so a weak tag never matches)."""
+    assert cluster.http("PUT", "/kv/user1", body=b"x")[0] == 200
+    for path in ("/kv?prefix=%+f", "/kv?prefix=user&after=%-1", "/kv/user1?cas=%+1"):
+        status, body = cluster.http("GET" if "cas" not in path else "PUT", path, body=b"y")
+        assert status == 400 and "percent-encoding" in body["message"], (path, status, body)
+        assert_kv_json(status, body)
+    for number in (b"+1", b".5", b"1e999", b"01", b"1.", b"-"):
+        txn = b'{"compare":[{"key":"user1","target":"version","op":">","value":' + number + b'}],"success":[]}'
+        status, body = cluster.http("POST", "/txn", body=txn)
+        assert status == 400 and "malformed transaction" in body["message"], (number, status, body)
+        assert "reply" not in body["message"], body  # an HTTP body is not a replica's reply
+        assert_kv_json(status, body)
+    status, body = cluster.http("GET", "/kv/user1")
+    version = body["seq"]
+    for tag in (f'W/"{version}"', f"W/{version}"):
+        status, body = cluster.http("PUT", "/kv/user1", body=b"z", headers={"If-Match": tag})
+        assert status == 412, (tag, status, body)
+        assert_kv_json(status, body)
+    status, body = cluster.http("GET", "/kv/user1")
+    assert status == 200 and body["message"] == "x" and body["seq"] == version
+    status, body = cluster.http("PUT", "/kv/user1", body=b"z", headers={"If-Match": f'"{version}"'})
+    assert status == 200, body

@@ -18,11 +18,11 @@ struct JSONParser {
         } catch let error as KVError {
             return .failure(error)
         } catch {
-            return .failure(.wireBadReply("\(error)"))
+            return .failure(.jsonMalformed("\(error)"))
         }
     }
 
-    private func fail(_ what: String) -> KVError { .wireBadReply("\(what) at byte \(index)") }
+    private func fail(_ what: String) -> KVError { .jsonMalformed("\(what) at byte \(index)") }
 
     /// Parses a document, handing each member of the top-level object to `visit` in order instead of building a
     /// dictionary: the cheap way to read a small object with known keys (a wire reply). Any other valid JSON
@@ -41,7 +41,7 @@ struct JSONParser {
         } catch let error as KVError {
             return error
         } catch {
-            return .wireBadReply("\(error)")
+            return .jsonMalformed("\(error)")
         }
     }
 
@@ -122,20 +122,33 @@ struct JSONParser {
         }
     }
 
+    /// A number as RFC 8259 writes it: `-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`, and finite (no
+    /// `+1`, `.5`, `01` or `1e999`).
     private mutating func parseNumber() throws -> JSONValue {
         let start = index
-        if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
-        scan: while index < bytes.count {
-            switch bytes[index] {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E"),
-                 UInt8(ascii: "+"), UInt8(ascii: "-"):
-                index += 1
-            default:
-                break scan
-            }
+        func isDigit(_ at: Int) -> Bool { at < bytes.count && bytes[at] >= UInt8(ascii: "0") && bytes[at] <= UInt8(ascii: "9") }
+        func digits() throws {
+            guard isDigit(index) else { throw fail("invalid number") }
+            while isDigit(index) { index += 1 }
         }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "0") {
+            index += 1
+        } else {
+            try digits()
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            try digits()
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+            index += 1
+            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+            try digits()
+        }
+        if isDigit(index) { throw fail("invalid number (a leading zero)") }
         let text = String(decoding: bytes[start..<index], as: UTF8.self)
-        guard index > start, Double(text) != nil else { throw fail("invalid number") }
+        guard let number = Double(text), number.isFinite else { throw fail("number out of range") }
         return .number(text)
     }
 

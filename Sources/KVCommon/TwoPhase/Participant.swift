@@ -6,8 +6,9 @@
 //
 // Invariants:
 // - A key is locked by at most one prepared transaction; a prepare on a locked key votes no at once.
-// - A yes vote is always preceded, in the same action list, by `.persist(.prepare)`; a commit ack by
-//   `.persist(.commit)`. The executor must not send a reply before the persists listed before it are durable.
+// - A yes vote is always preceded, in the same action list, by `.persist(.prepare)` (or, for a duplicate, by
+//   `.awaitDurable`); a commit ack by `.persist(.commit)`. The executor must not send a reply before the
+//   persists listed before it (and, after `.awaitDurable`, every record persisted so far) are durable.
 // - A read never sees a prepared-but-undecided value: it waits for the decision or times out.
 // - Once aborted here, a seq never prepares here (late or duplicate prepares vote no).
 // - A replica that is not in sync (`joined == false`: fresh data, or a state transfer under way) neither votes
@@ -50,6 +51,9 @@ public struct Participant {
         case reply(RequestID, WireReply)
         /// The read waits for a decision; feed `.readTimedOut` after the lock-wait limit.
         case awaitDecision(RequestID)
+        /// The replies after it wait until every record persisted so far is durable, though this request writes
+        /// none itself (a duplicate prepare must not vote before the first one's PREPARE is on disk).
+        case awaitDurable
     }
 
     private struct Prepared {
@@ -260,13 +264,13 @@ public struct Participant {
             guard existing.record == record else {
                 return [.reply(id, reply(false, .conflict, "transaction \(seq) already prepared another write", seq: seq))]
             }
-            return [.reply(id, reply(true, .ok, "prepared", seq: seq))]
+            return [.awaitDurable, .reply(id, reply(true, .ok, "prepared", seq: seq))]
         }
         switch decided[seq] {
         case .aborted:
             return [.reply(id, reply(false, .aborted, "transaction \(seq) was already aborted here", seq: seq))]
         case .committed:
-            return [.reply(id, reply(true, .ok, "already committed", seq: seq))]
+            return [.awaitDurable, .reply(id, reply(true, .ok, "already committed", seq: seq))]
         case nil:
             if decided.mayHaveForgotten(seq) {
                 return [.reply(id, reply(false, .aborted, "transaction \(seq) is too old to prepare here", seq: seq))]

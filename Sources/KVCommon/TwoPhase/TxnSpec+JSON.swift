@@ -43,35 +43,35 @@ extension TxnSpec {
     /// Parses a transaction from JSON. `decode` turns a JSON string into bytes: base64 on the wire, UTF-8 in
     /// the HTTP API (where `key_base64`/`value_base64` may be used instead for binary data).
     public static func parse(_ json: JSONValue, base64: Bool) throws -> TxnSpec {
-        guard case .object = json else { throw KVError.wireBadReply("a transaction must be a JSON object") }
+        guard case .object = json else { throw KVError.txnMalformed("a transaction must be a JSON object") }
         func bytes(_ item: JSONValue, _ name: String, required: Bool = true) throws -> [UInt8]? {
             if !base64, let text = item[name]?.stringValue { return Array(text.utf8) }
             if let encoded = item[base64 ? name : name + "_base64"]?.stringValue {
-                guard let data = Data(base64Encoded: encoded) else { throw KVError.wireBadReply("\(name) is not base64") }
+                guard let data = Data(base64Encoded: encoded) else { throw KVError.txnMalformed("\(name) is not base64") }
                 return Array(data)
             }
-            if required { throw KVError.wireBadReply("missing '\(name)'") }
+            if required { throw KVError.txnMalformed("missing '\(name)'") }
             return nil
         }
         var compares: [Compare] = []
         for item in json["compare"]?.arrayValue ?? [] {
             guard let targetText = item["target"]?.stringValue, let target = Target(rawValue: targetText) else {
-                throw KVError.wireBadReply("compare.target must be version, created, value or exists")
+                throw KVError.txnMalformed("compare.target must be version, created, value or exists")
             }
             let comparison = Comparison(rawValue: item["op"]?.stringValue ?? "=")
-            guard let comparison else { throw KVError.wireBadReply("compare.op must be =, !=, < or >") }
+            guard let comparison else { throw KVError.txnMalformed("compare.op must be =, !=, < or >") }
             var compare = Compare(key: try bytes(item, "key")!, target: target, comparison: comparison)
             switch target {
             case .value:
                 compare.bytes = try bytes(item, "value")!
             case .exists:
                 guard let flag = item["value"]?.boolValue ?? item["value"]?.uint64Value.map({ $0 != 0 }) else {
-                    throw KVError.wireBadReply("compare on exists needs \"value\": true or false")
+                    throw KVError.txnMalformed("compare on exists needs \"value\": true or false")
                 }
                 compare.number = flag ? 1 : 0
             case .version, .created:
                 guard let number = item["value"]?.uint64Value else {
-                    throw KVError.wireBadReply("compare on \(target.rawValue) needs a number \"value\"")
+                    throw KVError.txnMalformed("compare on \(target.rawValue) needs a number \"value\"")
                 }
                 compare.number = number
             }
@@ -84,7 +84,7 @@ extension TxnSpec {
                 case "put": return .put(key: key, value: try bytes(item, "value")!)
                 case "del", "delete": return .delete(key: key)
                 case "get": return .get(key: key)
-                default: throw KVError.wireBadReply("\(name) op must be put, del or get")
+                default: throw KVError.txnMalformed("\(name) op must be put, del or get")
                 }
             }
         }
@@ -92,10 +92,10 @@ extension TxnSpec {
         for branch in [spec.success, spec.failure] {
             let written = branch.filter { if case .get = $0 { return false } else { return true } }.map(\.key)
             guard Set(written).count == written.count else {
-                throw KVError.wireBadReply("a key may be written only once per branch")
+                throw KVError.txnMalformed("a key may be written only once per branch")
             }
             guard written.allSatisfy({ !$0.isEmpty }), branch.allSatisfy({ !$0.key.isEmpty }) else {
-                throw KVError.wireBadReply("keys must not be empty")
+                throw KVError.txnMalformed("keys must not be empty")
             }
         }
         return spec

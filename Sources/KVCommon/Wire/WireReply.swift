@@ -83,7 +83,7 @@ public struct WireReply: Equatable, Sendable {
     public static func parse(_ line: [UInt8], valueExpected: Bool) -> Result<WireReply, KVError> {
         var fields = Fields()
         if let error = JSONValue.parseMembers(line, { key, value in fields.take(key, value) }) {
-            return .failure(error)
+            return .failure(.wireBadReply("\(error)"))
         }
         return fields.reply(valueExpected: valueExpected)
     }
