@@ -122,7 +122,8 @@ public final class GroupCommitLog: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Bytes in the current file, counting records queued but not yet written.
+    /// Bytes of the records in the current file, counting those queued but not yet written (the few bytes of
+    /// each write's batch header aside: this sizes snapshots and compactions, it does not address the file).
     public var sizeBytes: Int {
         condition.lock()
         defer { condition.unlock() }
@@ -201,7 +202,8 @@ public final class GroupCommitLog: @unchecked Sendable {
         flushing = true
         condition.unlock()
 
-        var bytes: [UInt8] = []
+        // One batch per write: its header is filled in front of the frames when it is written (`LogFile.appendBatch`).
+        var bytes = [UInt8](repeating: 0, count: LogFile.batchHeaderBytes)
         var waiting: [() -> Void] = []
         for item in batch {
             switch item {
@@ -225,10 +227,10 @@ public final class GroupCommitLog: @unchecked Sendable {
         if flushWaiters > 0 { condition.broadcast() }
     }
 
-    /// Writes and syncs `bytes`, then runs `waiting`; both are emptied.
+    /// Writes `bytes` (a batch header's room, then frames) and syncs, then runs `waiting`; both are emptied.
     private func write(_ bytes: inout [UInt8], _ waiting: inout [() -> Void]) {
         do {
-            if !bytes.isEmpty { try file.append(framed: bytes) }
+            if bytes.count > LogFile.batchHeaderBytes { try file.appendBatch(&bytes) }
             try file.sync()
         } catch {
             fail("log write failed, stopping so no unsynced write is ever acknowledged: \(error)")
@@ -236,7 +238,7 @@ public final class GroupCommitLog: @unchecked Sendable {
         condition.lock()
         stats.syncs += 1
         condition.unlock()
-        bytes.removeAll(keepingCapacity: true)
+        bytes.removeSubrange(LogFile.batchHeaderBytes...)
         for completion in waiting { completion() }
         waiting.removeAll(keepingCapacity: true)
     }

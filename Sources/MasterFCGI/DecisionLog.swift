@@ -52,7 +52,7 @@ final class DecisionLog: @unchecked Sendable {
         for old in generations.dropLast() {
             let path = Self.path(directory, old)
             let bytes = try FileIO.readAll(path)
-            let valid = try LogFile.scan(bytes, path: path, magic: LogFile.magic, onRecord: apply)
+            let valid = try LogFile.scanLog(bytes, path: path, onRecord: apply)
             guard valid == bytes.count else {
                 throw StorageError.corrupt(path: path, offset: valid, detail: "a sealed decision log ends in a damaged record")
             }

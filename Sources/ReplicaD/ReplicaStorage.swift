@@ -47,7 +47,7 @@ enum ReplicaStorage {
         for generation in live.dropLast() {
             let path = segmentPath(directory, generation)
             let bytes = try FileIO.readAll(path)
-            let valid = try LogFile.scan(bytes, path: path, magic: LogFile.magic) { payload, _ in
+            let valid = try LogFile.scanLog(bytes, path: path) { payload, _ in
                 participant.replay(try ReplicaRecord.decode(payload), nowMs: started)
                 records += 1
             }
@@ -110,7 +110,7 @@ enum ReplicaStorage {
         let bytes = try FileIO.readAll(path)
         var sawTrailer = false
         var keys = 0
-        let valid = try LogFile.scan(bytes, path: path, magic: LogFile.snapshotMagic) { payload, offset in
+        let valid = try LogFile.scanFrames(bytes, path: path, magic: LogFile.snapshotMagic) { payload, offset in
             guard !sawTrailer else {
                 throw StorageError.corrupt(path: path, offset: offset, detail: "records after the snapshot trailer")
             }

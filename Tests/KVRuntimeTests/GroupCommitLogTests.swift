@@ -114,7 +114,7 @@ final class GroupCommitLogTests: XCTestCase {
         let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger)
         group.appendAndWait([Array("one".utf8), Array("two".utf8)])
         let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
-        XCTAssertEqual(bytes, LogFile.magic + LogFile.frame(Array("one".utf8)) + LogFile.frame(Array("two".utf8)))
+        XCTAssertEqual(bytes, LogFile.magic + LogFile.batch(framed: LogFile.frame(Array("one".utf8)) + LogFile.frame(Array("two".utf8))))
         group.close()
         XCTAssertEqual(try readBack(), [Array("one".utf8), Array("two".utf8)])
     }
@@ -144,7 +144,7 @@ final class GroupCommitLogTests: XCTestCase {
         XCTAssertEqual(ran.values, [true, true], "both completions ran, on the flushing thread")
         XCTAssertEqual(group.counters.syncs, syncsBefore + 1, "one fsync for the whole batch")
         let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
-        XCTAssertEqual(bytes, LogFile.magic + LogFile.frame(Array("x".utf8)) + LogFile.frame(Array("y".utf8)))
+        XCTAssertEqual(bytes, LogFile.magic + LogFile.batch(framed: LogFile.frame(Array("x".utf8)) + LogFile.frame(Array("y".utf8))))
         group.flush()  // nothing queued: returns at once
         XCTAssertEqual(group.counters.syncs, syncsBefore + 1)
         group.close()
@@ -153,7 +153,7 @@ final class GroupCommitLogTests: XCTestCase {
     func testLazyRecordsAreWrittenWithoutAnyFlushCall() throws {
         let group = GroupCommitLog(file: try LogFile(path: path) { _, _ in }, logger: logger, lazyFlushMs: 20)
         group.append([Array("end".utf8)], sync: .lazy)
-        let expected = LogFile.magic + LogFile.frame(Array("end".utf8))
+        let expected = LogFile.magic + LogFile.batch(framed: LogFile.frame(Array("end".utf8)))
         let deadline = Date(timeIntervalSinceNow: 10)
         var bytes: [UInt8] = []
         while Date() < deadline {
@@ -176,7 +176,8 @@ final class GroupCommitLogTests: XCTestCase {
         group.append([Array("second".utf8)], sync: .lazy) { done.fulfill() }
         wait(for: [done], timeout: 10)
         let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
-        XCTAssertEqual(bytes, LogFile.magic + LogFile.frame(Array("first".utf8)) + LogFile.frame(Array("second".utf8)))
+        XCTAssertEqual(bytes, LogFile.magic + LogFile.batch(framed: LogFile.frame(Array("first".utf8)))
+            + LogFile.batch(framed: LogFile.frame(Array("second".utf8))))
         group.close()
     }
 
@@ -186,7 +187,7 @@ final class GroupCommitLogTests: XCTestCase {
         group.append([Array("now".utf8)], sync: .caller)
         group.flush()
         let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
-        XCTAssertEqual(bytes, LogFile.magic + LogFile.frame(Array("lazy".utf8)) + LogFile.frame(Array("now".utf8)))
+        XCTAssertEqual(bytes, LogFile.magic + LogFile.batch(framed: LogFile.frame(Array("lazy".utf8)) + LogFile.frame(Array("now".utf8))))
         group.close()
     }
 

@@ -32,13 +32,14 @@ final class LogFileTests: XCTestCase {
         (0..<count).map { Array("\(tag)-\($0)-".utf8) + [UInt8](repeating: UInt8($0 & 0xFF), count: $0 * 3) }
     }
 
-    /// Writes `payloads` to a fresh log and returns the byte offset of each frame.
+    /// Writes `payloads` to a fresh log, one batch each, and returns the byte offset of each frame (its batch
+    /// starts `LogFile.batchHeaderBytes` before).
     @discardableResult
     private func write(_ payloads: [[UInt8]]) throws -> [Int] {
         let (log, _, _) = try open()
         var offsets: [Int] = []
         for payload in payloads {
-            offsets.append(log.sizeBytes)
+            offsets.append(log.sizeBytes + LogFile.batchHeaderBytes)
             try log.append(framed: LogFile.frame(payload))
         }
         try log.sync()
@@ -81,7 +82,7 @@ final class LogFileTests: XCTestCase {
         }
         XCTAssertEqual(writer.bytes, expected)
         var decoded: [SnapshotRecord] = []
-        let valid = try LogFile.scan(writer.bytes, path: "mem", magic: LogFile.snapshotMagic) { payload, _ in
+        let valid = try LogFile.scanFrames(writer.bytes, path: "mem", magic: LogFile.snapshotMagic) { payload, _ in
             decoded.append(try SnapshotRecord.decode(payload))
         }
         XCTAssertEqual(valid, writer.bytes.count)
@@ -103,19 +104,88 @@ final class LogFileTests: XCTestCase {
         XCTAssertEqual(try open().records, written + [Array("later".utf8)])
     }
 
-    func testTornLastFrameIsDiscarded() throws {
+    func testTornLastBatchIsDiscarded() throws {
         let written = payloads(5)
         let offsets = try write(written)
         let full = try fileBytes()
-        for cut in [1, 3, LogFile.frameHeaderBytes + 1, full.count - offsets[4] - 1] {
+        let lastBatch = offsets[4] - LogFile.batchHeaderBytes
+        // Cuts inside the payload, inside the frame header, and inside the batch header.
+        for cut in [1, 3, LogFile.frameHeaderBytes + 1, full.count - offsets[4] - 1, full.count - lastBatch - 5] {
             try writeFile(Array(full.dropLast(cut)))
             let (log, records, _) = try open()
             XCTAssertEqual(records, Array(written.prefix(4)), "cut \(cut)")
-            XCTAssertEqual(log.discardedTailBytes, full.count - cut - offsets[4], "cut \(cut)")
+            XCTAssertEqual(log.discardedTailBytes, full.count - cut - lastBatch, "cut \(cut)")
             XCTAssertGreaterThan(log.discardedTailBytes, 0)
-            XCTAssertEqual(log.sizeBytes, offsets[4])
-            XCTAssertEqual(try fileBytes().count, offsets[4], "the torn tail is cut off the file")
+            XCTAssertEqual(log.sizeBytes, lastBatch)
+            XCTAssertEqual(try fileBytes().count, lastBatch, "the torn tail is cut off the file")
         }
+    }
+
+    /// A crash can leave the whole length of the last batch in the file with some of its pages never written
+    /// (zeroes): still a torn tail, however intact the bytes after the hole look.
+    func testLastBatchWithAHoleIsATornTail() throws {
+        let written = payloads(3)
+        let offsets = try write(written)
+        var bytes = try fileBytes()
+        for index in offsets[2]..<(offsets[2] + LogFile.frameHeaderBytes) { bytes[index] = 0 }
+        try writeFile(bytes)
+        let (log, records, _) = try open()
+        XCTAssertEqual(records, Array(written.prefix(2)))
+        XCTAssertEqual(log.sizeBytes, offsets[2] - LogFile.batchHeaderBytes)
+    }
+
+    func testDamagedBatchHeaderInMiddleIsCorruption() throws {
+        let offsets = try write(payloads(3))
+        var bytes = try fileBytes()
+        let batch = offsets[1] - LogFile.batchHeaderBytes
+        bytes[batch + 5] ^= 0x01  // the body length, which the header's checksum covers
+        try writeFile(bytes)
+        XCTAssertThrowsError(try open()) { error in
+            guard case StorageError.corrupt(_, let offset, _) = error else {
+                return XCTFail("expected StorageError.corrupt, got \(error)")
+            }
+            XCTAssertEqual(offset, batch)
+        }
+    }
+
+    /// A crash tears the append of a large record whose value happens to hold the bytes of an intact frame (a
+    /// client may store anything). That is still a torn tail of one unacknowledged write, not corruption.
+    func testTornAppendWhoseValueHoldsAFrameIsATornTail() throws {
+        let written = payloads(2)
+        try write(written)
+        let intactEnd = try fileBytes().count
+        let embedded = LogFile.frame(ReplicaRecord.commit(seq: 42).encoded())
+        let value = [UInt8](repeating: 0x61, count: 1000) + embedded + [UInt8](repeating: 0x62, count: 1000)
+        let large = ReplicaRecord.prepare(seq: 43, op: .put(key: Array("k".utf8), value: value)).encoded()
+        do {
+            let (log, _, _) = try open()
+            try log.append(framed: LogFile.frame(large))
+            try log.sync()
+        }
+        let full = try fileBytes()
+        let tornAt = full.count - 500  // past the embedded frame, before the end of the record
+        try writeFile(Array(full.prefix(tornAt)))
+        let (log, records, _) = try open()
+        XCTAssertEqual(records, written)
+        XCTAssertEqual(log.discardedTailBytes, tornAt - intactEnd)
+        XCTAssertEqual(try fileBytes().count, intactEnd)
+    }
+
+    /// A log of the first, unbatched format (KVLOG01) reads back, torn tail rule included, and appends continue
+    /// in that format, so an upgraded replica keeps its segment until the next rotation starts a batched one.
+    func testLegacyUnbatchedLogReadsBackAndKeepsItsFormat() throws {
+        let written = payloads(3)
+        try writeFile(LogFile.legacyMagic + written.flatMap(LogFile.frame) + [9, 0, 0])
+        do {
+            let (log, records, _) = try open()
+            XCTAssertEqual(records, written)
+            XCTAssertFalse(log.batched)
+            XCTAssertEqual(log.discardedTailBytes, 3)
+            try log.append(framed: LogFile.frame(Array("later".utf8)))
+            try log.sync()
+        }
+        XCTAssertEqual(try fileBytes(), LogFile.legacyMagic + (written + [Array("later".utf8)]).flatMap(LogFile.frame))
+        XCTAssertEqual(try open().records, written + [Array("later".utf8)])
     }
 
     func testAppendAfterTornTailRecovery() throws {
@@ -195,7 +265,7 @@ final class LogFileTests: XCTestCase {
     }
 
     func testBadHeader() throws {
-        for contents in [Array("NOTALOG\n".utf8) + LogFile.frame([1]), Array("KVLOG".utf8), Array("KVLOG02\n".utf8)] {
+        for contents in [Array("NOTALOG\n".utf8) + LogFile.frame([1]), Array("KVLOG".utf8), Array("KVLOG03\n".utf8)] {
             try writeFile(contents)
             XCTAssertThrowsError(try open()) { error in
                 guard case StorageError.badHeader(let errorPath) = error else {

@@ -373,6 +373,8 @@ def fresh_puts(cluster, keys, tag, threads=4):
 
 LOG_MAGIC_BYTES = 8
 FRAME_HEADER = struct.Struct("<II")
+BATCH_HEADER = struct.Struct("<III")  # tag "KVB1", body length, CRC-32C of tag and length
+BATCH_TAG = 0x3142564B
 
 
 def newest_log(directory):
@@ -392,15 +394,32 @@ def newest_log(directory):
 
 
 def log_frames(path):
-    """[(offset, payload_length)] of the frames after the 8-byte magic, stopping at the first damaged one."""
+    """[(offset, payload_length)] of the records' frames, stopping at the first damaged one. A `KVLOG02` log holds
+    batches (one per write) of frames; a `KVLOG01` log holds frames alone."""
     with open(path, "rb") as f:
         data = f.read()
     assert data[:5] == b"KVLOG", f"{path} does not start with a KVLOG magic: {data[:8]!r}"
-    frames, offset = [], LOG_MAGIC_BYTES
-    while offset + FRAME_HEADER.size <= len(data):
-        length, _ = FRAME_HEADER.unpack_from(data, offset)
-        if length == 0 or offset + FRAME_HEADER.size + length > len(data):
+
+    def frames_in(offset, end, out):
+        while offset + FRAME_HEADER.size <= end:
+            length, _ = FRAME_HEADER.unpack_from(data, offset)
+            if length == 0 or offset + FRAME_HEADER.size + length > end:
+                return False
+            out.append((offset, length))
+            offset += FRAME_HEADER.size + length
+        return offset == end
+
+    frames = []
+    if data[:8] == b"KVLOG01\n":
+        frames_in(LOG_MAGIC_BYTES, len(data), frames)
+        return frames
+    offset = LOG_MAGIC_BYTES
+    while offset + BATCH_HEADER.size <= len(data):
+        tag, length, _ = BATCH_HEADER.unpack_from(data, offset)
+        end = offset + BATCH_HEADER.size + length
+        if tag != BATCH_TAG or length == 0 or end > len(data):
             break
-        frames.append((offset, length))
-        offset += FRAME_HEADER.size + length
+        if not frames_in(offset + BATCH_HEADER.size, end, frames):
+            break
+        offset = end
     return frames
