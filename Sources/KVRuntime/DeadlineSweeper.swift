@@ -1,53 +1,39 @@
 import NIOCore
-import NIOPosix
 
-/// Something with a deadline that a `DeadlineSweeper` watches.
-public protocol DeadlineTarget: AnyObject {
-    /// Read on the sweeper's event loop.
-    var deadline: NIODeadline { get }
-    /// Called on the event loop once `deadline` has passed (once per `watch`).
-    func deadlinePassed()
-}
-
-/// The time-outs of every transaction on one event loop (the master's `TransactionDriver`s), kept with one
-/// scheduled task instead of one per transaction and phase: NIO's `scheduleTask` and `cancel` cost about 30
-/// allocations per write, a fifth of the master's, for timers that almost never fire.
+/// Timers keyed by a value (the master's `TransactionManager.Timer`), kept with one scheduled task instead of
+/// one per timer: NIO's `scheduleTask` and `cancel` cost about 30 allocations per write, for phase time-outs
+/// that almost never fire.
 ///
-/// The task is set for the earliest deadline it knows of. When it runs it times out what has expired and sets
-/// itself for the next earliest; transactions that finished in the meantime were simply forgotten. Deadlines
-/// mostly come in increasing order (the same time-out, started later), so watching one rarely moves the task.
-/// Confined to its event loop; one per loop thread, created on first use (`current(on:)`).
-public final class DeadlineSweeper {
+/// The task is set for the earliest deadline it knows of. When it runs it fires what has expired and sets itself
+/// for the next earliest; timers forgotten in the meantime are simply gone. Deadlines mostly come in increasing
+/// order (the same time-out, started later), so starting one rarely moves the task. Confined to its event loop.
+public final class DeadlineSweeper<Key: Hashable> {
     private let loop: EventLoop
-    private var watched: [ObjectIdentifier: DeadlineTarget] = [:]
+    private let fire: (Key) -> Void
+    private var deadlines: [Key: NIODeadline] = [:]
     private var scheduled: (at: NIODeadline, task: Scheduled<Void>)?
 
-    private init(loop: EventLoop) { self.loop = loop }
-
-    private static let perLoop = ThreadSpecificVariable<DeadlineSweeper>()
-
-    /// The sweeper of `loop`; must be called on it.
-    public static func current(on loop: EventLoop) -> DeadlineSweeper {
-        loop.preconditionInEventLoop()
-        if let sweeper = perLoop.currentValue, sweeper.loop === loop { return sweeper }
-        let sweeper = DeadlineSweeper(loop: loop)
-        perLoop.currentValue = sweeper
-        return sweeper
+    /// `fire` runs on `loop` once per `start` whose deadline passed (unless `cancel`led or restarted first).
+    public init(loop: EventLoop, fire: @escaping (Key) -> Void) {
+        self.loop = loop
+        self.fire = fire
     }
 
-    /// Starts watching `target` (again, after its deadline moved).
-    public func watch(_ target: DeadlineTarget) {
-        watched[ObjectIdentifier(target)] = target
-        let deadline = target.deadline
+    /// Starts (or restarts, replacing its deadline) the timer `key`.
+    public func start(_ key: Key, at deadline: NIODeadline) {
+        loop.preconditionInEventLoop()
+        deadlines[key] = deadline
         if let scheduled, scheduled.at <= deadline { return }
         schedule(at: deadline)
     }
 
-    public func forget(_ target: DeadlineTarget) {
-        watched.removeValue(forKey: ObjectIdentifier(target))
+    public func start(_ key: Key, afterMs ms: Int) { start(key, at: .now() + .milliseconds(Int64(ms))) }
+
+    public func cancel(_ key: Key) {
+        deadlines.removeValue(forKey: key)
     }
 
-    public var watchedCount: Int { watched.count }
+    public var count: Int { deadlines.count }
 
     private func schedule(at deadline: NIODeadline) {
         scheduled?.task.cancel()
@@ -55,22 +41,21 @@ public final class DeadlineSweeper {
         scheduled = (deadline, task)
     }
 
-    /// Times out what expired by `reached`, the deadline the task was set for (not the clock: a task that runs
-    /// late leaves what expired meanwhile to the next run, which is then due at once).
+    /// Fires what expired by `reached`, the deadline the task was set for (not the clock: a task that runs late
+    /// leaves what expired meanwhile to the next run, which is then due at once).
     private func sweep(reached now: NIODeadline) {
         scheduled = nil
-        var expired: [DeadlineTarget] = []
+        var expired: [Key] = []
         var next: NIODeadline?
-        for target in watched.values {
-            let deadline = target.deadline
+        for (key, deadline) in deadlines {
             if deadline <= now {
-                expired.append(target)
+                expired.append(key)
             } else if next.map({ deadline < $0 }) ?? true {
                 next = deadline
             }
         }
-        for target in expired { watched.removeValue(forKey: ObjectIdentifier(target)) }
+        for key in expired { deadlines.removeValue(forKey: key) }
         if let next { schedule(at: next) }
-        for target in expired { target.deadlinePassed() }
+        for key in expired { fire(key) }
     }
 }

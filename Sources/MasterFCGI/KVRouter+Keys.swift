@@ -8,7 +8,7 @@ extension KVRouter {
     /// or `Accept: application/octet-stream`, the value's bytes alone.
     func read(_ key: [UInt8], _ request: HTTPRequest) -> HTTPResponse {
         let reply: WireReply
-        switch service.read(.get(key), in: view) {
+        switch reads.read(.get(key), in: view) {
         case .answered(let answer): reply = answer
         case .unavailable(let reasons): return unavailable(reasons)
         }
@@ -65,10 +65,9 @@ extension KVRouter {
         }
         let spec = TxnSpec(compare: [TxnSpec.Compare(key: op.key, target: .version, number: expected)],
                            success: [write], failure: [.get(key: op.key)])
-        guard let outcome = service.write(.txn(spec)) else { return notStarted() }
-        let report = WriteReport(outcome: outcome, op: op)
-        guard outcome.committed, let txn = outcome.txn, !txn.succeeded else {
-            return report.response(serverID: serverID)
+        let result = node.write(WriteRequest.txn(spec).intent)
+        guard case .outcome(let outcome) = result, outcome.committed, let txn = outcome.txn, !txn.succeeded else {
+            return answer(result, op: op)
         }
         let current = txn.reads.first?.entry
         var writer = JSONWriter()
@@ -84,7 +83,7 @@ extension KVRouter {
     /// 412 for `If-Match: W/"..."`, with the key's current version, and nothing written.
     private func weakTagNeverMatches(_ key: [UInt8]) -> HTTPResponse {
         let current: UInt64
-        switch service.read(.get(key), in: view) {
+        switch reads.read(.get(key), in: view) {
         case .answered(let reply): current = reply.status ? reply.seq ?? 0 : 0
         case .unavailable(let reasons): return unavailable(reasons)
         }
@@ -99,8 +98,7 @@ extension KVRouter {
     }
 
     func write(_ op: WriteOp) -> HTTPResponse {
-        guard let outcome = service.write(.single(op)) else { return notStarted() }
-        return WriteReport(outcome: outcome, op: op).response(serverID: serverID)
+        answer(node.write(WriteRequest.single(op).intent), op: op)
     }
 
     /// `POST /kv` with the user's command syntax: `get;key`, `put;key;value`, `del;key`. The key is

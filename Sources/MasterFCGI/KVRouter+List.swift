@@ -19,7 +19,7 @@ extension KVRouter {
         }
         let keysOnly = ["1", "true", "yes"].contains(request.query("keys_only") ?? "")
         let reply: WireReply
-        switch service.read(WireRequest(seq: UInt64(limit), command: .list, key: prefix, value: after), in: view) {
+        switch reads.read(WireRequest(seq: UInt64(limit), command: .list, key: prefix, value: after), in: view) {
         case .answered(let answer): reply = answer
         case .unavailable(let reasons): return unavailable(reasons)
         }

@@ -27,7 +27,8 @@ extension KVRouter {
         for key in spec.keys {
             if let problem = checkKey(key) { return problem }
         }
-        guard let outcome = service.write(.txn(spec)) else { return notStarted() }
+        let result = node.write(WriteRequest.txn(spec).intent)
+        guard case .outcome(let outcome) = result else { return answer(result, op: nil) }
         var report = WriteReport(outcome: outcome, op: nil)
         if outcome.committed, let txn = outcome.txn {
             report.summary = txn.succeeded ? "transaction committed: compares held, success branch applied (seq \(outcome.seq))"

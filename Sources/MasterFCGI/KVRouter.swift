@@ -15,14 +15,16 @@ import KVCommon
 /// | GET /ping                    | 200 without touching replicas (a ceiling for benchmarks)                |
 /// | POST /admin/reload           | re-read cluster.yaml: 200 in force, 400 rejected (old one stays)        |
 ///
-/// A router is made per request (`KVRouter(service:)`), taking the configuration in force at that moment.
+/// A router is made per request, taking the configuration in force at that moment.
 struct KVRouter {
-    let service: KVService
-    let view: ClusterView
+    let node: MasterNode
+    let reads: ReplicaReads
+    let view: MasterView
 
-    init(service: KVService) {
-        self.service = service
-        view = service.views.current
+    init(node: MasterNode, reads: ReplicaReads) {
+        self.node = node
+        self.reads = reads
+        view = node.view
     }
 
     var serverID: String { view.config.master.id }
@@ -40,12 +42,12 @@ struct KVRouter {
             return json(200, true, "pong", seq: nil)
         case "/admin/reload":
             guard request.method == "POST" else { return methodNotAllowed("POST") }
-            let report = service.views.reload()
+            let report = node.reload()
             return json(report.ok ? 200 : 400, report.ok, report.message, seq: nil)
         case "/status":
             guard request.method == "GET" else { return methodNotAllowed("GET") }
             let verify = ["1", "true", "yes"].contains(request.query("verify") ?? "")
-            return StatusReport(service: service, verify: verify).response()
+            return StatusReport(node: node, view: view, verify: verify).response()
         case "/txn":
             guard request.method == "POST" else { return methodNotAllowed("POST") }
             return transaction(request)
@@ -94,11 +96,12 @@ struct KVRouter {
         return response
     }
 
-    /// 503 for a write the master could not start.
-    func notStarted() -> HTTPResponse {
-        let reason = view.participants.isEmpty ? "no replica is in sync to take writes"
-            : "too many transactions in flight (limit \(limits.inFlightTransactionsMax)) or a replica is joining"
-        return json(503, false, "\(reason); nothing was written, retry later", seq: nil)
+    /// The answer to a write: its outcome, or 503 when the master could not start it.
+    func answer(_ answer: TransactionManager.WriteAnswer, op: WriteOp?) -> HTTPResponse {
+        switch answer {
+        case .outcome(let outcome): return WriteReport(outcome: outcome, op: op).response(serverID: serverID)
+        case .refused(let reason): return json(503, false, "\(reason); nothing was written, retry later", seq: nil)
+        }
     }
 
     func unavailable(_ reasons: [String]) -> HTTPResponse {

@@ -1,6 +1,5 @@
 import KVCommon
 import KVRuntime
-import Logging
 import NIOCore
 import NIOPosix
 
@@ -10,8 +9,7 @@ import NIOPosix
 final class QueryServer {
     private let channel: Channel
 
-    init(group: EventLoopGroup, host: String, port: Int, registry: InFlightRegistry, serverID: String,
-         logger: Logger) throws {
+    init(group: EventLoopGroup, host: String, port: Int, node: MasterNode, serverID: String) throws {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
@@ -20,7 +18,7 @@ final class QueryServer {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LineFrameDecoder(maxLineBytes: 256)))
                     try channel.pipeline.syncOperations.addHandler(
-                        QueryHandler(registry: registry, serverID: serverID, logger: logger))
+                        QueryHandler(node: node, serverID: serverID))
                 }
             }
         channel = try bootstrap.bind(host: host, port: port).wait()
@@ -29,45 +27,37 @@ final class QueryServer {
     func close() { channel.close(promise: nil) }
 }
 
-/// Answers one `qry` line at a time (the answer is computed synchronously, so order is kept).
+/// Answers `qry` lines in order: each answer is written as the master's state machine gives it, on the loop.
 private final class QueryHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let registry: InFlightRegistry
+    private let node: MasterNode
     private let serverID: String
-    private let logger: Logger
 
-    init(registry: InFlightRegistry, serverID: String, logger: Logger) {
-        self.registry = registry
+    init(node: MasterNode, serverID: String) {
+        self.node = node
         self.serverID = serverID
-        self.logger = logger
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let line = unwrapInboundIn(data)
-        let reply: WireReply
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let respond = { (reply: WireReply) in
+            let (handler, context) = bound.value
+            context.writeAndFlush(handler.wrapOutboundOut(context.channel.allocator.buffer(bytes: reply.encoded())),
+                                  promise: nil)
+        }
         switch WireRequest.parse(Array(line.readableBytesView), maxLineBytes: 256) {
         case .success(let request) where request.command == .qry:
-            let seq = request.seq!
-            switch registry.resolve(seq, reason: "a replica asked for the outcome of \(seq) before it was decided") {
-            case .commit:
-                reply = WireReply(status: true, code: .committed, message: "committed", seq: seq, server: serverID)
-            case .abort:
-                reply = WireReply(status: true, code: .aborted, message: "aborted", seq: seq, server: serverID)
-            case .pending:
-                reply = WireReply(status: false, code: .busy, message: "commit being recorded; ask again", seq: seq,
-                                  server: serverID)
-            }
-            logger.info("qry \(seq): answered \(reply.code.rawValue)")
+            node.query(request.seq!, respond: respond)
         case .success(let request):
-            reply = WireReply(status: false, code: .badRequest,
+            respond(WireReply(status: false, code: .badRequest,
                               message: "the master answers only 'seq;qry;;', not '\(request.command.rawValue)'",
-                              seq: nil, server: serverID)
+                              seq: nil, server: serverID))
         case .failure(let error):
-            reply = WireReply(status: false, code: .badRequest, message: error.description, seq: nil, server: serverID)
+            respond(WireReply(status: false, code: .badRequest, message: error.description, seq: nil, server: serverID))
         }
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: reply.encoded())), promise: nil)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -8,14 +8,17 @@ import NIOPosix
 ///
 /// All state lives on one event loop, so calls leave in exactly the order `send` was called (a transaction's
 /// `abrt` can never overtake its prepare). When disconnected, the next call opens a new connection; calls
-/// made meanwhile queue behind it. Each new connection first asks the replica for `stat` and hands the
-/// answer to `onConnect`, which resolves the replica's in-doubt transactions.
+/// made meanwhile queue behind it. When a connection is up, `onConnected` runs before the queued calls go out,
+/// so what it sends (the master's `stat`) is the first thing on the new connection; `onDisconnected` runs when
+/// it closes.
 final class ReplicaLink: @unchecked Sendable {
     let replica: ClusterConfig.Replica
     private let loop: EventLoop
     let connectTimeoutMs: Int
+    /// The longest reply line accepted (`limits.wireReplyBytesMax`).
     let maxLineBytes: Int
-    private let onConnect: (ReplicaLink, WireReply) -> Void
+    private let onConnected: (ReplicaLink) -> Void
+    private let onDisconnected: (ReplicaLink) -> Void
     // Event-loop state.
     private var channel: Channel?
     private var handler: ReplicaClientHandler?
@@ -27,15 +30,15 @@ final class ReplicaLink: @unchecked Sendable {
     private let stateLock = NSLock()
     private var lastError: String?
     private var connected = false
-    private var joined: Bool?
 
     init(replica: ClusterConfig.Replica, loop: EventLoop, connectTimeoutMs: Int, maxLineBytes: Int,
-         onConnect: @escaping (ReplicaLink, WireReply) -> Void) {
+         onConnected: @escaping (ReplicaLink) -> Void, onDisconnected: @escaping (ReplicaLink) -> Void) {
         self.replica = replica
         self.loop = loop
         self.connectTimeoutMs = connectTimeoutMs
         self.maxLineBytes = maxLineBytes
-        self.onConnect = onConnect
+        self.onConnected = onConnected
+        self.onDisconnected = onDisconnected
     }
 
     /// Whether the last connection attempt succeeded and the connection is still open, and the last error.
@@ -43,24 +46,6 @@ final class ReplicaLink: @unchecked Sendable {
         stateLock.lock()
         defer { stateLock.unlock() }
         return (connected, lastError)
-    }
-
-    /// The event loop this link's connection lives on.
-    var eventLoop: EventLoop { loop }
-
-    /// Whether the replica said it is in sync in its last `stat` (nil: not heard from yet).
-    var lastJoined: Bool? {
-        stateLock.lock()
-        defer { stateLock.unlock() }
-        return joined
-    }
-
-    /// Remembers what a `stat` reply says about the replica.
-    func note(stat reply: WireReply) {
-        guard let stat = reply.stat else { return }
-        stateLock.lock()
-        joined = stat.joined
-        stateLock.unlock()
     }
 
     /// Sends `request`; `callback` runs on the event loop with the reply or the failure.
@@ -141,15 +126,10 @@ final class ReplicaLink: @unchecked Sendable {
                         self.outgoing = nil
                     }
                     self.setHealth(connected: false, error: "connection lost (\(self.replica.address))")
+                    self.onDisconnected(self)
                 }
             }
-            let stat = ReplicaCall(line: WireRequest.stat.encoded(), expectsValue: false) { result in
-                if case .success(let reply) = result {
-                    self.note(stat: reply)
-                    self.onConnect(self, reply)
-                }
-            }
-            enqueue(stat, channel: channel, handler: handler)
+            onConnected(self)
             for call in calls { enqueue(call, channel: channel, handler: handler) }
         case .failure(let error):
             let reason = Self.describe(error, address: replica.address)

@@ -3,19 +3,20 @@ import KVCommon
 
 /// `GET /status`: the master's identity and configuration, and each replica's live state from `stat`.
 struct StatusReport {
-    let service: KVService
+    let node: MasterNode
+    let view: MasterView
     /// `?verify=1`: hold writes back for a moment and compare every in-sync replica's content digest.
     var verify = false
 
     func response() -> HTTPResponse {
-        let view = service.views.current
         let config = view.config
+        let replicaStatus = { ReplicaReads.callAll(view.links, .stat, timeoutMs: config.timeouts.readTimeoutMs) }
         var replicas: [[UInt8]] = []
         var upCount = 0
         let results: [(ReplicaLink, Result<WireReply, LinkFailure>)]
         if verify {
             let timeoutMs = config.timeouts.prepareTimeoutMs + config.timeouts.commitTimeoutMs
-            guard let paused = service.runner.gate.whilePaused(timeoutMs: timeoutMs, { service.replicaStatus(in: view) })
+            guard let paused = node.whilePaused(timeoutMs: timeoutMs, replicaStatus)
             else {
                 var writer = JSONWriter()
                 writer.field("status", false)
@@ -26,14 +27,15 @@ struct StatusReport {
             }
             results = paused
         } else {
-            results = service.replicaStatus(in: view)
+            results = replicaStatus()
         }
+        let counters = node.status()
         var digests: [String: String] = [:]
         for (link, result) in results {
             var writer = JSONWriter(capacity: 256)
             writer.field("id", link.replica.id)
             writer.field("address", link.replica.address)
-            let syncing = view.syncing.contains(link.replica.id)
+            let syncing = view.isSyncing(link.replica.id)
             switch result {
             case .success(let reply):
                 upCount += syncing ? 0 : 1
@@ -53,7 +55,7 @@ struct StatusReport {
                 writer.field("state", "down")
                 writer.field("error", failure.reason)
             }
-            if let progress = service.sync.status(of: link.replica.id), syncing || progress.phase != "joined" {
+            if let progress = counters.transfers[link.replica.id], syncing || progress.phase != "joined" {
                 var sync = JSONWriter(capacity: 160)
                 sync.field("phase", progress.phase)
                 sync.field("loaded", progress.loaded)
@@ -64,7 +66,7 @@ struct StatusReport {
             }
             replicas.append(writer.finish())
         }
-        for replica in service.views.removed {
+        for replica in view.membership.removed {
             var writer = JSONWriter(capacity: 128)
             writer.field("id", replica.id)
             writer.field("address", replica.address)
@@ -72,10 +74,11 @@ struct StatusReport {
             writer.field("state", "removed")
             replicas.append(writer.finish())
         }
-        let total = view.participants.count
+        let total = view.membership.participants.count
+        let syncingIDs = view.membership.syncing.sorted()
         var message = upCount == total ? "all \(total) replicas up"
             : "\(upCount) of \(total) replicas up; writes fail until every replica answers"
-        if !view.syncing.isEmpty { message += "; syncing: \(view.syncing.sorted().joined(separator: ", "))" }
+        if !syncingIDs.isEmpty { message += "; syncing: \(syncingIDs.joined(separator: ", "))" }
         let identical = Set(digests.values).count <= 1 && digests.count == total
         if verify { message += identical ? "; verify: all in-sync replicas identical" : "; verify: REPLICAS DIFFER" }
         var writer = JSONWriter(capacity: 1024)
@@ -84,14 +87,14 @@ struct StatusReport {
         writer.field("seq", nil)
         writer.field("server", config.master.id)
         writer.field("config", config.path)
-        writer.field("config_epoch", view.generation)
+        writer.field("config_epoch", view.membership.configEpoch)
         writer.field("config_loaded_at", ISO8601DateFormatter().string(from: view.loadedAt))
-        if let error = service.views.reloadError { writer.field("last_reload_error", error) }
-        writer.field("epoch", service.seqs.epoch)
-        writer.field("uptime_s", Int(Date().timeIntervalSince(service.startedAt)))
-        writer.field("in_flight", service.registry.count)
-        writer.field("pending_commits", service.delivery.pendingCount)
-        writer.field("decision_log_syncs", service.runner.decisions.syncCount)
+        if let error = node.reloadError { writer.field("last_reload_error", error) }
+        writer.field("epoch", counters.seqEpoch)
+        writer.field("uptime_s", Int(Date().timeIntervalSince(node.startedAt)))
+        writer.field("in_flight", counters.inFlight)
+        writer.field("pending_commits", counters.pendingCommits)
+        writer.field("decision_log_syncs", counters.decisionLogSyncs)
         writer.field("replicas", rawJSON: JSONWriter.array(replicas))
         if verify {
             var check = JSONWriter(capacity: 256)

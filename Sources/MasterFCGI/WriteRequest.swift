@@ -13,6 +13,9 @@ enum WriteRequest {
         }
     }
 
+    /// What the master's `TransactionManager` runs (it fills in the seq).
+    var intent: TransactionManager.WriteIntent { .init(prepare: prepare(seq: 1), writtenKeys: writtenKeys) }
+
     /// Keys that may change if it commits (for replicas being synced meanwhile).
     var writtenKeys: [[UInt8]] {
         switch self {

@@ -81,12 +81,6 @@ final class ReplicaNode: @unchecked Sendable {
         lock.unlock()
     }
 
-    func isBlocked(_ seq: UInt64) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return blocked.contains(seq)
-    }
-
     private func markBlocked(_ action: Participant.Action) -> Participant.Action {
         guard case .reply(let id, var reply) = action, var stat = reply.stat else { return action }
         for index in stat.inDoubt.indices { stat.inDoubt[index].blocked = blocked.contains(stat.inDoubt[index].seq) }

@@ -30,12 +30,19 @@ public struct ClusterConfig: Equatable, Sendable {
         public var queryAddress: String? { queryHost.flatMap { host in queryPort.map { "\(host):\($0)" } } }
     }
 
-    public struct Replica: Equatable, Sendable {
+    public struct Replica: Hashable, Sendable {
         public var id: String
         public var host: String
         public var port: Int
         public var dataDir: String
         public var address: String { "\(host):\(port)" }
+
+        public init(id: String, host: String, port: Int, dataDir: String) {
+            self.id = id
+            self.host = host
+            self.port = port
+            self.dataDir = dataDir
+        }
     }
 
     public struct Timeouts: Equatable, Sendable {

@@ -1,0 +1,146 @@
+// Commit delivery and in-doubt answers: commits whose acks did not all arrive are re-sent with backoff until
+// each participant acknowledges, then END is logged (a commit is never turned into an abort); replicas that
+// report in-doubt seqs, or ask about one, get the outcome the registry and the decision log give.
+
+extension TransactionManager {
+    /// Keeps sending `com` for `seq` to `replicas` until each acknowledges.
+    mutating func track(_ seq: UInt64, _ replicas: [String], into actions: inout [Action]) {
+        deliveries[seq] = Delivery(unacked: Set(replicas))
+        redeliver(seq, into: &actions)
+    }
+
+    /// One round of `com` to every participant of `seq` that has not acknowledged, then the next round's timer
+    /// (50 ms doubling up to 5 s).
+    mutating func redeliver(_ seq: UInt64, into actions: inout [Action]) {
+        guard var delivery = deliveries[seq] else { return }
+        delivery.attempts += 1
+        deliveries[seq] = delivery
+        for id in delivery.unacked.sorted() {
+            guard let replica = settings.replica(id) else {
+                // Removed from the configuration: it no longer needs this (or any) commit.
+                actions.append(.note(.notice, "commit \(seq): \(id) is no longer configured; not waiting for it"))
+                acknowledged(seq, by: id, into: &actions)
+                continue
+            }
+            actions.append(.send(replica, .com(seq), .deliver(seq)))
+        }
+        guard deliveries[seq] != nil else { return }
+        let backoffMs = min(5000, 50 << min(delivery.attempts, 10))
+        actions.append(.startTimer(.redeliver(seq), ms: backoffMs))
+    }
+
+    mutating func acknowledged(_ seq: UInt64, by replica: String, into actions: inout [Action]) {
+        guard var delivery = deliveries[seq], delivery.unacked.remove(replica) != nil else { return }
+        guard delivery.unacked.isEmpty else {
+            deliveries[seq] = delivery
+            return
+        }
+        deliveries[seq] = nil
+        actions.append(.cancelTimer(.redeliver(seq)))
+        actions += journal.end(seq: seq).map(Action.log)
+        actions.append(.note(.info, "commit \(seq) acknowledged by every participant"))
+    }
+
+    /// `replica` was just synced from an in-sync replica: it holds every commit decided before, so it owes no
+    /// acks (a wiped replica could never acknowledge a `com` for a transaction it no longer knows).
+    mutating func replicaSynced(_ replica: String, into actions: inout [Action]) {
+        for seq in deliveries.keys.sorted() where deliveries[seq]!.unacked.contains(replica) {
+            acknowledged(seq, by: replica, into: &actions)
+        }
+    }
+
+    /// The outcome to tell a replica that is in doubt about `seq`. A transaction still preparing here is vetoed
+    /// (it will abort), so the answer "abort" stays true forever.
+    mutating func resolve(_ seq: UInt64, reason: String, into actions: inout [Action]) -> Resolution {
+        switch running[seq]?.registration {
+        case .running?:
+            running[seq]!.registration = .vetoed
+            drive(seq, .abortRequested(reason: reason), into: &actions)
+            return .abort
+        case .vetoed?:
+            return .abort
+        case .committing?:
+            return journal.wasCommitted(seq) ? .commit : .pending
+        case nil:
+            // Not running: it finished. Its commit, if any, is in the decision log or the recent-commit memory.
+            return journal.wasCommitted(seq) ? .commit : .abort
+        }
+    }
+
+    /// The answer to `seq;qry;;` on query_listen.
+    mutating func queryAnswer(_ seq: UInt64, into actions: inout [Action]) -> WireReply {
+        let master = settings.masterID
+        let reply: WireReply
+        switch resolve(seq, reason: "a replica asked for the outcome of \(seq) before it was decided", into: &actions) {
+        case .commit: reply = WireReply(status: true, code: .committed, message: "committed", seq: seq, server: master)
+        case .abort: reply = WireReply(status: true, code: .aborted, message: "aborted", seq: seq, server: master)
+        case .pending:
+            reply = WireReply(status: false, code: .busy, message: "commit being recorded; ask again", seq: seq,
+                              server: master)
+        }
+        actions.append(.note(.info, "qry \(seq): answered \(reply.code.rawValue)"))
+        return reply
+    }
+
+    /// Resolves the in-doubt transactions a freshly connected replica reported.
+    mutating func resolveInDoubt(_ replica: ClusterConfig.Replica, _ stat: ReplicaStat, into actions: inout [Action]) {
+        for item in stat.inDoubt {
+            let seq = item.seq
+            let reason = "\(replica.id) reconnected while transaction \(seq) was undecided"
+            switch resolve(seq, reason: reason, into: &actions) {
+            case .commit:
+                actions.append(.note(.notice, "in-doubt \(seq) on \(replica.id): logged as committed, sending com"))
+                actions.append(.send(replica, .com(seq), .resolve(seq, commit: true)))
+            case .abort:
+                actions.append(.note(.notice, "in-doubt \(seq) on \(replica.id): no commit record, sending abrt "
+                    + "(presumed abort)"))
+                actions.append(.send(replica, .abrt(seq), .resolve(seq, commit: false)))
+            case .pending:
+                actions.append(.note(.info, "in-doubt \(seq) on \(replica.id): commit being recorded; the running "
+                    + "transaction sends com"))
+            }
+        }
+    }
+
+    mutating func replied(_ replica: ClusterConfig.Replica, _ call: Call, _ reply: WireReply,
+                          into actions: inout [Action]) {
+        switch call {
+        case .txn(let seq):
+            drive(seq, .reply(replica: replica.id, reply), into: &actions)
+        case .deliver(let seq), .resolve(let seq, commit: true):
+            if reply.status { acknowledged(seq, by: replica.id, into: &actions) }
+        case .resolve(_, commit: false):
+            break
+        case .connect, .probe:
+            guard let stat = reply.stat else { return }
+            if let index = slotIndex(replica) { slots[index].lastJoined = stat.joined }
+            if call == .connect {
+                resolveInDoubt(replica, stat, into: &actions)
+                evaluateMembership(into: &actions)
+            }
+        case .bootstrap:
+            if reply.status, let index = slotIndex(replica) { slots[index].lastJoined = true }
+        case .transfer(let target, let attempt, let step):
+            guard transfers[target]?.attempt == attempt else { return }
+            transferEvent(target, .reply(step, reply), into: &actions)
+        }
+    }
+
+    mutating func failed(_ replica: ClusterConfig.Replica, _ call: Call, _ reason: String,
+                         into actions: inout [Action]) {
+        switch call {
+        case .txn(let seq):
+            drive(seq, .unreachable(replica: replica.id, reason: reason), into: &actions)
+        case .transfer(let target, let attempt, let step):
+            guard transfers[target]?.attempt == attempt else { return }
+            transferEvent(target, .unreachable(step, reason), into: &actions)
+        case .deliver, .resolve, .connect, .probe, .bootstrap:
+            break
+        }
+    }
+
+    mutating func connected(_ replica: ClusterConfig.Replica, into actions: inout [Action]) {
+        if let index = slotIndex(replica) { slots[index].connected = true }
+        actions.append(.send(replica, .stat, .connect))
+    }
+}

@@ -1,0 +1,167 @@
+// Writes: admission (write gate, in-flight limit, seqs), one `Coordinator` per transaction, the COMMIT decision
+// and its veto, the client's answer (early, once the decision is durable), pauses.
+
+extension TransactionManager {
+    mutating func write(_ id: WriteID, _ intent: WriteIntent, into actions: inout [Action]) {
+        guard pausedBy == nil, pauseQueue.isEmpty else {
+            admissions.append((id, intent))
+            actions.append(.startTimer(.admission(id), ms: settings.timeouts.prepareTimeoutMs))
+            return
+        }
+        admit(id, intent, into: &actions)
+    }
+
+    private mutating func admit(_ id: WriteID, _ intent: WriteIntent, into actions: inout [Action]) {
+        let participants = slots.filter { !$0.syncing }.map(\.replica)
+        guard !participants.isEmpty else {
+            actions.append(.answerWrite(id, .refused("no replica is in sync to take writes")))
+            return
+        }
+        guard running.count < settings.inFlightMax else {
+            actions.append(.answerWrite(id, .refused("too many transactions in flight (limit \(settings.inFlightMax))")))
+            return
+        }
+        let seq = nextSeq(into: &actions)
+        var prepare = intent.prepare
+        prepare.seq = seq
+        let coordinator = Coordinator(seq: seq, prepare: prepare, participants: participants.map(\.id))
+        running[seq] = Running(coordinator: coordinator, writeID: id, writtenKeys: intent.writtenKeys,
+                               participants: participants, phase: coordinator.phase)
+        actions.append(.startTimer(.phase(seq), ms: settings.timeouts.prepareTimeoutMs))
+        drive(seq, .start, into: &actions)
+    }
+
+    mutating func admissionTimedOut(_ id: WriteID, into actions: inout [Action]) {
+        guard let index = admissions.firstIndex(where: { $0.id == id }) else { return }
+        admissions.remove(at: index)
+        actions.append(.answerWrite(id, .refused("writes were held back too long (a replica is joining or the "
+            + "configuration is changing)")))
+    }
+
+    /// The next seq; a new epoch (persisted first) when the counter runs out.
+    mutating func nextSeq(into actions: inout [Action]) -> UInt64 {
+        counter += 1
+        if counter == Self.seqsPerEpoch {
+            state.seqEpoch += 1
+            counter = 1
+            actions.append(.persist(state))
+        }
+        return state.seqEpoch * Self.seqsPerEpoch + counter
+    }
+
+    /// Feeds `event` to the coordinator of `seq` and executes what it asks for.
+    mutating func drive(_ seq: UInt64, _ event: Coordinator.Event, into actions: inout [Action]) {
+        guard running[seq] != nil else { return }
+        let steps = running[seq]!.coordinator.handle(event)
+        for step in steps {
+            guard let transaction = running[seq] else { return }
+            switch step {
+            case .send(let id, let request):
+                guard let replica = transaction.participants.first(where: { $0.id == id }) else { continue }
+                actions.append(.send(replica, request, .txn(seq)))
+            case .persist(.commit(_, let participants)):
+                decide(seq, participants, into: &actions)
+            case .persist(.end):
+                actions += journal.end(seq: seq).map(Action.log)
+            case .finish(let outcome):
+                finish(seq, outcome, into: &actions)
+                return
+            }
+        }
+        guard var transaction = running[seq] else { return }
+        if !transaction.answered, let early = transaction.coordinator.committedOutcome {
+            // The COMMIT is durable and `com` is on its way: every replica holds the write prepared, and a read
+            // that reaches one before its `com` waits for it (the key is locked), so this stays linearizable.
+            transaction.answered = true
+            actions.append(.answerWrite(transaction.writeID, .outcome(early)))
+        }
+        let phase = transaction.coordinator.phase
+        if phase != transaction.phase {
+            transaction.phase = phase
+            let timeouts = settings.timeouts
+            actions.append(.startTimer(.phase(seq), ms: phase == .committing ? timeouts.commitTimeoutMs
+                                                                           : timeouts.prepareTimeoutMs))
+        }
+        running[seq] = transaction
+        grantPauseIfDrained(into: &actions)
+    }
+
+    /// Every vote was yes: log the COMMIT, unless an in-doubt replica was already promised "abort".
+    private mutating func decide(_ seq: UInt64, _ participants: [String], into actions: inout [Action]) {
+        guard running[seq]?.registration == .running else {
+            drive(seq, .decisionVetoed(reason: "aborted: a replica in doubt was told abort first"), into: &actions)
+            return
+        }
+        running[seq]!.registration = .committing
+        actions += journal.commit(seq: seq, participants: participants).map(Action.log)
+    }
+
+    mutating func commitDurable(_ seq: UInt64, into actions: inout [Action]) {
+        journal.commitDurable(seq: seq)
+        if let keys = running[seq]?.writtenKeys {
+            for id in transfers.keys where transfers[id]?.current != nil { transfers[id]!.dirty.formUnion(keys) }
+        }
+        drive(seq, .decisionDurable, into: &actions)
+    }
+
+    private mutating func finish(_ seq: UInt64, _ outcome: Coordinator.Outcome, into actions: inout [Action]) {
+        guard let transaction = running.removeValue(forKey: seq) else { return }
+        actions.append(.cancelTimer(.phase(seq)))
+        if !outcome.pendingCommit.isEmpty { track(seq, outcome.pendingCommit, into: &actions) }
+        if !transaction.answered { actions.append(.answerWrite(transaction.writeID, .outcome(outcome))) }
+        grantPauseIfDrained(into: &actions)
+    }
+
+    // MARK: - Pauses (the write gate)
+
+    mutating func requestPause(_ owner: PauseOwner, timeoutMs: Int, into actions: inout [Action]) {
+        pauseQueue.append(owner)
+        actions.append(.startTimer(.pause(owner), ms: timeoutMs))
+        grantPauseIfDrained(into: &actions)
+    }
+
+    /// Grants the oldest pause request once no admitted write is unanswered.
+    mutating func grantPauseIfDrained(into actions: inout [Action]) {
+        guard pausedBy == nil, let owner = pauseQueue.first, running.values.allSatisfy(\.answered) else { return }
+        pauseQueue.removeFirst()
+        pausedBy = owner
+        actions.append(.cancelTimer(.pause(owner)))
+        switch owner {
+        case .client(let id): actions.append(.paused(id))
+        case .reload(let id): switchConfiguration(id, into: &actions)
+        case .transfer(let replica): transferPaused(replica, into: &actions)
+        }
+    }
+
+    mutating func pauseTimedOut(_ owner: PauseOwner, into actions: inout [Action]) {
+        guard let index = pauseQueue.firstIndex(of: owner) else { return }
+        pauseQueue.remove(at: index)
+        switch owner {
+        case .client(let id):
+            actions.append(.pauseFailed(id, "running writes did not pause in time"))
+        case .reload(let id):
+            actions.append(.note(.warning, "reload: writes of configuration epoch \(state.configEpoch - 1) still "
+                + "running; switching anyway"))
+            switchConfiguration(id, into: &actions)
+        case .transfer(let replica):
+            transferEvent(replica, .unreachable(.join, "running writes did not finish in time for the final step"),
+                          into: &actions)
+        }
+        admitWaiting(into: &actions)
+    }
+
+    /// Lets writes go on after a pause.
+    mutating func releasePause(into actions: inout [Action]) {
+        pausedBy = nil
+        grantPauseIfDrained(into: &actions)
+        admitWaiting(into: &actions)
+    }
+
+    private mutating func admitWaiting(into actions: inout [Action]) {
+        while pausedBy == nil, pauseQueue.isEmpty, !admissions.isEmpty {
+            let (id, intent) = admissions.removeFirst()
+            actions.append(.cancelTimer(.admission(id)))
+            admit(id, intent, into: &actions)
+        }
+    }
+}

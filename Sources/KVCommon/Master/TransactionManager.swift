@@ -1,0 +1,304 @@
+// TransactionManager: every rule of the master, as one value-type state machine (TwoPhase.tla's TM, plus what
+// a real master needs around it). `MasterFCGI` and the simulation only feed it events and execute its actions.
+//
+// It holds:
+// - the transactions running now, one `Coordinator` each, with the registry that makes "commit" and "abort"
+//   race in one place: a running transaction either enters its commit (its COMMIT is logged) or is promised
+//   to abort to an in-doubt replica that asked first, never both;
+// - admission: the in-flight limit, the write gate (writes wait while a pause is pending or held: a
+//   replica joining, a reload switching configurations, a divergence check), the seq allocator;
+// - the decision log's rules (`DecisionJournal`): COMMIT forced before `com`, END lazy, compaction;
+// - commit delivery: commits whose acks did not all arrive are re-sent with backoff until acknowledged;
+// - in-doubt answers, to replicas that report in-doubt seqs when they connect and to `qry` on query_listen;
+// - membership: the configured replicas, which are in sync, state transfers (`StateTransfer`), reloads and
+//   the bootstrap of a new cluster.
+//
+// Messages in: client writes, replica replies and failures, link up/down, timers, decision-log durability,
+// queries, pauses, reloads. Actions out: sends, answers, file actions, persisted state, timers, the view.
+//
+// Invariants:
+// - A seq is issued at most once per seq epoch, and the epoch is persisted (`.persist`) before any seq of it.
+// - `com` for a seq is sent only after `.logged(.commit(seq))` (the COMMIT record is durable).
+// - A transaction vetoed by an in-doubt answer never logs a COMMIT; one that logged its COMMIT is never
+//   answered "abort".
+// - The client is answered at most once; a commit's answer comes once the decision is durable.
+// - A pause is granted only when every admitted write has been answered.
+
+/// The master's rules. Not thread-safe: the executor feeds one event at a time.
+public struct TransactionManager {
+    public typealias WriteID = UInt64
+    public typealias QueryID = UInt64
+    public typealias PauseID = UInt64
+    public typealias ReloadID = UInt64
+
+    public static let seqsPerEpoch: UInt64 = 1_000_000_000
+
+    /// What the master is configured with (from cluster.yaml; a reload brings new settings).
+    public struct Settings: Equatable, Sendable {
+        public var masterID: String
+        public var replicas: [ClusterConfig.Replica]
+        public var timeouts: ClusterConfig.Timeouts
+        public var inFlightMax: Int
+        /// The decision log compacts once its current generation passes this many bytes.
+        public var compactBytes: Int
+        /// How often replicas that are not connected are probed (and membership looked at).
+        public var probeIntervalMs = 500
+
+        public init(masterID: String, replicas: [ClusterConfig.Replica], timeouts: ClusterConfig.Timeouts,
+                    inFlightMax: Int, compactBytes: Int) {
+            self.masterID = masterID
+            self.replicas = replicas
+            self.timeouts = timeouts
+            self.inFlightMax = inFlightMax
+            self.compactBytes = compactBytes
+        }
+
+        public init(config: ClusterConfig) {
+            self.init(masterID: config.master.id, replicas: config.replicas, timeouts: config.timeouts,
+                      inFlightMax: config.limits.inFlightTransactionsMax, compactBytes: config.storage.snapshotLogBytesMax)
+        }
+
+        func replica(_ id: String) -> ClusterConfig.Replica? { replicas.first { $0.id == id } }
+    }
+
+    /// A write a client asks for: the phase-one request (its seq is filled in) and the keys it may change.
+    public struct WriteIntent: Equatable, Sendable {
+        public var prepare: WireRequest
+        public var writtenKeys: [[UInt8]]
+        public init(prepare: WireRequest, writtenKeys: [[UInt8]]) {
+            self.prepare = prepare
+            self.writtenKeys = writtenKeys
+        }
+    }
+
+    public enum WriteAnswer: Equatable, Sendable {
+        /// The transaction ran: committed (possibly still delivering `com`) or aborted.
+        case outcome(Coordinator.Outcome)
+        /// Not started: nothing was written, a retry is safe; the text says why.
+        case refused(String)
+    }
+
+    /// What a reply answers.
+    public enum Call: Hashable, Sendable {
+        /// A running transaction's prepare, `com` or `abrt` (a link returns replies in request order).
+        case txn(UInt64)
+        /// A `com` re-sent to a replica that has not acknowledged it.
+        case deliver(UInt64)
+        /// The outcome sent to a replica that reported `seq` in doubt.
+        case resolve(UInt64, commit: Bool)
+        /// The `stat` a new connection starts with: in-doubt seqs, whether the replica is in sync.
+        case connect
+        /// A periodic `stat` to a replica that is not connected.
+        case probe
+        /// `join` of a new cluster's empty replicas.
+        case bootstrap
+        /// A state transfer's request, for the target replica `String`, attempt `Int`.
+        case transfer(String, attempt: Int, StateTransfer.Step)
+    }
+
+    /// Who holds writes back.
+    public enum PauseOwner: Hashable, Sendable {
+        case client(PauseID)
+        case reload(ReloadID)
+        case transfer(String)
+    }
+
+    public enum Timer: Hashable, Sendable {
+        /// The current phase of transaction `seq` ran out of time.
+        case phase(UInt64)
+        case redeliver(UInt64)
+        /// A write waiting behind a pause gives up.
+        case admission(WriteID)
+        /// A pause that could not be granted in time.
+        case pause(PauseOwner)
+        case probe
+        case transferStep(String)
+        case transferRetry(String)
+        /// Links a reload dropped are closed once the writes of the old configuration had time to finish.
+        case closeLinks(ReloadID)
+    }
+
+    public enum Event: Equatable {
+        /// Right after `init`: persists the epochs, re-sends undelivered commits, connects to every replica.
+        case start
+        case write(WriteID, WriteIntent)
+        case replied(ClusterConfig.Replica, Call, WireReply)
+        /// The request got no reply: the replica was unreachable, or the connection broke first.
+        case failed(ClusterConfig.Replica, Call, String)
+        /// A new connection to the replica is up (nothing was sent on it yet).
+        case connected(ClusterConfig.Replica)
+        case disconnected(ClusterConfig.Replica)
+        case timer(Timer)
+        /// A forced decision-log append is durable.
+        case logged(DecisionLogToken)
+        /// A replica asks `seq;qry;;` on query_listen.
+        case query(QueryID, seq: UInt64)
+        /// Hold writes back (answered with `.paused` or `.pauseFailed`) until `.resume`.
+        case pause(PauseID, timeoutMs: Int)
+        case resume(PauseID)
+        /// A validated configuration to switch to; `notes` are added to the answer.
+        case reload(Settings, ReloadID, notes: [String])
+    }
+
+    public enum Action: Equatable {
+        case send(ClusterConfig.Replica, WireRequest, Call)
+        case answerWrite(WriteID, WriteAnswer)
+        case answerQuery(QueryID, WireReply)
+        case answerReload(ReloadID, ok: Bool, message: String)
+        case paused(PauseID)
+        case pauseFailed(PauseID, String)
+        /// A decision-log file action (`DecisionJournal.FileAction`), in order.
+        case log(DecisionJournal.FileAction)
+        /// Replace the state file durably before anything after this action happens.
+        case persist(MasterState)
+        case startTimer(Timer, ms: Int)
+        case cancelTimer(Timer)
+        /// Which replicas take part now (reads follow it).
+        case publish(MembershipView)
+        case closeLink(ClusterConfig.Replica)
+        /// A line for the operator's log.
+        case note(NoteLevel, String)
+    }
+
+    public enum NoteLevel: Equatable, Sendable { case info, notice, warning }
+
+    /// What a reply of a transaction's outcome query says.
+    enum Resolution: Equatable { case commit, abort, pending }
+
+    enum Registration: Equatable { case running, vetoed, committing }
+
+    struct Running {
+        var coordinator: Coordinator
+        var writeID: WriteID
+        var writtenKeys: [[UInt8]]
+        var participants: [ClusterConfig.Replica]
+        var registration = Registration.running
+        var answered = false
+        var phase: Coordinator.Phase
+    }
+
+    struct Delivery {
+        var unacked: Set<String>
+        var attempts = 0
+    }
+
+    /// A configured replica and what the master knows of it.
+    struct Slot {
+        var replica: ClusterConfig.Replica
+        /// Being synced: it neither votes nor serves reads.
+        var syncing: Bool
+        var connected = false
+        /// What its last `stat` said about being in sync (nil: not heard from yet).
+        var lastJoined: Bool?
+    }
+
+    struct Transfer {
+        var replica: ClusterConfig.Replica
+        var attempt = 0
+        /// The attempt under way, or nil while waiting to retry.
+        var current: StateTransfer?
+        var source: ClusterConfig.Replica?
+        /// Keys committed since the attempt began (recorded when their COMMIT is durable).
+        var dirty: Set<[UInt8]> = []
+        var progress: StateTransfer.Progress?
+    }
+
+    public internal(set) var settings: Settings
+    var state: MasterState
+    var journal: DecisionJournal
+    var counter: UInt64 = 0
+    var slots: [Slot]
+    var removed: [ClusterConfig.Replica] = []
+    var running: [UInt64: Running] = [:]
+    /// Writes waiting behind a pause, in arrival order.
+    var admissions: [(id: WriteID, intent: WriteIntent)] = []
+    var pauseQueue: [PauseOwner] = []
+    var pausedBy: PauseOwner?
+    var deliveries: [UInt64: Delivery] = [:]
+    var transfers: [String: Transfer] = [:]
+    var pendingReloads: [ReloadID: (settings: Settings, notes: [String])] = [:]
+    var closing: [ReloadID: [ClusterConfig.Replica]] = [:]
+
+    /// `recovered` is the state file as found (nil if there was none), `decisions` the decision log's files.
+    public init(settings: Settings, recovered: MasterState?, decisions: [DecisionJournal.Generation]) {
+        self.settings = settings
+        state = recovered ?? MasterState()
+        journal = DecisionJournal(recovered: decisions, compactBytes: settings.compactBytes)
+        slots = settings.replicas.map { Slot(replica: $0, syncing: false) }
+    }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        var actions: [Action] = []
+        switch event {
+        case .start: start(into: &actions)
+        case .write(let id, let intent): write(id, intent, into: &actions)
+        case .replied(let replica, let call, let reply): replied(replica, call, reply, into: &actions)
+        case .failed(let replica, let call, let reason): failed(replica, call, reason, into: &actions)
+        case .connected(let replica): connected(replica, into: &actions)
+        case .disconnected(let replica):
+            if let index = slotIndex(replica) { slots[index].connected = false }
+        case .timer(let timer): fired(timer, into: &actions)
+        case .logged(.commit(let seq)): commitDurable(seq, into: &actions)
+        case .logged(.compaction(let generation)):
+            actions += journal.compactionDurable(generation: generation).map(Action.log)
+        case .query(let id, let seq): actions.append(.answerQuery(id, queryAnswer(seq, into: &actions)))
+        case .pause(let id, let timeoutMs): requestPause(.client(id), timeoutMs: timeoutMs, into: &actions)
+        case .resume(let id):
+            if pausedBy == .client(id) { releasePause(into: &actions) }
+        case .reload(let settings, let id, let notes): reload(settings, id, notes: notes, into: &actions)
+        }
+        return actions
+    }
+
+    private mutating func fired(_ timer: Timer, into actions: inout [Action]) {
+        switch timer {
+        case .phase(let seq): drive(seq, .timeout, into: &actions)
+        case .redeliver(let seq): redeliver(seq, into: &actions)
+        case .admission(let id): admissionTimedOut(id, into: &actions)
+        case .pause(let owner): pauseTimedOut(owner, into: &actions)
+        case .probe: probe(into: &actions)
+        case .transferStep(let id): transferEvent(id, .deadlinePassed, into: &actions)
+        case .transferRetry(let id): startAttempt(id, into: &actions)
+        case .closeLinks(let id): actions += (closing.removeValue(forKey: id) ?? []).map(Action.closeLink)
+        }
+    }
+
+    private mutating func start(into actions: inout [Action]) {
+        state.seqEpoch += 1
+        state.configEpoch += 1
+        counter = 0
+        actions.append(.persist(state))
+        actions += journal.startUp().map(Action.log)
+        for (seq, participants) in journal.pending.sorted(by: { $0.key < $1.key }) {
+            actions.append(.note(.notice, "re-sending commit \(seq) to \(participants.joined(separator: ", ")) "
+                + "(no END in the decision log)"))
+            track(seq, participants, into: &actions)
+        }
+        actions.append(.publish(view))
+        for slot in slots { actions.append(.send(slot.replica, .stat, .probe)) }
+        actions.append(.startTimer(.probe, ms: settings.probeIntervalMs))
+    }
+
+    // MARK: - Reading the state
+
+    /// The seq epoch of this run.
+    public var seqEpoch: UInt64 { state.seqEpoch }
+
+    public var configEpoch: UInt64 { state.configEpoch }
+
+    /// Transactions running now.
+    public var inFlight: Int { running.count }
+
+    /// Commits still being delivered.
+    public var pendingCommits: Int { deliveries.count }
+
+    /// The participants of a running transaction (for the executor's crash points).
+    public func participants(of seq: UInt64) -> [ClusterConfig.Replica] { running[seq]?.participants ?? [] }
+
+    /// The state transfer of `replica`: under way, or how the last attempt failed.
+    public func transferProgress(of replica: String) -> StateTransfer.Progress? {
+        transfers[replica]?.current?.progress ?? transfers[replica]?.progress
+    }
+
+    func slotIndex(_ replica: ClusterConfig.Replica) -> Int? { slots.firstIndex { $0.replica == replica } }
+}

@@ -1,0 +1,274 @@
+import Foundation
+import KVCommon
+import KVRuntime
+import Logging
+import NIOCore
+import Synchronization
+
+/// Runs the master's `TransactionManager` on one event loop: feeds it every event (replica replies, link state,
+/// timers, decision-log durability, client writes, queries, pauses, reloads) and executes its actions, in order.
+/// The manager holds every rule; this class only does the IO and hands answers to the threads waiting for them
+/// (FastCGI workers sleep until their write is answered: one wake-up per write).
+final class MasterNode: @unchecked Sendable {
+    let loop: EventLoop
+    let startedAt = Date()
+    private let logger: Logger
+    private let decisions: DecisionLogFiles
+    private let stateFile: MasterStateFile
+    private let ids = Atomic<UInt64>(1)
+    // Event-loop state.
+    private var manager: TransactionManager
+    private var timers: DeadlineSweeper<TransactionManager.Timer>!
+    private var links: [ClusterConfig.Replica: ReplicaLink] = [:]
+    private var writeWaiters: [TransactionManager.WriteID: Waiter<TransactionManager.WriteAnswer>] = [:]
+    private var pauseWaiters: [TransactionManager.PauseID: Waiter<Bool>] = [:]
+    private var reloadWaiters: [TransactionManager.ReloadID: Waiter<(ok: Bool, message: String)>] = [:]
+    private var reloadConfigs: [TransactionManager.ReloadID: ClusterConfig] = [:]
+    private var queryResponders: [TransactionManager.QueryID: (WireReply) -> Void] = [:]
+    private var feeding = false
+    private var backlog: [TransactionManager.Event] = []
+    /// The full configuration the manager's settings came from (limits and time-outs for the router).
+    private var config: ClusterConfig
+    private var configLoadedAt = Date()
+    // Readable from any thread.
+    private let published = Mutex<(view: MasterView?, reloadError: String?)>((nil, nil))
+    private let reloading = NSLock()
+
+    init(config: ClusterConfig, loop: EventLoop, logger: Logger) throws {
+        self.config = config
+        self.loop = loop
+        self.logger = logger
+        stateFile = MasterStateFile(directory: config.master.decisionLogDir)
+        let recovered = try stateFile.read()
+        decisions = try DecisionLogFiles(directory: config.master.decisionLogDir, loop: loop, logger: logger)
+        manager = TransactionManager(settings: .init(config: config), recovered: recovered,
+                                     decisions: decisions.recovered)
+    }
+
+    /// Starts the manager (persists the epochs, connects to every replica) and returns once that is done.
+    func start() throws {
+        try loop.submit { [self] in
+            timers = DeadlineSweeper(loop: loop) { [unowned self] timer in feed(.timer(timer)) }
+            feed(.start)
+        }.wait()
+    }
+
+    // MARK: - From other threads
+
+    /// The configuration and membership in force.
+    var view: MasterView { published.withLock { $0.view! } }
+
+    var reloadError: String? { published.withLock { $0.reloadError } }
+
+    /// Runs a write through two-phase commit and blocks the calling (worker) thread until it is answered.
+    func write(_ intent: TransactionManager.WriteIntent) -> TransactionManager.WriteAnswer {
+        let id = ids.add(1, ordering: .relaxed).oldValue
+        let waiter = Waiter<TransactionManager.WriteAnswer>()
+        loop.execute { [self] in
+            writeWaiters[id] = waiter
+            feed(.write(id, intent))
+        }
+        return waiter.wait()
+    }
+
+    /// Holds writes back (waiting up to `timeoutMs` for the admitted ones to be answered), runs `body`, lets
+    /// writes go on. Nil, without running `body`, if the running writes did not finish in time.
+    func whilePaused<T>(timeoutMs: Int, _ body: () -> T) -> T? {
+        let id = ids.add(1, ordering: .relaxed).oldValue
+        let waiter = Waiter<Bool>()
+        loop.execute { [self] in
+            pauseWaiters[id] = waiter
+            feed(.pause(id, timeoutMs: timeoutMs))
+        }
+        guard waiter.wait() else { return nil }
+        let result = body()
+        loop.execute { [self] in feed(.resume(id)) }
+        return result
+    }
+
+    /// Re-reads cluster.yaml (SIGHUP or `POST /admin/reload`). A file that fails validation changes nothing;
+    /// master settings keep their old values (they need a restart).
+    func reload() -> (ok: Bool, message: String) {
+        reloading.lock()
+        defer { reloading.unlock() }
+        let old = view.config
+        var loaded: ClusterConfig
+        do {
+            loaded = try ClusterConfig.load(path: old.path)
+        } catch {
+            published.withLock { $0.reloadError = "\(error)" }
+            logger.error("reload rejected, configuration epoch \(view.membership.configEpoch) stays in force: \(error)")
+            return (false, "reload rejected, the old configuration stays in force: \(error)")
+        }
+        var notes: [String] = []
+        if loaded.master != old.master {
+            loaded.master = old.master
+            notes.append("master settings need a restart (systemctl restart kv-master)")
+        }
+        let id = ids.add(1, ordering: .relaxed).oldValue
+        let waiter = Waiter<(ok: Bool, message: String)>()
+        let applied = loaded
+        loop.execute { [self] in
+            reloadWaiters[id] = waiter
+            reloadConfigs[id] = applied
+            feed(.reload(.init(config: applied), id, notes: notes))
+        }
+        let answer = waiter.wait()
+        if answer.ok { published.withLock { $0.reloadError = nil } }
+        return answer
+    }
+
+    /// The counters `/status` shows, read on the loop.
+    func status() -> MasterStatus {
+        (try? loop.submit { [self] in
+            MasterStatus(seqEpoch: manager.seqEpoch, inFlight: manager.inFlight, pendingCommits: manager.pendingCommits,
+                         decisionLogSyncs: decisions.syncCount,
+                         transfers: Dictionary(uniqueKeysWithValues: manager.view.replicas.compactMap { replica in
+                             manager.transferProgress(of: replica.id).map { (replica.id, $0) }
+                         }))
+        }.wait()) ?? MasterStatus(seqEpoch: 0, inFlight: 0, pendingCommits: 0, decisionLogSyncs: 0, transfers: [:])
+    }
+
+    /// A replica's `seq;qry;;` on query_listen; `respond` runs on the loop (the query server's channel is there).
+    func query(_ seq: UInt64, respond: @escaping (WireReply) -> Void) {
+        let id = ids.add(1, ordering: .relaxed).oldValue
+        let ask = { [self] in
+            queryResponders[id] = respond
+            feed(.query(id, seq: seq))
+        }
+        if loop.inEventLoop { ask() } else { loop.execute(ask) }
+    }
+
+    func close() { decisions.close() }
+
+    // MARK: - On the loop
+
+    private func feed(_ event: TransactionManager.Event) {
+        // Actions may produce events at once (a failed connect, say): they wait until these actions are done.
+        guard !feeding else {
+            backlog.append(event)
+            return
+        }
+        feeding = true
+        execute(manager.handle(event))
+        while !backlog.isEmpty {
+            let next = backlog.removeFirst()
+            execute(manager.handle(next))
+        }
+        feeding = false
+    }
+
+    private func execute(_ actions: [TransactionManager.Action]) {
+        for action in actions {
+            switch action {
+            case .send(let replica, let request, let call):
+                send(request, to: replica, call)
+            case .answerWrite(let id, let answer):
+                writeWaiters.removeValue(forKey: id)?.resolve(answer)
+            case .answerQuery(let id, let reply):
+                queryResponders.removeValue(forKey: id)?(reply)
+            case .answerReload(let id, let ok, let message):
+                if let applied = reloadConfigs.removeValue(forKey: id) {
+                    config = applied
+                    configLoadedAt = Date()
+                    publish(manager.view)
+                }
+                reloadWaiters.removeValue(forKey: id)?.resolve((ok, message))
+            case .paused(let id):
+                pauseWaiters.removeValue(forKey: id)?.resolve(true)
+            case .pauseFailed(let id, _):
+                pauseWaiters.removeValue(forKey: id)?.resolve(false)
+            case .log(let file):
+                if case .append(_, .commit?) = file { Failpoints.hit("master-after-votes") }
+                decisions.execute(file) { [self] token in logged(token) }
+            case .persist(let state):
+                do {
+                    try stateFile.write(state)
+                } catch {
+                    logger.critical("cannot persist \(stateFile.path): \(error); stopping")
+                    exit(74)
+                }
+            case .startTimer(let timer, let ms):
+                timers.start(timer, afterMs: ms)
+            case .cancelTimer(let timer):
+                timers.cancel(timer)
+            case .publish(let membership):
+                publish(membership)
+            case .closeLink(let replica):
+                links.removeValue(forKey: replica)?.close()
+            case .note(let level, let text):
+                switch level {
+                case .info: logger.info("\(text)")
+                case .notice: logger.notice("\(text)")
+                case .warning: logger.warning("\(text)")
+                }
+            }
+        }
+    }
+
+    private func logged(_ token: DecisionLogToken) {
+        if case .commit(let seq) = token {
+            Failpoints.hit("master-after-commit-fsync")
+            if Failpoints.isArmed("master-mid-commit-send"), let first = manager.participants(of: seq).first {
+                // Deliver `com` to the first participant only, then crash (below the failpoint's hit count the
+                // commit goes on as usual): the others stay in doubt with a durable COMMIT on the master.
+                link(first).send(.com(seq)) { [self] _ in
+                    Failpoints.hit("master-mid-commit-send")
+                    feed(.logged(token))
+                }
+                return
+            }
+        }
+        feed(.logged(token))
+    }
+
+    private func send(_ request: WireRequest, to replica: ClusterConfig.Replica, _ call: TransactionManager.Call) {
+        link(replica).send(request) { [self] result in
+            switch result {
+            case .success(let reply): feed(.replied(replica, call, reply))
+            case .failure(let failure): feed(.failed(replica, call, failure.reason))
+            }
+        }
+    }
+
+    private func link(_ replica: ClusterConfig.Replica) -> ReplicaLink {
+        if let link = links[replica] { return link }
+        let link = ReplicaLink(replica: replica, loop: loop, connectTimeoutMs: config.timeouts.connectTimeoutMs,
+                               maxLineBytes: config.limits.wireReplyBytesMax,
+                               onConnected: { [unowned self] link in feed(.connected(link.replica)) },
+                               onDisconnected: { [unowned self] link in feed(.disconnected(link.replica)) })
+        links[replica] = link
+        return link
+    }
+
+    private func publish(_ membership: MembershipView) {
+        let view = MasterView(config: config, membership: membership, links: membership.replicas.map(link),
+                              loadedAt: configLoadedAt)
+        published.withLock { $0.view = view }
+    }
+}
+
+/// The counters of `/status` that live in the manager.
+struct MasterStatus {
+    var seqEpoch: UInt64
+    var inFlight: Int
+    var pendingCommits: Int
+    var decisionLogSyncs: UInt64
+    var transfers: [String: StateTransfer.Progress]
+}
+
+/// One answer handed from the event loop to a thread that sleeps until it arrives.
+final class Waiter<Value>: @unchecked Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    private var value: Value?
+
+    func resolve(_ value: Value) {
+        self.value = value
+        semaphore.signal()
+    }
+
+    func wait() -> Value {
+        semaphore.wait()
+        return value!
+    }
+}
