@@ -2,35 +2,41 @@ import KVCommon
 
 /// The safety invariants, checked as events happen (so every step is checked) and at quiescence.
 ///
-/// A seq's outcome is witnessed by irrevocable announcements (a commit ack or abort ack sent by a replica, a
-/// `qry` answer, the master's resolve answer, its durable COMMIT record, the outcome told to the client) and by
-/// the decision records in each replica's current log (records lost in a crash were never announced and do
-/// not count). The invariants:
+/// A seq's outcome is witnessed by irrevocable announcements (a commit or abort ack a replica sent, a `qry`
+/// answer, a master's durable COMMIT record, the outcome told to a client) and by the decision records in each
+/// replica's current log. The committed history is a model per key: each write in the order its COMMIT became
+/// durable (two writes of one key are serialized by its lock, so that is the order replicas apply them).
+/// The invariants:
+/// - seq-unique: no two different operations are prepared under one seq;
 /// - agreement: no seq has both a commit witness and an abort witness;
-/// - commit-record: a replica commits a seq only if the master's COMMIT record for it is durable;
-/// - client-commit: the master tells the client "committed" only with a durable COMMIT, and each replica it
-///   counted as acknowledged has applied the commit;
-/// - end-record: END (the master forgets the seq) only when every participant's COMMIT record is durable;
+/// - commit-record: a replica commits a seq only if a master's COMMIT record for it is durable;
+/// - client-commit: a client is told "committed" only with a durable COMMIT;
 /// - reply-durability: a yes vote or a commit ack leaves a replica only once the record behind it is durable;
-/// - replay: whenever a replica's log is fully synced, replaying it reproduces the live state.
+/// - replay: whenever a replica's log is fully synced, replaying it reproduces the live state;
+/// - linearizable reads: a read returns a committed version, and never one older than a write acknowledged
+///   before the read began;
+/// - at quiescence: nothing in flight, locked or in doubt; every configured replica in sync and holding
+///   exactly the model's state (no acknowledged write lost, no value that was never committed).
 final class SimChecker {
     private(set) var violation: String?
     private let context: SimContext
     private var replicas: [SimReplica] = []
-    private weak var master: SimMaster?
     private var commitWitness: [UInt64: String] = [:]
     private var abortWitness: [UInt64: String] = [:]
-    private(set) var started: [UInt64] = []
-    private(set) var outcomes: [UInt64: Bool] = [:]
-    /// Seqs the master logged END for (it forgot them: presumed abort answers "aborted" from then on).
     private var ended: Set<UInt64> = []
+    private(set) var durableCommits: Set<UInt64> = []
+    private var operations: [UInt64: WriteOp] = [:]
+    private var writes: [Int: [UInt64: WriteOp]] = [:]
+    /// Per key, the committed writes in decision order: (seq, value or nil for a delete, step acknowledged).
+    private var history: [[UInt8]: [(seq: UInt64, value: [UInt8]?, acked: Int?)]] = [:]
+    private var reads: [Int: (key: [UInt8], step: Int)] = [:]
+    private var nextRead = 0
     /// The state a restart would rebuild: each replica's durable log, replayed incrementally.
     private var shadows: [String: Participant] = [:]
 
     init(context: SimContext) { self.context = context }
 
-    func attach(master: SimMaster, replicas: [SimReplica]) {
-        self.master = master
+    func attach(replicas: [SimReplica]) {
         self.replicas = replicas
         for replica in replicas { shadows[replica.name] = Participant(server: replica.name) }
     }
@@ -62,12 +68,96 @@ final class SimChecker {
         }
     }
 
+    // MARK: - Master events
+
+    func writeStarted(_ id: UInt64, _ op: WriteOp, master: Int) { writes[master, default: [:]][id] = op }
+
+    func prepareSent(_ seq: UInt64, _ request: WireRequest, master: Int) {
+        let op: WriteOp = request.command == .del ? .delete(key: request.key) : .put(key: request.key, value: request.value)
+        if let known = operations[seq], known != op {
+            fail("seq-unique", "seq \(seq) prepared for \(known.brief) and, by master #\(master), for \(op.brief)")
+        }
+        operations[seq] = op
+    }
+
+    func masterCommitDurable(_ seq: UInt64, master: Int) {
+        guard durableCommits.insert(seq).inserted else { return }
+        announce(seq, committed: true, by: "master #\(master) COMMIT record")
+        guard let op = operations[seq] else { return fail("commit-record", "COMMIT \(seq) for an unknown operation") }
+        switch op {
+        case .put(let key, let value): history[key, default: []].append((seq, value, nil))
+        case .delete(let key): history[key, default: []].append((seq, nil, nil))
+        }
+    }
+
+    func writeAnswered(_ id: UInt64, _ answer: TransactionManager.WriteAnswer, master: Int) {
+        guard case .outcome(let outcome) = answer else { return }
+        let seq = outcome.seq
+        guard outcome.committed else {
+            announce(seq, committed: false, by: "master #\(master) told the client aborted")
+            return
+        }
+        if !durableCommits.contains(seq) {
+            return fail("client-commit", "master #\(master) told the client \(seq) committed without a durable COMMIT")
+        }
+        announce(seq, committed: true, by: "master #\(master) told the client committed")
+        guard let key = operations[seq]?.key, let index = history[key]?.firstIndex(where: { $0.seq == seq }) else { return }
+        if history[key]![index].acked == nil { history[key]![index].acked = context.step }
+    }
+
+    func masterAnswered(_ reply: WireReply, master: Int) {
+        guard let seq = reply.seq, reply.status else { return }
+        if reply.code == .committed { announce(seq, committed: true, by: "master #\(master) answered qry committed") }
+        // After END the master has forgotten the seq and presumes abort: textbook presumed abort, harmless because
+        // no participant can still be in doubt then. Any effect would show as an ABORT record, which is checked.
+        if reply.code == .aborted && !ended.contains(seq) {
+            announce(seq, committed: false, by: "master #\(master) answered qry aborted")
+        }
+    }
+
+    func masterEnded(_ seq: UInt64) { ended.insert(seq) }
+
+    // MARK: - Reads
+
+    func readStarted(_ key: [UInt8]) -> Int {
+        nextRead += 1
+        reads[nextRead] = (key, context.step)
+        context.stats.reads += 1
+        return nextRead
+    }
+
+    /// A read's answer: a committed version, not older than any write acknowledged before the read began.
+    func readAnswered(_ id: Int, key: [UInt8], reply: WireReply, replica: String) {
+        guard let read = reads.removeValue(forKey: id) else { return }
+        let entries = history[key] ?? []
+        let lastAcked = entries.lastIndex { ($0.acked ?? Int.max) < read.step } ?? -1
+        if reply.status {
+            guard let index = entries.firstIndex(where: { $0.seq == reply.seq }) else {
+                return fail("linearizable-read", "\(replica) returned \(key.brief) at version \(reply.seq ?? 0), "
+                    + "which no durable COMMIT wrote")
+            }
+            if entries[index].value != reply.value {
+                fail("linearizable-read", "\(replica) returned another value for \(key.brief) at version \(reply.seq ?? 0)")
+            }
+            if index < lastAcked {
+                fail("linearizable-read", "\(replica) returned \(key.brief) at version \(reply.seq ?? 0), but version "
+                    + "\(entries[lastAcked].seq) was acknowledged before the read began (stale read)")
+            }
+        } else if reply.code == .notFound {
+            let absentAt = (lastAcked == -1 ? [-1] : []) + entries.indices.filter { $0 >= lastAcked && entries[$0].value == nil }
+            if absentAt.isEmpty {
+                fail("linearizable-read", "\(replica) answered \(key.brief) not found, but version "
+                    + "\(entries[lastAcked].seq) was acknowledged before the read began (stale read)")
+            }
+        }
+    }
+
     // MARK: - Replica events
 
     func replicaAppended(_ replica: SimReplica, _ record: ReplicaRecord) {
         if case .commit(let seq) = record {
-            if master?.durableCommits.contains(seq) != true {
-                fail("commit-record", "\(replica.name) committed \(seq) but the master has no durable COMMIT record for it")
+            if !durableCommits.contains(seq) {
+                fail("commit-record", "\(replica.name) committed \(seq) but no master has a durable COMMIT record for it")
             }
             if let other = abortWitness[seq] { fail("agreement", "\(replica.name) committed \(seq) but it was aborted (\(other))") }
             for peer in replicas where peer.hasAbort(seq) {
@@ -82,8 +172,7 @@ final class SimChecker {
         }
     }
 
-    /// A reply is leaving `replica` (it reached the network). Written with `if`s rather than a `switch` over
-    /// `WireCommand`, so new commands do not break this target.
+    /// A reply is leaving `replica` (it reached the network).
     func replicaSends(_ replica: SimReplica, request: WireRequest, reply: WireReply) {
         guard let seq = request.seq else { return }
         let command = request.command
@@ -106,6 +195,8 @@ final class SimChecker {
         }
     }
 
+    func replicaWiped(_ replica: SimReplica) { shadows[replica.name] = Participant(server: replica.name) }
+
     func replicaSynced(_ replica: SimReplica, newlyDurable: [ReplicaRecord]) {
         guard var shadow = shadows[replica.name] else { return }
         for record in newlyDurable { shadow.replay(record, nowMs: 0) }
@@ -121,91 +212,44 @@ final class SimChecker {
                 + "in doubt \(shadow.inDoubt), live has \(liveStat.digestHex) keys \(liveStat.keys) in doubt \(live.inDoubt)")
         }
         for key in context.config.keys where live.lockHolder(of: key) != shadow.lockHolder(of: key) {
-            fail("replay", "\(replica.name): key \(key) locked by \(String(describing: live.lockHolder(of: key))) live, "
-                + "\(String(describing: shadow.lockHolder(of: key))) after replay")
-        }
-    }
-
-    // MARK: - Master events
-
-    func masterStarted(_ seq: UInt64) { started.append(seq) }
-
-    func masterCommitDurable(_ seq: UInt64) { announce(seq, committed: true, by: "master COMMIT record") }
-
-    func masterResolved(_ seq: UInt64, _ answer: SimMaster.Resolution) {
-        switch answer {
-        case .commit: announce(seq, committed: true, by: "master resolved commit")
-        case .abort:
-            // After END the master has forgotten the seq and presumes abort: textbook presumed abort, safe
-            // because END implies every participant's COMMIT is durable (the end-record invariant), so no
-            // replica can still be in doubt to act on the answer. Any effect would show as an ABORT record.
-            if !ended.contains(seq) { announce(seq, committed: false, by: "master resolved abort") }
-        case .pending: break
-        }
-    }
-
-    func masterFinished(_ outcome: Coordinator.Outcome, durableCommit: Bool) {
-        let seq = outcome.seq
-        outcomes[seq] = outcome.committed
-        guard outcome.committed else {
-            announce(seq, committed: false, by: "master told the client aborted")
-            return
-        }
-        if !durableCommit { fail("client-commit", "master finished \(seq) committed without a durable COMMIT record") }
-        announce(seq, committed: true, by: "master told the client committed")
-        for report in outcome.replicas where report.status && !outcome.pendingCommit.contains(report.server) {
-            guard let replica = replicas.first(where: { $0.name == report.server }) else { continue }
-            if !replica.hasCommit(seq) {
-                fail("client-commit", "master finished \(seq) committed counting \(replica.name) as acknowledged, "
-                    + "but \(replica.name) has not applied it")
-            }
-        }
-    }
-
-    func masterEnded(_ seq: UInt64) {
-        ended.insert(seq)
-        for replica in replicas where !replica.hasCommit(seq, durableOnly: true) {
-            fail("end-record", "master logged END \(seq) (forgets the commit) but \(replica.name) has no durable COMMIT record")
+            fail("replay", "\(replica.name): key \(key.brief) locked by \(String(describing: live.lockHolder(of: key))) "
+                + "live, \(String(describing: shadow.lockHolder(of: key))) after replay")
         }
     }
 
     // MARK: - Quiescence
 
-    /// After healing: everything decided everywhere, nothing locked or in doubt, replicas identical.
-    func checkQuiescent() {
-        guard let master else { return }
+    /// After healing: nothing in flight, locked or in doubt; every configured replica in sync and holding exactly
+    /// the committed history's last write of every key.
+    func checkQuiescent(master: SimMaster, configured: [SimReplica]) {
+        guard let view = master.view else { return fail("quiescence", "the master is not running") }
         if !master.isIdle {
-            fail("quiescence", "master still busy: running \(master.transactions.keys.sorted()), "
-                + "undelivered commits \(master.delivery.keys.sorted()), COMMIT without END \(master.pending.keys.sorted())")
+            fail("quiescence", "master still busy: \(master.manager?.inFlight ?? -1) running, "
+                + "\(master.manager?.pendingCommits ?? -1) commits undelivered, \(master.inbox.count) events queued")
         }
-        for replica in replicas {
-            if !replica.up || !replica.isIdle {
+        if !view.syncing.isEmpty { fail("quiescence", "still syncing: \(view.syncing.sorted())") }
+        for replica in configured {
+            if !replica.up || !replica.isIdle || !replica.participant.joined {
                 fail("quiescence", "\(replica.name) not idle: up \(replica.up), unsynced \(replica.unsynced), "
-                    + "in doubt \(replica.participant.inDoubt), parked reads \(replica.parked.count)")
+                    + "in doubt \(replica.participant.inDoubt), parked reads \(replica.parked.count), "
+                    + "joined \(replica.participant.joined)")
             }
             for key in context.config.keys {
                 if let holder = replica.participant.lockHolder(of: key) {
-                    fail("quiescence", "\(replica.name) still locks key \(key) for \(holder)")
+                    fail("quiescence", "\(replica.name) still locks key \(key.brief) for \(holder)")
+                }
+                let expected = history[key]?.last
+                let entry = replica.participant.store[key]
+                if entry?.value != expected?.value || (expected?.value != nil && entry?.version != expected?.seq) {
+                    let wanted = expected.map { "\($0.value.map { $0.brief } ?? "absent") at \($0.seq)" } ?? "absent"
+                    let found = entry.map { "\($0.value.brief) at \($0.version)" } ?? "absent"
+                    fail("lost-write", "\(replica.name) holds \(key.brief) = \(found), the committed history ends in \(wanted)")
                 }
             }
         }
-        guard let first = replicas.first else { return }
-        let reference = first.participant.stat(nowMs: 0)
-        for replica in replicas.dropFirst() {
-            let stat = replica.participant.stat(nowMs: 0)
-            if stat.digest != reference.digest || stat.keys != reference.keys || replica.participant.store != first.participant.store {
-                fail("quiescence", "\(replica.name) digest \(stat.digestHex) (\(stat.keys) keys) differs from "
-                    + "\(first.name) digest \(reference.digestHex) (\(reference.keys) keys)")
-            }
-        }
-        for seq in started {
-            let committedOn = replicas.filter { $0.hasCommit(seq) }.map(\.name)
-            if !committedOn.isEmpty && committedOn.count != replicas.count {
-                fail("quiescence", "seq \(seq) committed only on \(committedOn)")
-            }
-            if outcomes[seq] == true && committedOn.count != replicas.count {
-                fail("quiescence", "seq \(seq) was reported committed but is committed only on \(committedOn)")
-            }
-        }
     }
+}
+
+extension Array where Element == UInt8 {
+    var brief: String { String(decoding: self, as: UTF8.self) }
 }

@@ -7,8 +7,8 @@ struct SimConfig {
         /// then the caller learns the calls failed.
         case tcp
         /// Beyond TCP: requests are reordered even within a connection; any message may be silently dropped or
-        /// duplicated. Replies keep their order within a connection (see `SimNetwork`); the master's link pairs
-        /// a reply with its call, first answer wins.
+        /// duplicated. Replies keep their order within a connection (see `SimNetwork`); a link pairs a reply
+        /// with its call, first answer wins.
         case chaos
     }
 
@@ -28,23 +28,31 @@ struct SimConfig {
     var mutation: Mutation
     /// Random steps before faults stop and the run heals.
     var steps: Int
-    /// Transactions the master starts at most in one run.
-    var maxTransactions: Int
+    /// Writes the client issues at most in one run.
+    var maxWrites: Int
     /// Transactions running at once at most (`in_flight_transactions_max`).
     var maxInFlight: Int
     /// The small key space, so transactions conflict.
     var keys: [[UInt8]]
     /// Steps allowed to reach quiescence after healing.
     var quiescenceBudget: Int
-    /// Percent chance that an in-doubt replica treats the master as unreachable (a partition) and asks its
-    /// peers even though the master is up.
+    /// Percent chance that a replica cannot reach the master's query port (a partition) and asks its peers.
     var partitionPercent: Int
     /// Weight of each crash and connection reset among the ~1000 of a step's ordinary choices (0 = none).
     var faultWeight: Int
+    /// Weight of reloads (remove, re-add, move to a spare node, add one) and of edits of cluster.yaml that the
+    /// master reads only at its next start.
+    var reloadWeight: Int
     /// Age (logical ms, 10 per step) after which a live in-doubt seq is eligible for replica-driven resolution.
     var inDoubtLimitMs: UInt64
+    /// The decision log compacts past this many bytes (small, so compactions happen).
+    var compactBytes: Int
+    /// Whether this run starts a second master process on the same decision-log directory.
+    var secondMaster: Bool
 
-    static let replicaNames = ["r1", "r2", "r3"]
+    static let replicaNodes = ["r1", "r2", "r3"]
+    /// Replica processes not in the first configuration: targets for a move or an added replica.
+    static let spareNodes = ["s1", "s2"]
 
     static func make(seed: UInt64, mutation: Mutation = .none) -> SimConfig {
         var random = SimRandom(seed: seed ^ 0x5EED_C0F1_6A11_0000)
@@ -53,14 +61,17 @@ struct SimConfig {
             seed: seed,
             network: random.below(3) == 0 ? .chaos : .tcp,
             mutation: mutation,
-            steps: 150 + random.below(250),
-            maxTransactions: 12 + random.below(30),
+            steps: 150 + random.below(350),
+            maxWrites: 12 + random.below(30),
             maxInFlight: 1 + random.below(4),
             keys: (0..<keyCount).map { [UInt8(ascii: "a") + UInt8($0)] },
-            quiescenceBudget: 5_000,
+            quiescenceBudget: 8_000,
             partitionPercent: random.pick([0, 10, 30]),
             faultWeight: random.pick([1, 2, 4]),
-            inDoubtLimitMs: random.pick([0, 200, 600])
+            reloadWeight: random.pick([0, 1, 3]),
+            inDoubtLimitMs: random.pick([0, 200, 600]),
+            compactBytes: random.pick([120, 400, 1 << 20]),
+            secondMaster: random.percent(15)
         )
     }
 }

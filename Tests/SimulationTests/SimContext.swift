@@ -5,51 +5,53 @@ struct SimStats {
     var seeds = 0
     var steps = 0
     var quiescenceSteps = 0
-    var transactions = 0
+    var writes = 0
     var commits = 0
     var aborts = 0
-    /// Aborts by cause: a conflict vote, unavailable (unreachable or timed out), delete of a missing key, other.
-    var abortCauses = [0, 0, 0, 0]
-    var pendingCommits = 0
+    var refused = 0
+    var reads = 0
     var masterCrashes = 0
+    var persistPointCrashes = 0
+    var backupRestores = 0
+    var secondMasters = 0
     var compactions = 0
     var replicaCrashes = 0
+    var wipes = 0
+    var reloads = 0
     var resets = 0
     var drops = 0
     var duplicates = 0
-    var reads = 0
-    var masterResolutions = 0
-    var peerResolutions = 0
-    var vetoes = 0
+    var resolutions = 0
 
     mutating func add(_ other: SimStats) {
         seeds += other.seeds
         steps += other.steps
         quiescenceSteps += other.quiescenceSteps
-        transactions += other.transactions
+        writes += other.writes
         commits += other.commits
         aborts += other.aborts
-        for index in abortCauses.indices { abortCauses[index] += other.abortCauses[index] }
-        pendingCommits += other.pendingCommits
+        refused += other.refused
+        reads += other.reads
         masterCrashes += other.masterCrashes
+        persistPointCrashes += other.persistPointCrashes
+        backupRestores += other.backupRestores
+        secondMasters += other.secondMasters
         compactions += other.compactions
         replicaCrashes += other.replicaCrashes
+        wipes += other.wipes
+        reloads += other.reloads
         resets += other.resets
         drops += other.drops
         duplicates += other.duplicates
-        reads += other.reads
-        masterResolutions += other.masterResolutions
-        peerResolutions += other.peerResolutions
-        vetoes += other.vetoes
+        resolutions += other.resolutions
     }
 
     var summary: String {
-        "seeds=\(seeds) steps=\(steps) (+\(quiescenceSteps) healing) transactions=\(transactions) commits=\(commits) "
-            + "aborts=\(aborts) (conflict \(abortCauses[0]), unavailable \(abortCauses[1]), not-found \(abortCauses[2]), "
-            + "other \(abortCauses[3])) commits-with-pending-acks=\(pendingCommits) vetoes=\(vetoes) "
-            + "master-crashes=\(masterCrashes) decision-log-compactions=\(compactions) replica-crashes=\(replicaCrashes) resets=\(resets) drops=\(drops) "
-            + "duplicates=\(duplicates) reads=\(reads) in-doubt-resolved-by-master=\(masterResolutions) "
-            + "in-doubt-resolved-by-peers=\(peerResolutions)"
+        "seeds=\(seeds) steps=\(steps) (+\(quiescenceSteps) healing) writes=\(writes) commits=\(commits) aborts=\(aborts) "
+            + "refused=\(refused) reads=\(reads) master-crashes=\(masterCrashes) (at persist points \(persistPointCrashes)) "
+            + "backup-restores=\(backupRestores) second-masters=\(secondMasters) decision-log-compactions=\(compactions) "
+            + "replica-crashes=\(replicaCrashes) wipes=\(wipes) reloads=\(reloads) resets=\(resets) drops=\(drops) "
+            + "duplicates=\(duplicates) in-doubt-resolved-by-replicas=\(resolutions)"
     }
 }
 
@@ -113,6 +115,28 @@ extension WireReply {
         var text = "\(server) \(status ? "ok" : "no") \(code.rawValue) seq=\(seq.map(String.init) ?? "-")"
         if let stat { text += " in_doubt=\(stat.inDoubt.map(\.seq))" }
         return text
+    }
+}
+
+extension TransactionManager.WriteAnswer {
+    var brief: String {
+        switch self {
+        case .outcome(let outcome):
+            return "seq \(outcome.seq) \(outcome.committed ? "committed" : "aborted \(String(describing: outcome.failure))")"
+        case .refused(let reason): return "refused (\(reason))"
+        }
+    }
+}
+
+extension ReplicaRecord {
+    var brief: String {
+        switch self {
+        case .prepare(let seq, let op): return "PREPARE \(seq) \(op.brief)"
+        case .commit(let seq): return "COMMIT \(seq)"
+        case .abort(let seq): return "ABORT \(seq)"
+        case .load(let key, _, let version, _): return "LOAD \(String(decoding: key, as: UTF8.self))@\(version)"
+        default: return "\(self)"
+        }
     }
 }
 

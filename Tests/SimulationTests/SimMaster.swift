@@ -1,275 +1,315 @@
 import KVCommon
 
-/// The master: one real `Coordinator` per running transaction, executed the way `TransactionRunner` does it,
-/// plus what `DecisionLog`, `InFlightRegistry`, `CommitDelivery` and `ReplicaLink` do around it.
+/// A master process: the real `TransactionManager`, executed the way `MasterNode` executes it, over the simulated
+/// network (`SimNetwork`), decision-log directory (`SimMasterDisk`) and timers.
 ///
-/// - Decision log: COMMIT is appended unsynced; the coordinator gets `.decisionDurable` only after `sync`
-///   (the runner blocks in `recordCommit`, so its mailbox waits too). END is appended without waiting. The
-///   in-memory `pending` map (COMMIT without END) and `ended` (commits that ended, rebuilt at start-up from
-///   the files still present) are what in-doubt resolution consults (`DecisionLog.wasCommitted`).
-///   `compact` models the switch to a new generation that carries only COMMITs without END, after which the
-///   old file is deleted.
-/// - Registry: `beginCommit` before the COMMIT is written; `resolve` answers commit/abort/pending and vetoes a
-///   transaction that is still preparing.
-/// - Links: one connection per replica, opened lazily; a new connection sends `stat` first and resolves the
-///   in-doubt seqs it lists. A closed connection fails its unanswered calls (`.unreachable` to coordinators).
-/// - `crash` loses coordinators, registry, links, delivery state and unsynced records; `restart` replays the
-///   durable log and re-sends `com` for every COMMIT without END.
+/// - Links: one connection per replica, opened on the first send; `.connected` is fed before the queued calls
+///   go out, so the manager's `stat` leads (as in `ReplicaLink`). A closed connection fails its unanswered calls.
+/// - Decision log: appends are not durable until the scheduler syncs them; a forced append's `.logged` is fed
+///   only then. `rotate` syncs the old generation first, as `GroupCommitLog.rotate` does.
+/// - Events the executor produces itself (a refused connection, a durable record) go to `inbox` and are fed at a
+///   later step, as the event loop would run them in a later task.
+/// - Timers are armed and cancelled as the manager says; the scheduler fires any armed one.
+/// - `crash` loses everything in memory and what the disk had not synced (but a random prefix of it);
+///   `crashAtPersistPoints` crashes it right after a file action or state write of its own, start-up included.
 final class SimMaster {
-    static let name = "master"
-
-    enum Registration { case running, vetoed, committing }
-    enum Resolution: String { case commit, abort, pending }
-
-    enum Purpose {
-        case transaction(UInt64)
-        case stat
-        case deliver(UInt64)
-        case resolveCommit(UInt64)
-        case resolveAbort(UInt64)
-        case read
-    }
+    /// Whether a start takes the decision-log directory's lock (`DecisionLogFiles`).
+    static let locksDirectory = false
 
     struct Link {
         var connection: Int
-        var calls: [UInt64: Purpose] = [:]
+        var calls: [UInt64: TransactionManager.Call] = [:]
     }
 
-    struct Transaction {
-        var coordinator: Coordinator
-        var mailbox: [Coordinator.Event] = []
-        /// Blocked in `recordCommit` until the COMMIT record is durable.
-        var awaitingCommitRecord = false
-    }
+    let node: String
+    let instance: Int
+    private let context: SimContext
+    private let network: SimNetwork
+    private let checker: SimChecker
+    let disk: SimMasterDisk
+    private let settings: () -> TransactionManager.Settings
+    private let replicaIsUp: (String) -> Bool
+    private(set) var up = false
+    private(set) var manager: TransactionManager?
+    private var links: [ClusterConfig.Replica: Link] = [:]
+    private(set) var timers: [TransactionManager.Timer] = []
+    private(set) var inbox: [TransactionManager.Event] = []
+    /// Forced appends not yet durable: (generation, records in the file once appended, token).
+    private var forced: [(generation: UInt64, end: Int, token: DecisionLogToken)] = []
+    private var feeding = false
+    private var backlog: [TransactionManager.Event] = []
+    private var queries: [TransactionManager.QueryID: (connection: Int, call: UInt64)] = [:]
+    private var reads: [UInt64: (read: Int, key: [UInt8], replica: String)] = [:]
+    private var nextID: UInt64 = 1
+    /// The participants of the last view this process published (kept across its crashes).
+    private(set) var lastParticipants: [ClusterConfig.Replica] = []
+    /// Crash right after this many more persist points (nil: not armed).
+    var crashAfterPersists: Int?
 
-    let replicas: [String]
-    let context: SimContext
-    let network: SimNetwork
-    let checker: SimChecker
-    let replicaIsUp: (String) -> Bool
-    private(set) var up = true
-    private var epoch: UInt64 = 1
-    private var counter: UInt64 = 0
-    private(set) var durableLog: [DecisionRecord] = []
-    private(set) var unsynced: [DecisionRecord] = []
-    private(set) var durableCommits: Set<UInt64> = []
-    private(set) var pending: [UInt64: [String]] = [:]
-    private(set) var ended = DecisionMemory(capacity: 1 << 20)
-    var registry: [UInt64: Registration] = [:]
-    var transactions: [UInt64: Transaction] = [:]
-    var delivery: [UInt64: Set<String>] = [:]
-    var links: [String: Link] = [:]
-
-    init(replicas: [String], context: SimContext, network: SimNetwork, checker: SimChecker,
-         replicaIsUp: @escaping (String) -> Bool) {
-        self.replicas = replicas
+    init(node: String, instance: Int, context: SimContext, network: SimNetwork, checker: SimChecker, disk: SimMasterDisk,
+         settings: @escaping () -> TransactionManager.Settings, replicaIsUp: @escaping (String) -> Bool) {
+        self.node = node
+        self.instance = instance
         self.context = context
         self.network = network
         self.checker = checker
+        self.disk = disk
+        self.settings = settings
         self.replicaIsUp = replicaIsUp
     }
 
-    var isIdle: Bool { transactions.isEmpty && unsynced.isEmpty && delivery.isEmpty && pending.isEmpty }
-
-    /// Transactions whose runner would take a mailbox event now.
-    var mailboxReady: [UInt64] {
-        transactions.keys.sorted().filter { !transactions[$0]!.mailbox.isEmpty && !transactions[$0]!.awaitingCommitRecord }
+    var view: MembershipView? { manager?.view }
+    var isIdle: Bool {
+        guard let manager else { return false }
+        return manager.inFlight == 0 && manager.pendingCommits == 0 && inbox.isEmpty && disk.unsynced == 0
     }
 
-    /// Transactions whose runner is waiting on an empty mailbox, so its deadline can pass.
-    var timeoutCandidates: [UInt64] {
-        transactions.keys.sorted().filter { transactions[$0]!.mailbox.isEmpty && !transactions[$0]!.awaitingCommitRecord }
-    }
+    // MARK: - Process life
 
-    // MARK: - Transactions (TransactionRunner)
-
-    func startTransaction(_ op: WriteOp) {
-        counter += 1
-        let seq = epoch * 1_000_000 + counter
-        registry[seq] = .running
-        transactions[seq] = Transaction(coordinator: Coordinator(seq: seq, op: op, participants: replicas))
-        context.stats.transactions += 1
-        checker.masterStarted(seq)
-        context.trace("master: start \(seq) \(op.brief)")
-        feed(seq, .start)
-    }
-
-    /// The runner of a random ready transaction takes the oldest event from its mailbox.
-    func processMailbox(_ seq: UInt64) {
-        guard var transaction = transactions[seq], !transaction.mailbox.isEmpty else { return }
-        let event = transaction.mailbox.removeFirst()
-        transactions[seq] = transaction
-        feed(seq, event)
-    }
-
-    func timeOut(_ seq: UInt64) {
-        guard let transaction = transactions[seq] else { return }
-        context.trace("master: \(seq) times out in phase \(transaction.coordinator.phase)")
-        feed(seq, .timeout)
-    }
-
-    /// Runs the coordinator on `event` and executes its actions in order, as `TransactionRunner.run` does.
-    func feed(_ seq: UInt64, _ event: Coordinator.Event) {
-        var local = [event]
-        while !local.isEmpty {
-            let next = local.removeFirst()
-            guard var transaction = transactions[seq] else { return }
-            let actions = transaction.coordinator.handle(next)
-            transactions[seq] = transaction
-            for action in actions {
-                switch action {
-                case .send(let replica, let request):
-                    if !call(replica, request, purpose: .transaction(seq)) {
-                        post(seq, .unreachable(replica: replica, reason: "connection refused (\(replica))"))
-                    }
-                case .persist(.commit(let commitSeq, let participants)):
-                    guard registry[commitSeq] == .running else {
-                        context.stats.vetoes += 1
-                        context.trace("master: \(commitSeq) vetoed before its COMMIT record")
-                        local.append(.decisionVetoed(reason: "aborted: a replica in doubt was told abort first"))
-                        continue
-                    }
-                    registry[commitSeq] = .committing
-                    unsynced.append(.commit(seq: commitSeq, participants: participants))
-                    context.trace("master: append COMMIT \(commitSeq)")
-                    if context.mutation == .comBeforeDurable {
-                        local.append(.decisionDurable)
-                    } else {
-                        transactions[seq]?.awaitingCommitRecord = true
-                    }
-                case .persist(.end(let endSeq)):
-                    recordEnd(endSeq)
-                case .finish(let outcome):
-                    finish(seq, outcome)
-                    return
-                }
-            }
+    /// Starts the process on the disk as it is. With `lock`, a directory another live master holds is refused
+    /// (the flock of `DecisionLogFiles`).
+    func start(lock: Bool) {
+        if lock, let holder = disk.lockHolder, holder != instance {
+            context.trace("\(node): refused to start, the decision log directory is held by master #\(holder)")
+            return
         }
+        disk.lockHolder = instance
+        up = true
+        disk.open()
+        manager = TransactionManager(settings: settings(), recovered: disk.state, decisions: disk.generations)
+        context.trace("\(node): start, state \(String(describing: disk.state)), generations \(disk.generations.map(\.number))")
+        feed(.start)
     }
-
-    private func finish(_ seq: UInt64, _ outcome: Coordinator.Outcome) {
-        context.trace("master: finish \(seq) committed=\(outcome.committed) failure=\(String(describing: outcome.failure)) "
-            + "pending=\(outcome.pendingCommit)")
-        if outcome.committed {
-            context.stats.commits += 1
-            if !outcome.pendingCommit.isEmpty { context.stats.pendingCommits += 1 }
-        } else {
-            context.stats.aborts += 1
-            switch outcome.failure {
-            case .conflict?: context.stats.abortCauses[0] += 1
-            case .unavailable?: context.stats.abortCauses[1] += 1
-            case .notFound?: context.stats.abortCauses[2] += 1
-            case .aborted?, nil: context.stats.abortCauses[3] += 1
-            }
-        }
-        if !outcome.pendingCommit.isEmpty { delivery[seq] = Set(outcome.pendingCommit) }
-        transactions[seq] = nil
-        registry[seq] = nil
-        checker.masterFinished(outcome, durableCommit: durableCommits.contains(seq))
-    }
-
-    func post(_ seq: UInt64, _ event: Coordinator.Event) {
-        transactions[seq]?.mailbox.append(event)
-    }
-
-    // MARK: - Decision log (DecisionLog)
-
-    /// fsync: the first `count` unsynced records (all when nil) become durable.
-    func sync(count: Int? = nil) {
-        let take = min(unsynced.count, count ?? unsynced.count)
-        guard take > 0 else { return }
-        let records = Array(unsynced.prefix(take))
-        unsynced.removeFirst(take)
-        durableLog += records
-        context.trace("master: fsync \(records.count) decision records")
-        for record in records {
-            guard case .commit(let seq, let participants) = record else { continue }
-            durableCommits.insert(seq)
-            checker.masterCommitDurable(seq)
-            pending[seq] = participants
-            if transactions[seq]?.awaitingCommitRecord == true {
-                transactions[seq]?.awaitingCommitRecord = false
-                feed(seq, .decisionDurable)
-            }
-        }
-    }
-
-    func recordEnd(_ seq: UInt64) {
-        guard pending.removeValue(forKey: seq) != nil else { return }
-        ended.record(seq, .committed)
-        unsynced.append(.end(seq: seq))
-        context.trace("master: append END \(seq)")
-        checker.masterEnded(seq)
-    }
-
-    /// Compaction once the file is "large": a new generation starts with a copy of every COMMIT without END
-    /// (modelled once nothing is unsynced, so the copies are durable at once) and the old file is deleted.
-    func compact() {
-        guard unsynced.isEmpty else { return }
-        var carried: [UInt64: [String]] = [:]
-        for record in durableLog {
-            switch record {
-            case .commit(let seq, let participants): carried[seq] = participants
-            case .end(let seq): carried[seq] = nil
-            }
-        }
-        durableLog = carried.keys.sorted().map { .commit(seq: $0, participants: carried[$0]!) }
-        context.stats.compactions += 1
-        context.trace("master: decision log compacted, carries \(durableLog.count) commits without END")
-    }
-
-    /// `DecisionLog.wasCommitted`: durable and unacknowledged, or ended and still remembered.
-    func wasCommitted(_ seq: UInt64) -> Bool { pending[seq] != nil || ended[seq] == .committed }
-
-    // MARK: - Registry (InFlightRegistry.resolve)
-
-    func resolve(_ seq: UInt64, reason: String) -> Resolution {
-        let answer: Resolution
-        switch registry[seq] {
-        case .running?:
-            registry[seq] = .vetoed
-            post(seq, .abortRequested(reason: reason))
-            answer = .abort
-        case .vetoed?:
-            answer = .abort
-        case .committing?:
-            answer = wasCommitted(seq) ? .commit : .pending
-        case nil:
-            answer = wasCommitted(seq) ? .commit : .abort
-        }
-        context.trace("master: resolve \(seq) -> \(answer.rawValue) (\(reason))")
-        checker.masterResolved(seq, answer)
-        return answer
-    }
-
-    // MARK: - Faults
 
     func crash() {
+        guard up else { return }
         up = false
-        context.trace("master: CRASH (lost \(unsynced.count) unsynced records, \(transactions.count) running)")
-        unsynced = []
-        pending = [:]
-        ended = DecisionMemory(capacity: 1 << 20)
-        registry = [:]
-        transactions = [:]
-        delivery = [:]
+        manager = nil
         links = [:]
+        timers = []
+        inbox = []
+        forced = []
+        backlog = []
+        queries = [:]
+        reads = [:]
+        feeding = false
+        crashAfterPersists = nil
+        for case .commit(let seq, _) in disk.crash(random: &context.random) {
+            checker.masterCommitDurable(seq, master: instance)
+        }
+        if disk.lockHolder == instance { disk.lockHolder = nil }
+        context.trace("\(node): CRASH")
     }
 
-    /// Start-up: a new epoch, the durable log replayed, `com` re-sent for every COMMIT without END, and a
-    /// connection (with `stat`) to every replica.
-    func restart() {
-        up = true
-        epoch += 1
-        counter = 0
-        for record in durableLog {
-            switch record {
-            case .commit(let seq, let participants): pending[seq] = participants
-            case .end(let seq): if pending.removeValue(forKey: seq) != nil { ended.record(seq, .committed) }
+    // MARK: - Events in
+
+    func feed(_ event: TransactionManager.Event) {
+        guard up, manager != nil else { return }
+        guard !feeding else {
+            backlog.append(event)
+            return
+        }
+        feeding = true
+        var next: TransactionManager.Event? = event
+        while let current = next, up {
+            execute(manager!.handle(current))
+            next = backlog.isEmpty ? nil : backlog.removeFirst()
+        }
+        feeding = false
+    }
+
+    func processInbox() {
+        guard up, !inbox.isEmpty else { return }
+        feed(inbox.removeFirst())
+    }
+
+    func fire(_ timer: TransactionManager.Timer) {
+        guard let index = timers.firstIndex(of: timer) else { return }
+        timers.remove(at: index)
+        context.trace("\(node): timer \(timer)")
+        feed(.timer(timer))
+    }
+
+    func write(_ op: WriteOp) {
+        let id = newID()
+        context.stats.writes += 1
+        checker.writeStarted(id, op, master: instance)
+        context.trace("\(node): write #\(id) \(op.brief)")
+        feed(.write(id, TransactionManager.WriteIntent(prepare: op.prepareRequest(seq: 1), writtenKeys: [op.key])))
+    }
+
+    func reload(_ new: TransactionManager.Settings) {
+        context.trace("\(node): reload to \(new.replicas.map { "\($0.id)@\($0.host)" })")
+        feed(.reload(new, newID(), notes: []))
+    }
+
+    /// fsync of the decision log: the first `count` unsynced records (all when nil) become durable.
+    func syncDecisions(count: Int? = nil) {
+        let synced = disk.sync(count: count)
+        noteDurable(synced)
+    }
+
+    private func noteDurable(_ records: [DecisionRecord]) {
+        guard !records.isEmpty else { return }
+        context.trace("\(node): fsync \(records.count) decision records")
+        for case .commit(let seq, _) in records { checker.masterCommitDurable(seq, master: instance) }
+        let durable = disk.files.mapValues(\.durable)
+        func isDurable(_ item: (generation: UInt64, end: Int, token: DecisionLogToken)) -> Bool {
+            guard let synced = durable[item.generation] else { return true }
+            return item.end <= synced
+        }
+        let ready = forced.filter(isDurable)
+        forced.removeAll(where: isDurable)
+        for item in ready where context.mutation != .comBeforeDurable { inbox.append(.logged(item.token)) }
+    }
+
+    // MARK: - Network
+
+    /// A reply from a replica (on a link or a read connection); the first answer to a call wins. True when it
+    /// answered a read, whose connection carries that one call.
+    @discardableResult
+    func receive(_ reply: WireReply, call: UInt64, connection: Int) -> Bool {
+        if let read = reads.removeValue(forKey: call) {
+            checker.readAnswered(read.read, key: read.key, reply: reply, replica: read.replica)
+            return true
+        }
+        guard let (replica, link) = links.first(where: { $0.value.connection == connection }),
+              let purpose = link.calls[call] else { return false }
+        links[replica]?.calls[call] = nil
+        feed(.replied(replica, purpose, reply))
+        return false
+    }
+
+    /// A replica's `qry` on query_listen.
+    func serve(_ request: WireRequest, call: UInt64, connection: Int) {
+        guard request.command == .qry, let seq = request.seq else { return }
+        let id = newID()
+        queries[id] = (connection, call)
+        feed(.query(id, seq: seq))
+    }
+
+    func connectionClosed(_ connection: Int) {
+        for (replica, link) in links where link.connection == connection {
+            links[replica] = nil
+            for id in link.calls.keys.sorted() {
+                inbox.append(.failed(replica, link.calls[id]!, "connection lost (\(replica.host))"))
+            }
+            inbox.append(.disconnected(replica))
+        }
+    }
+
+    /// A client read: a `get` to a participant of the view, on a connection of its own.
+    func read(_ key: [UInt8]) {
+        guard let participants = manager?.view.participants, !participants.isEmpty else { return }
+        let replica = context.random.pick(participants)
+        guard replicaIsUp(replica.host) else { return }
+        let call = newID()
+        let read = checker.readStarted(key)
+        reads[call] = (read, key, replica.host)
+        let connection = network.open(client: node, server: replica.host)
+        network.send(on: connection, from: node, .request(call: call, .get(key)))
+    }
+
+    // MARK: - Actions out
+
+    private func execute(_ actions: [TransactionManager.Action]) {
+        for action in actions {
+            guard up else { return }
+            switch action {
+            case .send(let replica, let request, let call):
+                if case .txn(let seq) = call, [.put, .del, .txn].contains(request.command) {
+                    checker.prepareSent(seq, request, master: instance)
+                }
+                send(request, to: replica, call)
+            case .answerWrite(let id, let answer):
+                switch answer {
+                case .outcome(let outcome) where outcome.committed: context.stats.commits += 1
+                case .outcome: context.stats.aborts += 1
+                case .refused: context.stats.refused += 1
+                }
+                context.trace("\(node): answer #\(id): \(answer.brief)")
+                checker.writeAnswered(id, answer, master: instance)
+            case .answerQuery(let id, let reply):
+                guard let (connection, call) = queries.removeValue(forKey: id) else { continue }
+                checker.masterAnswered(reply, master: instance)
+                network.send(on: connection, from: node, .reply(call: call, reply))
+            case .answerReload(_, _, let message):
+                context.trace("\(node): \(message)")
+            case .paused, .pauseFailed:
+                break
+            case .log(let file):
+                execute(file)
+                persistPoint("decision log \(file)")
+            case .persist(let state):
+                disk.write(state)
+                persistPoint("state file \(state.seqEpoch)/\(state.configEpoch)")
+            case .startTimer(let timer, _):
+                if !timers.contains(timer) { timers.append(timer) }
+            case .cancelTimer(let timer):
+                timers.removeAll { $0 == timer }
+            case .publish(let view):
+                lastParticipants = view.participants
+                context.trace("\(node): view \(view.participants.map(\.id)) syncing \(view.syncing.sorted())")
+            case .closeLink(let replica):
+                if let link = links[replica] { network.close(link.connection) }
+            case .note(_, let text):
+                context.trace("\(node): \(text)")
             }
         }
-        for (seq, participants) in pending { delivery[seq] = Set(participants) }
-        context.trace("master: restart, epoch \(epoch), COMMIT without END: \(pending.keys.sorted())")
-        connectAll()
+    }
+
+    private func execute(_ file: DecisionJournal.FileAction) {
+        switch file {
+        case .append(let records, let token):
+            disk.append(records)
+            for case .end(let seq) in records { checker.masterEnded(seq) }
+            guard let token else { return }
+            if context.mutation == .comBeforeDurable {
+                inbox.append(.logged(token))
+            } else {
+                forced.append((disk.current, disk.files[disk.current]!.records.count, token))
+            }
+        case .rotate(let generation):
+            context.stats.compactions += 1
+            noteDurable(disk.rotate(to: generation))
+        case .delete(let generation):
+            disk.delete(generation)
+        }
+    }
+
+    /// A place where a crash leaves the disk in a state of its own (right after a file action or a state write).
+    private func persistPoint(_ what: String) {
+        guard let remaining = crashAfterPersists else { return }
+        if remaining > 0 {
+            crashAfterPersists = remaining - 1
+            return
+        }
+        context.trace("\(node): crash point after \(what)")
+        context.stats.persistPointCrashes += 1
+        crash()
+    }
+
+    private func send(_ request: WireRequest, to replica: ClusterConfig.Replica, _ call: TransactionManager.Call) {
+        if let link = links[replica], network.isOpen(link.connection) {
+            let id = newID()
+            links[replica]!.calls[id] = call
+            network.send(on: link.connection, from: node, .request(call: id, request))
+            return
+        }
+        guard replicaIsUp(replica.host) else {
+            inbox.append(.failed(replica, call, "connection refused (\(replica.host))"))
+            return
+        }
+        // Connect: the connection is up at once here, and `.connected` is handled before this call goes out (its
+        // `stat` leads on the new connection, as `ReplicaLink` makes it).
+        links[replica] = Link(connection: network.open(client: node, server: replica.host))
+        execute(manager!.handle(.connected(replica)))
+        guard up else { return }
+        send(request, to: replica, call)
+    }
+
+    private func newID() -> UInt64 {
+        defer { nextID += 1 }
+        return nextID
     }
 }

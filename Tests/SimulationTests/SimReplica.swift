@@ -1,14 +1,15 @@
 import KVCommon
 
-/// One replica: the real `Participant`, executed the way `ReplicaNode` and `ReplicaConnectionHandler` do it,
-/// over a simulated log, plus the in-doubt resolution ReplicaD is getting (ask the master with `qry`; when
-/// the master is unreachable, ask the peers).
+/// One replica process: the real `Participant` and the real termination rule (`InDoubtTermination`), executed
+/// the way `ReplicaNode`, `ReplicaConnectionHandler` and `InDoubtResolver` do it, over a simulated log.
 ///
 /// - `.persist` appends to the log; records past `durable` are not yet fsynced. A reply listed after a persist
-///   in the same action list is held until that record is durable (`sync`).
+///   (or `.awaitDurable`) in the same action list is held until the log is durable that far (`sync`).
 /// - Replies on one connection leave in request order (slots), as in `ReplicaConnectionHandler`.
-/// - `crash` loses the participant, every record past `durable`, held replies and parked reads;
-///   `restart` builds a fresh participant by replaying the durable log.
+/// - The resolver asks the master's query address and the peers of this replica's own configuration (the one
+///   it started with: replicas do not reload), one question at a time per seq.
+/// - `crash` loses the participant, every record past `durable`, held replies and parked reads; `wipe` loses the
+///   whole data directory too; `restart` builds a fresh participant by replaying the log.
 final class SimReplica {
     private enum Route {
         case remote(connection: Int, slot: Int, call: UInt64, request: WireRequest)
@@ -28,33 +29,60 @@ final class SimReplica {
         let reply: WireReply
     }
 
+    /// The node's name, which is also its address in the network.
     let name: String
     private let context: SimContext
     private let network: SimNetwork
     private let checker: SimChecker
+    /// The peers this replica's configuration names (id -> node), read at each start.
+    private var peers: [String: String]
     private(set) var up = true
     private(set) var participant: Participant
     private(set) var log: [ReplicaRecord] = []
     private(set) var durable = 0
-    private(set) var crashes = 0
     private var held: [Held] = []
     private var routes: [Participant.RequestID: Route] = [:]
     private var orders: [Int: ReplyOrder] = [:]
     private(set) var parked: [Participant.RequestID] = []
     private var nextRequestID: Participant.RequestID = 1
-    /// Outstanding `qry` calls this replica sent: call id -> seq.
-    private var questions: [UInt64: UInt64] = [:]
+    private var termination: InDoubtTermination
+    /// Outstanding `qry` calls this replica sent: call id -> (seq, whom, on which connection).
+    private var questions: [UInt64: (seq: UInt64, target: InDoubtTermination.Target, connection: Int)] = [:]
+    /// Whether this replica can open a connection to a node now (it is up and not cut off).
+    private let reachable: (String) -> Bool
     /// Log positions of the decision records of each seq in the current log.
     private var commitAt: [UInt64: Int] = [:]
     private var abortAt: [UInt64: Int] = [:]
     private var prepareAt: [UInt64: Int] = [:]
+    /// How often the data directory was wiped.
+    private(set) var wipes = 0
 
-    init(name: String, context: SimContext, network: SimNetwork, checker: SimChecker) {
+    init(name: String, peers: [String: String], context: SimContext, network: SimNetwork, checker: SimChecker,
+         joined: Bool, reachable: @escaping (String) -> Bool) {
         self.name = name
+        self.peers = peers
+        self.reachable = reachable
         self.context = context
         self.network = network
         self.checker = checker
         participant = Participant(server: name)
+        termination = Self.termination(context: context, peers: peers, me: name)
+        if !joined { participant.finishReplay() }
+    }
+
+    private static func termination(context: SimContext, peers: [String: String], me: String) -> InDoubtTermination {
+        InDoubtTermination(liveLimitMs: context.config.inDoubtLimitMs, askMaster: true,
+                           peers: peers.filter { $0.value != me }.keys.sorted())
+    }
+
+    /// Whether the durable log leaves this replica in sync (its last RESET or JOIN is a JOIN): it holds a copy
+    /// of the data that a wipe would destroy.
+    var holdsData: Bool {
+        for record in log[..<durable].reversed() {
+            if case .join = record { return true }
+            if case .reset = record { return false }
+        }
+        return false
     }
 
     var unsynced: Int { log.count - durable }
@@ -72,18 +100,9 @@ final class SimReplica {
         return !durableOnly || at < durable
     }
 
-    /// In-doubt seqs the resolver would ask about now: recovered at start-up, or older than `limitMs` (the real
-    /// resolver uses prepare + commit time-outs, so a normal in-flight transaction is not disturbed).
-    func eligibleInDoubt(limitMs: UInt64) -> [UInt64] {
-        participant.stat(nowMs: context.nowMs).inDoubt.filter { $0.recovered || $0.ageMs >= limitMs }.map(\.seq)
-    }
-
-    /// Every seq with a COMMIT record in the current log.
-    var committedSeqs: [UInt64] { commitAt.keys.sorted() }
-
     // MARK: - Serving requests
 
-    /// A request arrived on `connection` (from the master or a peer).
+    /// A request arrived on `connection` (from a master or a peer).
     func serve(_ request: WireRequest, call: UInt64, connection: Int) {
         var order = orders[connection] ?? ReplyOrder()
         let slot = order.nextSlot
@@ -144,9 +163,10 @@ final class SimReplica {
         let position = log.count
         log.append(record)
         if case .prepare(let seq, _) = record { prepareAt[seq] = position }
+        if case .prepareTxn(let seq, _, _) = record { prepareAt[seq] = position }
         if case .commit(let seq) = record, commitAt[seq] == nil { commitAt[seq] = position }
         if case .abort(let seq) = record, abortAt[seq] == nil { abortAt[seq] = position }
-        context.trace("\(name): append \(record)")
+        context.trace("\(name): append \(record.brief)")
         checker.replicaAppended(self, record)
     }
 
@@ -155,7 +175,7 @@ final class SimReplica {
         guard case .remote(let connection, let slot, let call, let request)? = routes.removeValue(forKey: id) else { return }
         var reply = reply
         if context.mutation == .qryLiesAborted, request.command == .qry, reply.code == .committed,
-           network.connection(connection).client != SimMaster.name {
+           !network.connection(connection).client.hasPrefix("master") {
             reply.code = .aborted
         }
         guard network.isOpen(connection), var order = orders[connection] else { return }
@@ -170,45 +190,56 @@ final class SimReplica {
 
     // MARK: - In-doubt resolution (this replica asks)
 
-    /// Sends `seq;qry;;` to `target` (the master or a peer) on a fresh connection.
-    func ask(_ seq: UInt64, target: String) {
-        let connection = network.open(client: name, server: target)
-        let call = context.newCallID()
-        questions[call] = seq
-        context.trace("\(name): in doubt about \(seq), asking \(target)")
-        network.send(on: connection, from: name, .request(call: call, WireRequest(seq: seq, command: .qry)))
+    /// One pass of the resolver: asks about every eligible in-doubt seq not already being asked about.
+    func resolverPass() {
+        run(termination.handle(.tick(inDoubt: participant.stat(nowMs: context.nowMs).inDoubt)))
     }
 
-    /// The answer to one of this replica's `qry` calls. Like `InDoubtResolver`: `committed` or `aborted`
-    /// decides; anything else from the master (`busy`) means asking `peers` instead; from a peer it means
-    /// nothing (the seq stays blocked until the next attempt).
-    func answer(_ reply: WireReply, call: UInt64, from: String, peers: [String]) {
-        guard let seq = questions.removeValue(forKey: call), participant.inDoubt.contains(seq) else { return }
-        let byMaster = from == SimMaster.name
-        guard reply.status && (reply.code == .committed || reply.code == .aborted) else {
-            context.trace("\(name): \(from) cannot tell the outcome of \(seq) (\(reply.code.rawValue))")
-            if byMaster { for peer in peers { ask(seq, target: peer) } }
-            return
+    private func run(_ actions: [InDoubtTermination.Action]) {
+        for action in actions {
+            switch action {
+            case .ask(let target, let seq):
+                let node: String?
+                switch target {
+                case .master: node = "master"
+                case .peer(let id): node = peers[id]
+                }
+                guard let node, reachable(node) else {
+                    context.trace("\(name): cannot reach \(target) about \(seq)")
+                    run(termination.handle(.answer(seq: seq, from: target, nil)))
+                    continue
+                }
+                let connection = network.open(client: name, server: node)
+                let call = context.newCallID()
+                questions[call] = (seq, target, connection)
+                context.trace("\(name): in doubt about \(seq), asking \(target) (\(node))")
+                network.send(on: connection, from: name, .request(call: call, WireRequest(seq: seq, command: .qry)))
+            case .decide(let seq, let committed):
+                context.trace("\(name): learned that \(seq) \(committed ? "committed" : "aborted")")
+                let id = newRequestID()
+                routes[id] = .local
+                execute(participant.handle(.request(committed ? .com(seq) : .abrt(seq), id, nowMs: context.nowMs)))
+                context.stats.resolutions += 1
+            }
         }
-        let committed = reply.code == .committed
-        context.trace("\(name): \(from) says \(seq) \(committed ? "committed" : "aborted")")
-        runLocally(committed ? .com(seq) : .abrt(seq))
-        if byMaster { context.stats.masterResolutions += 1 } else { context.stats.peerResolutions += 1 }
     }
 
-    private func runLocally(_ request: WireRequest) {
-        let id = newRequestID()
-        routes[id] = .local
-        execute(participant.handle(.request(request, id, nowMs: context.nowMs)))
+    /// The answer to one of this replica's `qry` calls (nil: none came, the connection broke first).
+    func answer(_ reply: WireReply?, call: UInt64) {
+        guard let question = questions.removeValue(forKey: call) else { return }
+        context.trace("\(name): \(question.target) says \(reply.map { $0.code.rawValue } ?? "nothing") about \(question.seq)")
+        run(termination.handle(.answer(seq: question.seq, from: question.target, reply)))
     }
 
     // MARK: - Faults
 
-    func connectionClosed(_ connection: Int) { orders[connection] = nil }
+    func connectionClosed(_ connection: Int) {
+        orders[connection] = nil
+        for call in questions.keys.sorted() where questions[call]?.connection == connection { answer(nil, call: call) }
+    }
 
     func crash() {
         up = false
-        crashes += 1
         let lost = log.count - durable
         log.removeSubrange(durable...)
         commitAt = commitAt.filter { $0.value < durable }
@@ -219,15 +250,34 @@ final class SimReplica {
         orders = [:]
         parked = []
         questions = [:]
+        termination = Self.termination(context: context, peers: peers, me: name)
         participant = Participant(server: name)
         context.trace("\(name): CRASH (lost \(lost) unsynced records)")
     }
 
-    func restart() {
+    /// The data directory is lost with the process (a new disk): it restarts empty and out of sync.
+    func wipe() {
+        crash()
+        log = []
+        durable = 0
+        commitAt = [:]
+        abortAt = [:]
+        prepareAt = [:]
+        wipes += 1
+        checker.replicaWiped(self)
+        context.trace("\(name): WIPED")
+    }
+
+    /// Starts the process again on its log, with the peers of the configuration file as it is now.
+    func restart(peers: [String: String]) {
+        self.peers = peers
+        termination = Self.termination(context: context, peers: peers, me: name)
         var fresh = Participant(server: name)
         for record in log { fresh.replay(record, nowMs: context.nowMs) }
+        fresh.finishReplay()
         participant = fresh
         up = true
-        context.trace("\(name): restart, replayed \(log.count) records, in doubt \(participant.inDoubt)")
+        context.trace("\(name): restart, replayed \(log.count) records, in doubt \(participant.inDoubt), "
+            + "joined \(participant.joined)")
     }
 }

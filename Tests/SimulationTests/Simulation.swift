@@ -12,47 +12,75 @@ struct SimResult {
     var trace: [String]
 }
 
-/// One seeded run of master + 3 replicas: random steps with faults, then healing to quiescence. Every step
-/// is one scheduler choice (deliver a message, fsync a log, fire a time-out, crash or restart a node, ...);
-/// the checker sees every event, so a violation is reported at the step that caused it.
+/// One seeded run of a cluster: the real master rules (`TransactionManager`) and replica rules (`Participant`,
+/// `InDoubtTermination`) over a simulated network, disks and timers. Random steps with faults, then healing to
+/// quiescence. Every step is one scheduler choice (deliver a message, fsync a log, fire a timer, crash, wipe or
+/// restart a process, reload the configuration, ...); the checker sees every event, so a violation is reported at
+/// the step that caused it.
 final class Simulation {
     let config: SimConfig
     let context: SimContext
     let network: SimNetwork
     let checker: SimChecker
-    let master: SimMaster
-    let replicas: [SimReplica]
+    let disk = SimMasterDisk()
+    private(set) var replicas: [SimReplica] = []
+    private(set) var master: SimMaster!
+    private(set) var second: SimMaster!
+    /// What cluster.yaml says now: replica id -> node. The master reads it at start and at a reload.
+    private(set) var file: [(id: String, node: String)] = SimConfig.replicaNodes.map { ($0, $0) }
+    /// Replicas reloads removed (id -> node), which a later reload may add back with their old data.
+    private var removed: [(id: String, node: String)] = []
+    private var backups: [(files: [UInt64: SimMasterDisk.File], state: MasterState?)] = []
+    private var nextReplicaNumber = 4
+    /// Healing steps in a row that only fired the probe.
+    private var idleProbes = 0
 
     init(config: SimConfig, trace: SimContext.TraceMode = .off) {
         self.config = config
-        let context = SimContext(config: config, trace: trace)
-        let network = SimNetwork(fifo: config.network == .tcp)
-        let checker = SimChecker(context: context)
-        let replicas = SimConfig.replicaNames.map {
-            SimReplica(name: $0, context: context, network: network, checker: checker)
+        context = SimContext(config: config, trace: trace)
+        network = SimNetwork(fifo: config.network == .tcp)
+        checker = SimChecker(context: context)
+        let peers = currentPeers()
+        replicas = (SimConfig.replicaNodes + SimConfig.spareNodes).map { name in
+            SimReplica(name: name, peers: peers, context: context, network: network, checker: checker, joined: false,
+                       reachable: { [unowned self] node in reachable(node, from: name) })
         }
-        self.context = context
-        self.network = network
-        self.checker = checker
-        self.replicas = replicas
-        master = SimMaster(replicas: SimConfig.replicaNames, context: context, network: network, checker: checker,
-                           replicaIsUp: { name in replicas.first { $0.name == name }?.up ?? false })
-        checker.attach(master: master, replicas: replicas)
+        master = makeMaster(node: "master", instance: 1)
+        second = makeMaster(node: "master2", instance: 2)
+        checker.attach(replicas: replicas)
     }
+
+    private func makeMaster(node: String, instance: Int) -> SimMaster {
+        SimMaster(node: node, instance: instance, context: context, network: network, checker: checker, disk: disk,
+                  settings: { [unowned self] in settings() }, replicaIsUp: { [unowned self] in replica($0)?.up ?? false })
+    }
+
+    func settings() -> TransactionManager.Settings {
+        TransactionManager.Settings(
+            masterID: "m1",
+            replicas: file.map { ClusterConfig.Replica(id: $0.id, host: $0.node, port: 7000, dataDir: "/data/\($0.node)") },
+            timeouts: ClusterConfig.Timeouts(), inFlightMax: config.maxInFlight, compactBytes: config.compactBytes)
+    }
+
+    private func currentPeers() -> [String: String] { Dictionary(uniqueKeysWithValues: file.map { ($0.id, $0.node) }) }
 
     func run() -> SimResult {
         defer { checker.detach() }
-        context.trace("config: \(config.network.rawValue) network, \(config.steps) steps, up to \(config.maxTransactions) "
-            + "transactions (\(config.maxInFlight) at once), \(config.keys.count) keys, partition \(config.partitionPercent)%, "
-            + "fault weight \(config.faultWeight), in-doubt limit \(config.inDoubtLimitMs) ms, mutation \(config.mutation.rawValue)")
-        master.connectAll()
+        context.trace("config: \(config.network.rawValue) network, \(config.steps) steps, up to \(config.maxWrites) "
+            + "writes (\(config.maxInFlight) at once), \(config.keys.count) keys, partition \(config.partitionPercent)%, "
+            + "fault weight \(config.faultWeight), reload weight \(config.reloadWeight), in-doubt limit "
+            + "\(config.inDoubtLimitMs) ms, compaction at \(config.compactBytes) bytes, second master "
+            + "\(config.secondMaster), mutation \(config.mutation.rawValue)")
+        master.start(lock: SimMaster.locksDirectory)
         while context.step < config.steps && checker.violation == nil {
             context.step += 1
             randomStep()
         }
         context.stats.steps = context.step
         if checker.violation == nil { heal() }
-        if checker.violation == nil { checker.checkQuiescent() }
+        if checker.violation == nil {
+            checker.checkQuiescent(master: master, configured: file.compactMap { replica($0.node) })
+        }
         context.stats.seeds = 1
         return SimResult(seed: config.seed, config: config, stats: context.stats, failure: checker.violation,
                          failedStep: checker.violation == nil ? nil : context.step, trace: context.tail)
@@ -64,6 +92,7 @@ final class Simulation {
         var weights: [Int] = []
         var actions: [() -> Void] = []
         func option(_ weight: Int, _ action: @escaping () -> Void) {
+            guard weight > 0 else { return }
             weights.append(weight)
             actions.append(action)
         }
@@ -76,51 +105,61 @@ final class Simulation {
                 option(10) { self.duplicate(deliverable[random(deliverable.count)]) }
             }
         }
-        if master.up {
-            if context.stats.transactions < config.maxTransactions && master.transactions.count < config.maxInFlight {
-                option(80) { self.master.startTransaction(self.randomOp()) }
+        for process in [master!, second!] where process.up {
+            if context.stats.writes < config.maxWrites && (process.manager?.inFlight ?? 0) < config.maxInFlight {
+                option(process === master ? 80 : 30) { process.write(self.randomOp()) }
             }
-            let ready = master.mailboxReady
-            if !ready.isEmpty { option(250) { self.master.processMailbox(ready[random(ready.count)]) } }
-            if !master.unsynced.isEmpty {
-                option(60) { self.master.sync(count: random(2) == 0 ? nil : 1 + random(self.master.unsynced.count)) }
+            if !process.inbox.isEmpty { option(250) { process.processInbox() } }
+            if disk.unsynced > 0 {
+                option(60) { process.syncDecisions(count: random(2) == 0 ? nil : 1 + random(self.disk.unsynced)) }
             }
-            let waiting = master.timeoutCandidates
-            if !waiting.isEmpty { option(3) { self.master.timeOut(waiting[random(waiting.count)]) } }
-            if !master.delivery.isEmpty { option(20) { self.master.redeliver() } }
-            if master.unsynced.isEmpty && !master.durableLog.isEmpty { option(5) { self.master.compact() } }
-            option(10) {
-                self.master.read(self.config.keys[random(self.config.keys.count)],
-                                 from: SimConfig.replicaNames[random(SimConfig.replicaNames.count)])
-            }
+            for timer in process.timers { option(Self.weight(of: timer)) { process.fire(timer) } }
+            option(10) { process.read(self.config.keys[random(self.config.keys.count)]) }
         }
         for replica in replicas where replica.up {
-            if replica.unsynced > 0 {
-                option(50) { replica.sync(count: random(2) == 0 ? nil : 1 + random(replica.unsynced)) }
-            }
+            if replica.unsynced > 0 { option(50) { replica.sync(count: random(2) == 0 ? nil : 1 + random(replica.unsynced)) } }
             if !replica.parked.isEmpty { option(10) { replica.timeOutRead() } }
-            let eligible = replica.eligibleInDoubt(limitMs: config.inDoubtLimitMs)
-            if !eligible.isEmpty {
-                option(10) { self.resolve(replica, allowPartition: true, seq: eligible[random(eligible.count)]) }
-            }
+            if !replica.participant.inDoubt.isEmpty { option(10) { replica.resolverPass() } }
         }
         addFaults(option)
         actions[context.random.weighted(weights)]()
+    }
+
+    private static func weight(of timer: TransactionManager.Timer) -> Int {
+        switch timer {
+        case .probe, .redeliver, .transferRetry: return 15
+        case .transferStep, .phase, .admission, .pause, .closeLinks: return 3
+        }
     }
 
     private func addFaults(_ option: (Int, @escaping () -> Void) -> Void) {
         guard context.faultsEnabled else { return }
         let weight = config.faultWeight
         if master.up {
-            option(weight) { self.crashMaster() }
+            option(weight) { self.crash(self.master) }
+            option(weight) { self.master.crashAfterPersists = self.context.random.below(4) }
         } else {
-            option(60) { self.master.restart() }
+            option(60) { self.restartMaster() }
+        }
+        option(weight) { self.backups.append(self.disk.backup()) }
+        if config.secondMaster {
+            if second.up {
+                option(20) { self.crash(self.second) }
+            } else {
+                option(weight) {
+                    self.context.stats.secondMasters += 1
+                    self.second.start(lock: SimMaster.locksDirectory)
+                }
+            }
         }
         for replica in replicas {
             if replica.up {
                 option(weight) { self.crash(replica) }
+                // A disk is lost only while another participant holds the data: destroying the last copy loses
+                // writes by definition, and is not what the checker looks for.
+                if holdersOtherThan(replica.name) > 0 { option(weight) { self.wipe(replica) } }
             } else {
-                option(50) { replica.restart() }
+                option(50) { self.restart(replica) }
             }
         }
         let open = network.openConnectionIDs
@@ -132,6 +171,76 @@ final class Simulation {
                 self.close(id)
             }
         }
+        addReloads(option)
+    }
+
+    /// Participants of the master's last view, other than `node`, whose disk holds the data.
+    private func holdersOtherThan(_ node: String) -> Int {
+        master.lastParticipants.filter { $0.host != node && replica($0.host)?.holdsData == true }.count
+    }
+
+    /// Whether cluster.yaml as `changed` still names a participant of the last view that holds the data (an edit
+    /// that replaces every such replica at once leaves nothing to copy from).
+    private func keepsAHolder(_ changed: [(id: String, node: String)]) -> Bool {
+        master.lastParticipants.contains { member in
+            changed.contains { $0.id == member.id && $0.node == member.host } && replica(member.host)?.holdsData == true
+        }
+    }
+
+    /// Edits of cluster.yaml: remove a replica, add a removed one back (with its old data), move one to a spare
+    /// node, add a spare node as a new replica; each reloaded at once or left for the master's next start.
+    private func addReloads(_ option: (Int, @escaping () -> Void) -> Void) {
+        let weight = config.reloadWeight
+        guard weight > 0 else { return }
+        let inUse = Set(file.map(\.node))
+        let spares = (SimConfig.replicaNodes + SimConfig.spareNodes).filter { node in
+            !inUse.contains(node) && !removed.contains { $0.node == node }
+        }
+        if file.count > 2 {
+            let index = context.random.below(file.count)
+            var changed = file
+            changed.remove(at: index)
+            if keepsAHolder(changed) {
+                option(weight) {
+                    self.removed.append(self.file.remove(at: index))
+                    self.edited("remove \(self.removed.last!.id)")
+                }
+            }
+        }
+        if !removed.isEmpty {
+            option(weight) {
+                let entry = self.removed.remove(at: self.context.random.below(self.removed.count))
+                self.file.append(entry)
+                self.edited("add \(entry.id) back on \(entry.node)")
+            }
+        }
+        if let spare = spares.first {
+            let index = context.random.below(file.count)
+            var changed = file
+            changed[index].node = spare
+            if keepsAHolder(changed) {
+                option(weight) {
+                    self.file[index].node = spare
+                    self.edited("move \(self.file[index].id) to \(spare)")
+                }
+            }
+            option(weight) {
+                let id = "r\(self.nextReplicaNumber)"
+                self.nextReplicaNumber += 1
+                self.file.append((id, spare))
+                self.edited("add \(id) on \(spare)")
+            }
+        }
+    }
+
+    private func edited(_ what: String) {
+        context.stats.reloads += 1
+        if master.up && context.random.percent(80) {
+            context.trace("cluster.yaml: \(what); reload")
+            master.reload(settings())
+        } else {
+            context.trace("cluster.yaml: \(what) (the master reads it at its next start)")
+        }
     }
 
     private func randomOp() -> WriteOp {
@@ -142,24 +251,35 @@ final class Simulation {
 
     // MARK: - Network
 
-    private func replica(_ name: String) -> SimReplica? { replicas.first { $0.name == name } }
+    func replica(_ name: String) -> SimReplica? { replicas.first { $0.name == name } }
+
+    private func masterProcess(_ node: String) -> SimMaster? { [master!, second!].first { $0.node == node } }
+
+    /// Whether `from` can open a connection to `node` now: it runs, and a master is not cut off by a partition.
+    private func reachable(_ node: String, from: String) -> Bool {
+        if let process = masterProcess(node) {
+            return process.up && !(context.faultsEnabled && context.random.percent(config.partitionPercent))
+        }
+        return replica(node)?.up ?? false
+    }
 
     private func deliver(_ index: Int) {
         let message = network.remove(at: index)
         context.trace("deliver \(message.brief)")
         switch message.payload {
         case .request(let call, let request):
-            if message.to == SimMaster.name {
-                if master.up { master.serve(request, call: call, connection: message.connection, from: message.from) }
+            if let process = masterProcess(message.to) {
+                if process.up { process.serve(request, call: call, connection: message.connection) }
             } else if let target = replica(message.to), target.up {
                 target.serve(request, call: call, connection: message.connection)
             }
         case .reply(let call, let reply):
-            if message.to == SimMaster.name {
-                if master.up { master.receive(reply, call: call, connection: message.connection, from: message.from) }
+            if let process = masterProcess(message.to) {
+                if process.up, process.receive(reply, call: call, connection: message.connection) {
+                    close(message.connection)
+                }
             } else if let target = replica(message.to), target.up {
-                let peers = replicas.filter { $0.name != target.name && $0.up }.map(\.name)
-                target.answer(reply, call: call, from: message.from, peers: peers)
+                target.answer(reply, call: call)
                 close(message.connection)  // a qry connection carries one question
             }
         }
@@ -177,26 +297,35 @@ final class Simulation {
         network.duplicate(at: index)
     }
 
-    /// Closes a connection and tells both ends (the master fails the calls still waiting on it).
+    /// Closes a connection and tells both ends (a master fails the calls still waiting on it).
     private func close(_ id: Int) {
         let connection = network.connection(id)
         let lost = network.close(id)
         if lost > 0 { context.trace("c\(id) closed, \(lost) messages lost") }
         for node in [connection.client, connection.server] {
-            if node == SimMaster.name {
-                if master.up { master.connectionClosed(id) }
+            if let process = masterProcess(node) {
+                if process.up { process.connectionClosed(id) }
             } else {
                 replica(node)?.connectionClosed(id)
             }
         }
     }
 
-    // MARK: - Nodes
+    // MARK: - Processes
 
-    private func crashMaster() {
-        context.stats.masterCrashes += 1
-        master.crash()
-        for id in network.openConnections(of: SimMaster.name) { close(id) }
+    private func crash(_ process: SimMaster) {
+        if process === master { context.stats.masterCrashes += 1 }
+        process.crash()
+        for id in network.openConnections(of: process.node) { close(id) }
+    }
+
+    private func restartMaster() {
+        if !backups.isEmpty && context.random.percent(10) {
+            context.stats.backupRestores += 1
+            context.trace("master: decision log directory restored from a backup")
+            disk.restore(backups[context.random.below(backups.count)])
+        }
+        master.start(lock: SimMaster.locksDirectory)
     }
 
     private func crash(_ replica: SimReplica) {
@@ -205,31 +334,27 @@ final class Simulation {
         for id in network.openConnections(of: replica.name) { close(id) }
     }
 
-    /// An in-doubt replica asks the master about one seq; if the master is down (or, with
-    /// `allowPartition`, unreachable from here) it asks every peer that is up.
-    private func resolve(_ replica: SimReplica, allowPartition: Bool, seq chosen: UInt64? = nil) {
-        let inDoubt = replica.participant.inDoubt
-        guard !inDoubt.isEmpty else { return }
-        let seq = chosen ?? inDoubt[context.random.below(inDoubt.count)]
-        if master.up && !(allowPartition && context.random.percent(config.partitionPercent)) {
-            replica.ask(seq, target: SimMaster.name)
-            return
-        }
-        let peers = replicas.filter { $0.name != replica.name && $0.up }
-        if peers.isEmpty { context.trace("\(replica.name): \(seq) blocked, nobody to ask") }
-        for peer in peers { replica.ask(seq, target: peer.name) }
+    private func wipe(_ replica: SimReplica) {
+        context.stats.wipes += 1
+        replica.wipe()
+        for id in network.openConnections(of: replica.name) { close(id) }
     }
+
+    private func restart(_ replica: SimReplica) { replica.restart(peers: currentPeers()) }
 
     // MARK: - Healing
 
-    /// Stops faults, restarts every node, then runs the cluster to quiescence: deliver everything, run every
-    /// mailbox, fsync everything, and only when nothing else moves fire time-outs, redeliver commits and let
-    /// in-doubt replicas ask the master.
+    /// Stops faults and the second master, restarts every configured process, reloads the configuration file,
+    /// then runs the cluster to quiescence: deliver everything, run every queued event, fsync everything, and only
+    /// when nothing else moves fire timers and let in-doubt replicas ask.
     private func heal() {
         context.faultsEnabled = false
-        context.trace("heal: faults off, restarting every node")
-        if !master.up { master.restart() }
-        for replica in replicas where !replica.up { replica.restart() }
+        context.trace("heal: faults off, restarting every process")
+        if second.up { crash(second) }
+        if !master.up { master.start(lock: SimMaster.locksDirectory) }
+        master.crashAfterPersists = nil
+        for entry in file { if let node = replica(entry.node), !node.up { restart(node) } }
+        if master.manager?.settings.replicas != settings().replicas { master.reload(settings()) }
         var budget = config.quiescenceBudget
         while budget > 0 && checker.violation == nil, let action = nextHealingAction() {
             budget -= 1
@@ -240,17 +365,26 @@ final class Simulation {
     }
 
     private func nextHealingAction() -> (() -> Void)? {
+        if let action = productiveHealingAction() {
+            idleProbes = 0
+            return action
+        }
+        guard master.timers.contains(.probe), idleProbes < 20 else { return nil }
+        return {
+            self.idleProbes += 1
+            self.master.fire(.probe)
+        }
+    }
+
+    private func productiveHealingAction() -> (() -> Void)? {
         if let first = network.deliverable().first { return { self.deliver(first) } }
-        if let seq = master.mailboxReady.first { return { self.master.processMailbox(seq) } }
-        if !master.unsynced.isEmpty { return { self.master.sync() } }
-        if let replica = replicas.first(where: { $0.unsynced > 0 }) { return { replica.sync() } }
-        if let replica = replicas.first(where: { !$0.parked.isEmpty }) { return { replica.timeOutRead() } }
-        if let seq = master.timeoutCandidates.first { return { self.master.timeOut(seq) } }
-        if !master.delivery.isEmpty { return { self.master.redeliver() } }
-        if let replica = replicas.first(where: { !$0.participant.inDoubt.isEmpty }) {
-            return {
-                for seq in replica.participant.inDoubt { self.resolve(replica, allowPartition: false, seq: seq) }
-            }
+        if !master.inbox.isEmpty { return { self.master.processInbox() } }
+        if disk.unsynced > 0 { return { self.master.syncDecisions() } }
+        if let replica = replicas.first(where: { $0.up && $0.unsynced > 0 }) { return { replica.sync() } }
+        if let replica = replicas.first(where: { $0.up && !$0.parked.isEmpty }) { return { replica.timeOutRead() } }
+        if let timer = master.timers.first(where: { $0 != .probe }) { return { self.master.fire(timer) } }
+        if let replica = replicas.first(where: { $0.up && !$0.participant.inDoubt.isEmpty }) {
+            return { replica.resolverPass() }
         }
         return nil
     }

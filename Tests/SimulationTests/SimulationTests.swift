@@ -1,13 +1,17 @@
 import Foundation
 import XCTest
 
-/// Deterministic simulation of master + 3 replicas running the real `Coordinator` and `Participant`.
+/// Deterministic simulation of a cluster running the real `TransactionManager`, `Participant` and
+/// `InDoubtTermination` (see `Simulation`).
 ///
-/// - `KV_SIM_SEEDS=<n>` runs seeds 1...n (default 2000), `KV_SIM_FIRST_SEED=<s>` starts elsewhere.
+/// - `KV_SIM_SEEDS=<n>` runs seeds 1...n (default 10,000), `KV_SIM_FIRST_SEED=<s>` starts elsewhere,
+///   `KV_SIM_MAX_FAILURES=<n>` reports up to n failing seeds (default 3) before stopping.
 /// - `KV_SIM_SEED=<seed>` replays exactly that seed and prints every event (add `KV_SIM_MUTATION=<name>` to
 ///   replay a seed of a deliberately broken variant).
+/// - Swift seeds its hashing per process, and state transfer pages through a replica's dictionary in its order:
+///   run with `SWIFT_DETERMINISTIC_HASHING=1` (scripts/test.sh does) so a seed replays in another process too.
 final class SimulationTests: XCTestCase {
-    private static let defaultSeeds = 2000
+    private static let defaultSeeds = 10_000
 
     private var environment: [String: String] { ProcessInfo.processInfo.environment }
 
@@ -22,6 +26,7 @@ final class SimulationTests: XCTestCase {
         }
         let count = environment["KV_SIM_SEEDS"].flatMap(Int.init) ?? Self.defaultSeeds
         let first = environment["KV_SIM_FIRST_SEED"].flatMap(UInt64.init) ?? 1
+        let maxFailures = environment["KV_SIM_MAX_FAILURES"].flatMap(Int.init) ?? 3
         let clock = ContinuousClock()
         let began = clock.now
         var totals = SimStats()
@@ -31,8 +36,8 @@ final class SimulationTests: XCTestCase {
             totals.add(result.stats)
             guard let failure = result.failure else { continue }
             failures += 1
-            report(result, failure: failure)
-            if failures >= 3 { break }
+            report(result, failure: failure, trace: failures <= 3)
+            if failures >= maxFailures { break }
         }
         print("simulation: \(totals.summary) in \(clock.now - began)")
     }
@@ -80,13 +85,17 @@ final class SimulationTests: XCTestCase {
         XCTFail("mutation \(mutation.rawValue) did not trip \(invariants) within \(seeds) seeds")
     }
 
-    /// Prints the failing seed, its step and the events leading to it (the seed is rerun with a trace tail).
-    private func report(_ result: SimResult, failure: String) {
-        let replay = Simulation(config: result.config, trace: .tail(80)).run()
+    /// Prints the failing seed, its step, the events leading to it (the seed is rerun with a trace tail) and the
+    /// one-line command that replays it.
+    private func report(_ result: SimResult, failure: String, trace: Bool) {
         print("simulation FAILED: seed \(result.seed) (\(result.config.network.rawValue)) at step \(result.failedStep ?? 0): \(failure)")
-        print("last events of seed \(result.seed):")
-        for line in replay.trace { print("  \(line)") }
-        print("replay with: KV_SIM_SEED=\(result.seed) swift test --scratch-path .build-sim --filter SimulationTests")
+        if trace {
+            let replay = Simulation(config: result.config, trace: .tail(80)).run()
+            print("last events of seed \(result.seed):")
+            for line in replay.trace { print("  \(line)") }
+        }
+        print("replay with: SWIFT_DETERMINISTIC_HASHING=1 KV_SIM_SEED=\(result.seed) swift test "
+            + "--filter SimulationTests.SimulationTests/testRandomizedSeedsKeepEveryInvariant")
         XCTFail("seed \(result.seed) failed at step \(result.failedStep ?? 0): \(failure)")
     }
 }

@@ -51,6 +51,8 @@ public struct ClusterConfig: Equatable, Sendable {
         public var commitTimeoutMs: Int = 2000
         public var readTimeoutMs: Int = 2000
         public var lockWaitTimeoutMs: Int = 1000
+
+        public init() {}
     }
 
     public struct Limits: Equatable, Sendable {

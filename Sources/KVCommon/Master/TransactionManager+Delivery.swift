@@ -113,7 +113,11 @@ extension TransactionManager {
             break
         case .connect, .probe:
             guard let stat = reply.stat else { return }
-            if let index = slotIndex(replica) { slots[index].lastJoined = stat.joined }
+            // An answer proves the connection is up, also for a link that a reload took over already connected.
+            if let index = slotIndex(replica) {
+                slots[index].lastJoined = stat.joined
+                slots[index].connected = true
+            }
             if call == .connect {
                 resolveInDoubt(replica, stat, into: &actions)
                 evaluateMembership(into: &actions)
