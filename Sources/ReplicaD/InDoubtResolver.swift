@@ -23,8 +23,7 @@ final class InDoubtResolver {
         self.logger = logger
         termination = InDoubtTermination(
             liveLimitMs: UInt64(cluster.timeouts.prepareTimeoutMs + cluster.timeouts.commitTimeoutMs),
-            askMaster: cluster.master.queryAddress != nil,
-            peers: cluster.replicas.map(\.id).filter { $0 != me.id })
+            askMaster: cluster.master.queryAddress != nil, me: me.id)
     }
 
     func start() {
@@ -63,9 +62,8 @@ final class InDoubtResolver {
         case .master:
             guard let queryHost = cluster.master.queryHost, let queryPort = cluster.master.queryPort else { return nil }
             (host, port, who) = (queryHost, queryPort, "master")
-        case .peer(let id):
-            guard let peer = cluster.replica(id: id) else { return nil }
-            (host, port, who) = (peer.host, peer.port, id)
+        case .peer(let member):
+            (host, port, who) = (member.host, member.port, member.id)
         }
         switch WireCall.call(WireRequest(seq: seq, command: .qry), host: host, port: port,
                              timeoutMs: cluster.timeouts.connectTimeoutMs, group: group) {

@@ -280,7 +280,7 @@ final class ParticipantTests: XCTestCase {
         XCTAssertEqual(first.digest, second.digest)
         XCTAssertNotEqual(first.digest, 0)
 
-        var third = Participant(server: "r3")
+        var third = Participant(server: "r1")
         for (seq, key, value) in writes {
             committed(&third, seq: seq, .put(key: key, value: value == [2] ? [9] : value))
         }
@@ -343,6 +343,64 @@ final class ParticipantTests: XCTestCase {
         XCTAssertEqual(send(.put(11, key, [1]), to: &participant), [reply(nextID, false, .aborted, seq: 11)])
         XCTAssertEqual(send(.put(14, key, [1]), to: &participant).first, .persist(.prepare(seq: 14, op: .put(key: key,
                                                                                                        value: [1]))))
+    }
+
+    // MARK: - Who may claim "never prepared"
+
+    /// A replica that is not in sync (a new or wiped disk, a transfer under way) cannot know whether it voted for a
+    /// seq: it says so, records nothing, and a later prepare is still refused for being out of sync.
+    func testAnOutOfSyncReplicaNeverClaimsNeverPrepared() {
+        var participant = Participant(server: "r1")
+        participant.finishReplay()  // nothing on disk: out of sync
+        XCTAssertFalse(participant.joined)
+        XCTAssertEqual(send(WireRequest(seq: 9, command: .qry), to: &participant), [reply(nextID, false, .notSynced, seq: 9)])
+        _ = send(WireRequest(seq: nil, command: .reset), to: &participant)
+        XCTAssertEqual(send(WireRequest(seq: 9, command: .qry), to: &participant), [reply(nextID, false, .notSynced, seq: 9)])
+    }
+
+    /// After a state transfer a replica joins at a seq: it took no part in anything at or below it, so it cannot
+    /// vouch that those never prepared (they may have committed while it was out of sync); above it, it can.
+    func testAReplicaThatJoinedCannotVouchForSeqsBeforeItsJoin() {
+        var participant = Participant(server: "r1")
+        _ = send(WireRequest(seq: nil, command: .reset), to: &participant)
+        XCTAssertEqual(send(WireRequest(seq: 1000, command: .join), to: &participant),
+                       [.persist(.join(since: 1000)), reply(nextID, true, .ok)])
+        XCTAssertEqual(send(WireRequest(seq: 1000, command: .qry), to: &participant),
+                       [reply(nextID, false, .unknownTransaction, seq: 1000)])
+        XCTAssertEqual(send(WireRequest(seq: 1001, command: .qry), to: &participant),
+                       [.persist(.abort(seq: 1001)), reply(nextID, true, .aborted, seq: 1001)])
+        // The join point survives a restart: by replay and by snapshot.
+        var replayed = Participant(server: "r1")
+        for record in [ReplicaRecord.reset, .join(since: 1000)] { replayed.replay(record, nowMs: 0) }
+        replayed.finishReplay()
+        XCTAssertEqual(replayed.joinedSince, 1000)
+        var records: [SnapshotRecord] = []
+        participant.writeSnapshot(generation: 2) { records.append(SnapshotRecord.decodeRoundTrip($0)) }
+        var restored = Participant(server: "r1")
+        for record in records { try? restored.restore(record, nowMs: 0) }
+        XCTAssertEqual(restored.joinedSince, 1000)
+    }
+
+    /// The participants the master announces are recorded with every prepare (and come back with it after a
+    /// restart), so an in-doubt replica asks exactly the transaction's participants.
+    func testPreparesRecordTheAnnouncedParticipants() {
+        var participant = Participant(server: "r1")
+        let members = [Member(id: "r1", host: "h1", port: 1), Member(id: "r2", host: "h2", port: 2)]
+        XCTAssertEqual(send(WireRequest(seq: 3, command: .memb, value: Member.encode(members)), to: &participant),
+                       [reply(nextID, true, .ok, seq: 3)])
+        let op = WriteOp.put(key: key, value: [1])
+        XCTAssertEqual(send(op.prepareRequest(seq: 7), to: &participant).first,
+                       .persist(.prepare(seq: 7, op: op, members: members)))
+        XCTAssertEqual(participant.stat(nowMs: 0).inDoubt.first?.members, members)
+        // A duplicate of the same write is the same prepare, whatever was announced since.
+        _ = send(WireRequest(seq: 4, command: .memb, value: Member.encode([members[0]])), to: &participant)
+        XCTAssertEqual(send(op.prepareRequest(seq: 7), to: &participant), [.awaitDurable, reply(nextID, true, .ok, seq: 7)])
+        var replayed = Participant(server: "r1")
+        replayed.replay(try! ReplicaRecord.decode(ReplicaRecord.prepare(seq: 7, op: op, members: members).encoded()),
+                        nowMs: 0)
+        XCTAssertEqual(replayed.stat(nowMs: 0).inDoubt.first?.members, members)
+        XCTAssertEqual(send(WireRequest(seq: 5, command: .memb, value: Array("r1@nohost".utf8)), to: &participant),
+                       [reply(nextID, false, .badRequest)])
     }
 
     // MARK: - Snapshots

@@ -19,6 +19,12 @@ final class RecordTests: XCTestCase {
         .prepare(seq: 7, op: .delete(key: Array("gone".utf8))),
         .commit(seq: 7),
         .abort(seq: 0x0102_0304_0506_0708),
+        .prepare(seq: 8, op: .put(key: [1], value: [2]), members: [Member(id: "r1", host: "10.0.0.1", port: 7001),
+                                                                   Member(id: "r-ü", host: "h", port: 65535)]),
+        .prepareTxn(seq: 9, ops: [.delete(key: [3])], locked: [[3], [4]], members: [Member(id: "r2", host: "h", port: 1)]),
+        .prepareTxn(seq: 10, ops: [], locked: [[5]]),
+        .join(since: 2_000_000_001),
+        .join(since: 0),
     ]
 
     private let decisionSamples: [DecisionRecord] = [
@@ -34,7 +40,7 @@ final class RecordTests: XCTestCase {
         for record in replicaSamples {
             XCTAssertEqual(try ReplicaRecord.decode(record.encoded()), record)
         }
-        XCTAssertEqual(replicaSamples.map(\.seq), [1, UInt64.max, 42, 7, 7, 0x0102_0304_0506_0708])
+        XCTAssertEqual(replicaSamples.map(\.seq), [1, UInt64.max, 42, 7, 7, 0x0102_0304_0506_0708, 8, 9, 10, 0, 0])
     }
 
     func testReplicaRecordLayoutIsLittleEndian() {

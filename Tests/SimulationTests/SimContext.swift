@@ -131,7 +131,7 @@ extension TransactionManager.WriteAnswer {
 extension ReplicaRecord {
     var brief: String {
         switch self {
-        case .prepare(let seq, let op): return "PREPARE \(seq) \(op.brief)"
+        case .prepare(let seq, let op, let members): return "PREPARE \(seq) \(op.brief) \(members.map(\.id))"
         case .commit(let seq): return "COMMIT \(seq)"
         case .abort(let seq): return "ABORT \(seq)"
         case .load(let key, _, let version, _): return "LOAD \(String(decoding: key, as: UTF8.self))@\(version)"

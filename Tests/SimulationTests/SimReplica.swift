@@ -6,8 +6,8 @@ import KVCommon
 /// - `.persist` appends to the log; records past `durable` are not yet fsynced. A reply listed after a persist
 ///   (or `.awaitDurable`) in the same action list is held until the log is durable that far (`sync`).
 /// - Replies on one connection leave in request order (slots), as in `ReplicaConnectionHandler`.
-/// - The resolver asks the master's query address and the peers of this replica's own configuration (the one
-///   it started with: replicas do not reload), one question at a time per seq.
+/// - The resolver asks the master's query address and the transaction's other participants (recorded with its
+///   prepare), one question at a time per seq.
 /// - `crash` loses the participant, every record past `durable`, held replies and parked reads; `wipe` loses the
 ///   whole data directory too; `restart` builds a fresh participant by replaying the log.
 final class SimReplica {
@@ -34,8 +34,8 @@ final class SimReplica {
     private let context: SimContext
     private let network: SimNetwork
     private let checker: SimChecker
-    /// The peers this replica's configuration names (id -> node), read at each start.
-    private var peers: [String: String]
+    /// The id this replica was started as (the one cluster.yaml gives its node).
+    private var id: String
     private(set) var up = true
     private(set) var participant: Participant
     private(set) var log: [ReplicaRecord] = []
@@ -57,22 +57,21 @@ final class SimReplica {
     /// How often the data directory was wiped.
     private(set) var wipes = 0
 
-    init(name: String, peers: [String: String], context: SimContext, network: SimNetwork, checker: SimChecker,
+    init(name: String, id: String, context: SimContext, network: SimNetwork, checker: SimChecker,
          joined: Bool, reachable: @escaping (String) -> Bool) {
         self.name = name
-        self.peers = peers
+        self.id = id
         self.reachable = reachable
         self.context = context
         self.network = network
         self.checker = checker
         participant = Participant(server: name)
-        termination = Self.termination(context: context, peers: peers, me: name)
+        termination = Self.termination(context: context, me: id)
         if !joined { participant.finishReplay() }
     }
 
-    private static func termination(context: SimContext, peers: [String: String], me: String) -> InDoubtTermination {
-        InDoubtTermination(liveLimitMs: context.config.inDoubtLimitMs, askMaster: true,
-                           peers: peers.filter { $0.value != me }.keys.sorted())
+    private static func termination(context: SimContext, me: String) -> InDoubtTermination {
+        InDoubtTermination(liveLimitMs: context.config.inDoubtLimitMs, askMaster: true, me: me)
     }
 
     /// Whether the durable log leaves this replica in sync (its last RESET or JOIN is a JOIN): it holds a copy
@@ -162,8 +161,8 @@ final class SimReplica {
     private func append(_ record: ReplicaRecord) {
         let position = log.count
         log.append(record)
-        if case .prepare(let seq, _) = record { prepareAt[seq] = position }
-        if case .prepareTxn(let seq, _, _) = record { prepareAt[seq] = position }
+        if case .prepare(let seq, _, _) = record { prepareAt[seq] = position }
+        if case .prepareTxn(let seq, _, _, _) = record { prepareAt[seq] = position }
         if case .commit(let seq) = record, commitAt[seq] == nil { commitAt[seq] = position }
         if case .abort(let seq) = record, abortAt[seq] == nil { abortAt[seq] = position }
         context.trace("\(name): append \(record.brief)")
@@ -202,7 +201,7 @@ final class SimReplica {
                 let node: String?
                 switch target {
                 case .master: node = "master"
-                case .peer(let id): node = peers[id]
+                case .peer(let member): node = member.host
                 }
                 guard let node, reachable(node) else {
                     context.trace("\(name): cannot reach \(target) about \(seq)")
@@ -250,7 +249,7 @@ final class SimReplica {
         orders = [:]
         parked = []
         questions = [:]
-        termination = Self.termination(context: context, peers: peers, me: name)
+        termination = Self.termination(context: context, me: id)
         participant = Participant(server: name)
         context.trace("\(name): CRASH (lost \(lost) unsynced records)")
     }
@@ -268,10 +267,10 @@ final class SimReplica {
         context.trace("\(name): WIPED")
     }
 
-    /// Starts the process again on its log, with the peers of the configuration file as it is now.
-    func restart(peers: [String: String]) {
-        self.peers = peers
-        termination = Self.termination(context: context, peers: peers, me: name)
+    /// Starts the process again on its log, as the id cluster.yaml gives its node now.
+    func restart(id: String) {
+        self.id = id
+        termination = Self.termination(context: context, me: id)
         var fresh = Participant(server: name)
         for record in log { fresh.replay(record, nowMs: context.nowMs) }
         fresh.finishReplay()

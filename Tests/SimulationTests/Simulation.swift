@@ -40,9 +40,8 @@ final class Simulation {
         context = SimContext(config: config, trace: trace)
         network = SimNetwork(fifo: config.network == .tcp)
         checker = SimChecker(context: context)
-        let peers = currentPeers()
         replicas = (SimConfig.replicaNodes + SimConfig.spareNodes).map { name in
-            SimReplica(name: name, peers: peers, context: context, network: network, checker: checker, joined: false,
+            SimReplica(name: name, id: name, context: context, network: network, checker: checker, joined: false,
                        reachable: { [unowned self] node in reachable(node, from: name) })
         }
         master = makeMaster(node: "master", instance: 1)
@@ -62,7 +61,6 @@ final class Simulation {
             timeouts: ClusterConfig.Timeouts(), inFlightMax: config.maxInFlight, compactBytes: config.compactBytes)
     }
 
-    private func currentPeers() -> [String: String] { Dictionary(uniqueKeysWithValues: file.map { ($0.id, $0.node) }) }
 
     func run() -> SimResult {
         defer { checker.detach() }
@@ -340,7 +338,9 @@ final class Simulation {
         for id in network.openConnections(of: replica.name) { close(id) }
     }
 
-    private func restart(_ replica: SimReplica) { replica.restart(peers: currentPeers()) }
+    private func restart(_ replica: SimReplica) {
+        replica.restart(id: file.first { $0.node == replica.name }?.id ?? replica.name)
+    }
 
     // MARK: - Healing
 

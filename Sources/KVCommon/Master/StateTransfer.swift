@@ -39,8 +39,9 @@ public struct StateTransfer {
         case begin
         case reply(Step, WireReply)
         case unreachable(Step, String)
-        /// The manager paused writes for the final step; `dirty` are the keys committed since the last round.
-        case paused(dirty: [[UInt8]])
+        /// The manager paused writes for the final step; `dirty` are the keys committed since the last round, and
+        /// `joinAt` the seq the target joins at (every seq issued so far is at or below it).
+        case paused(dirty: [[UInt8]], joinAt: UInt64)
         /// The keys committed since the last round (for a catch-up round).
         case caughtUp(dirty: [[UInt8]])
         case deadlinePassed
@@ -68,6 +69,7 @@ public struct StateTransfer {
     /// The keys being copied in this round, and what the source said about each.
     private var keys: [[UInt8]] = []
     private var copies: [WireRequest?] = []
+    private var joinAt: UInt64 = 0
     private var sourceStat: ReplicaStat?
     private var targetStat: ReplicaStat?
 
@@ -99,8 +101,9 @@ public struct StateTransfer {
         case .caughtUp(let dirty):
             guard case .reading(0, false) = phase else { return [] }
             return copyRound(dirty, final: false)
-        case .paused(let dirty):
+        case .paused(let dirty, let joinAt):
             guard phase == .awaitingPause else { return [] }
+            self.joinAt = joinAt
             progress.phase = "verifying"
             return copyRound(dirty, final: true)
         }
@@ -163,7 +166,7 @@ public struct StateTransfer {
                     + "\(b.keys) keys \(b.digestHex))")
             }
             phase = .joining
-            return [.send(.target, WireRequest(seq: nil, command: .join), .join), deadline()]
+            return [.send(.target, WireRequest(seq: joinAt, command: .join), .join), deadline()]
         case (.joining, .join):
             guard reply.status else { return fail("join on \(reply.server): \(reply.message)") }
             phase = .done

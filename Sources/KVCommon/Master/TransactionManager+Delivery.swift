@@ -124,6 +124,8 @@ extension TransactionManager {
             }
         case .bootstrap:
             if reply.status, let index = slotIndex(replica) { slots[index].lastJoined = true }
+        case .membership:
+            break
         case .transfer(let target, let attempt, let step):
             guard transfers[target]?.attempt == attempt else { return }
             transferEvent(target, .reply(step, reply), into: &actions)
@@ -138,13 +140,16 @@ extension TransactionManager {
         case .transfer(let target, let attempt, let step):
             guard transfers[target]?.attempt == attempt else { return }
             transferEvent(target, .unreachable(step, reason), into: &actions)
-        case .deliver, .resolve, .connect, .probe, .bootstrap:
+        case .deliver, .resolve, .connect, .probe, .bootstrap, .membership:
             break
         }
     }
 
+    /// A new connection starts with `stat` (in-doubt seqs, whether the replica is in sync) and the current
+    /// participants (`memb`), before anything else the link had queued.
     mutating func connected(_ replica: ClusterConfig.Replica, into actions: inout [Action]) {
         if let index = slotIndex(replica) { slots[index].connected = true }
         actions.append(.send(replica, .stat, .connect))
+        actions.append(.send(replica, membershipRequest, .membership))
     }
 }

@@ -21,6 +21,24 @@ public struct MembershipView: Equatable, Sendable {
 }
 
 extension TransactionManager {
+    /// `memb` with the participants now: every prepare a replica records after it names them.
+    var membershipRequest: WireRequest {
+        WireRequest(seq: max(1, state.membershipEpoch), command: .memb,
+                    value: Member.encode(slots.filter { !$0.syncing }.map { Member($0.replica) }))
+    }
+
+    /// The seq a replica joins at: every seq issued so far is at or below it.
+    var joinSeq: UInt64 { state.seqEpoch * Self.seqsPerEpoch + counter }
+
+    /// The participants changed: a new membership epoch, announced to each of them (before any prepare that
+    /// follows on its link) and published.
+    mutating func membershipChanged(into actions: inout [Action]) {
+        state.membershipEpoch += 1
+        let request = membershipRequest
+        for slot in slots where !slot.syncing { actions.append(.send(slot.replica, request, .membership)) }
+        actions.append(.publish(view))
+    }
+
     public var view: MembershipView {
         MembershipView(configEpoch: state.configEpoch, replicas: slots.map(\.replica),
                        syncing: Set(slots.filter(\.syncing).map(\.replica.id)), removed: removed)
@@ -38,7 +56,8 @@ extension TransactionManager {
         let states = slots.map(\.lastJoined)
         if !states.isEmpty, states.allSatisfy({ $0 == false }), transfers.isEmpty {
             actions.append(.note(.notice, "every replica is new and empty: bootstrapping the cluster (all join)"))
-            for slot in slots { actions.append(.send(slot.replica, WireRequest(seq: nil, command: .join), .bootstrap)) }
+            let join = WireRequest(seq: joinSeq, command: .join)
+            for slot in slots { actions.append(.send(slot.replica, join, .bootstrap)) }
             return
         }
         // A replica out of sync can only copy from one in sync; with none known yet, wait.
@@ -53,7 +72,7 @@ extension TransactionManager {
             slots[index].syncing = true
             actions.append(.note(.notice, "\(replica) is out of sync: writes and reads go to the other replicas "
                 + "until it is synced"))
-            actions.append(.publish(view))
+            membershipChanged(into: &actions)
         }
         transfers[replica] = Transfer(replica: slots[index].replica)
         startAttempt(replica, into: &actions)
@@ -125,7 +144,7 @@ extension TransactionManager {
 
     /// Writes are paused for the transfer's final step.
     mutating func transferPaused(_ replica: String, into actions: inout [Action]) {
-        transferEvent(replica, .paused(dirty: takeDirty(replica)), into: &actions)
+        transferEvent(replica, .paused(dirty: takeDirty(replica), joinAt: joinSeq), into: &actions)
     }
 
     private mutating func transferJoined(_ replica: String, into actions: inout [Action]) {
@@ -137,7 +156,7 @@ extension TransactionManager {
         }
         let copied = transfer.current?.progress.total ?? 0
         actions.append(.note(.notice, "\(replica) is in sync (\(copied) keys copied) and takes part again"))
-        actions.append(.publish(view))
+        membershipChanged(into: &actions)
         replicaSynced(replica, into: &actions)
         if pausedBy == .transfer(replica) { releasePause(into: &actions) }
     }
@@ -193,7 +212,7 @@ extension TransactionManager {
             let timeouts = old.timeouts
             actions.append(.startTimer(.closeLinks(id), ms: timeouts.prepareTimeoutMs + timeouts.commitTimeoutMs))
         }
-        actions.append(.publish(view))
+        membershipChanged(into: &actions)
         for slot in slots where !slot.connected { actions.append(.send(slot.replica, .stat, .probe)) }
         let names = new.replicas.map { "\($0.id)@\($0.address)" }.joined(separator: ", ")
         var message = "configuration epoch \(state.configEpoch) in force: replicas \(names)"

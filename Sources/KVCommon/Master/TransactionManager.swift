@@ -92,6 +92,8 @@ public struct TransactionManager {
         case probe
         /// `join` of a new cluster's empty replicas.
         case bootstrap
+        /// `memb`: the participants announced to a replica.
+        case membership
         /// A state transfer's request, for the target replica `String`, attempt `Int`.
         case transfer(String, attempt: Int, StateTransfer.Step)
     }

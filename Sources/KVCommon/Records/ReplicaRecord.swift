@@ -5,37 +5,49 @@
 /// `prepare` the op byte (1 put, 2 delete), key and value as u32-length-prefixed byte strings.
 public enum ReplicaRecord: Equatable, Sendable {
     /// The replica voted yes for `op` under `seq`; the key stays locked until a decision record follows.
-    case prepare(seq: UInt64, op: WriteOp)
+    /// `members`: the transaction's participants as the master announced them (empty if it announced none).
+    case prepare(seq: UInt64, op: WriteOp, members: [Member] = [])
     /// Transaction `seq` committed: apply its op.
     case commit(seq: UInt64)
     /// Transaction `seq` aborted: drop its op and release its lock.
     case abort(seq: UInt64)
     /// The replica voted yes for the writes `ops` of a multi-key transaction, holding locks on `locked`.
-    case prepareTxn(seq: UInt64, ops: [WriteOp], locked: [[UInt8]])
+    case prepareTxn(seq: UInt64, ops: [WriteOp], locked: [[UInt8]], members: [Member] = [])
     /// State transfer: install a committed entry.
     case load(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
     /// State transfer: remove a key.
     case drop(key: [UInt8])
     /// State transfer begins: the key space is emptied and the replica is out of sync until `join`.
     case reset
-    /// State transfer finished: the replica holds the committed state and takes part again.
-    case join
+    /// State transfer finished: the replica holds the committed state and takes part again in transactions
+    /// with seqs above `since` (it knows nothing of those at or below it).
+    case join(since: UInt64)
 
     public var seq: UInt64 {
         switch self {
-        case .prepare(let seq, _), .commit(let seq), .abort(let seq), .prepareTxn(let seq, _, _): return seq
+        case .prepare(let seq, _, _), .commit(let seq), .abort(let seq), .prepareTxn(let seq, _, _, _): return seq
         case .load(_, _, let version, _): return version
         case .drop, .reset, .join: return 0
+        }
+    }
+
+    /// The record with its members list left out (two prepares of one operation compare equal).
+    var withoutMembers: ReplicaRecord {
+        switch self {
+        case .prepare(let seq, let op, _): return .prepare(seq: seq, op: op)
+        case .prepareTxn(let seq, let ops, let locked, _): return .prepareTxn(seq: seq, ops: ops, locked: locked)
+        default: return self
         }
     }
 
     public func encoded() -> [UInt8] {
         var writer = BinaryWriter()
         switch self {
-        case .prepare(let seq, let op):
-            writer.u8(1)
+        case .prepare(let seq, let op, let members):
+            writer.u8(members.isEmpty ? 1 : 10)
             writer.u64(seq)
             Self.write(op, to: &writer)
+            if !members.isEmpty { Self.write(members, to: &writer) }
         case .commit(let seq):
             writer.u8(2)
             writer.u64(seq)
@@ -56,16 +68,17 @@ public enum ReplicaRecord: Equatable, Sendable {
         case .reset:
             writer.u8(6)
             writer.u64(0)
-        case .join:
+        case .join(let since):
             writer.u8(7)
-            writer.u64(0)
-        case .prepareTxn(let seq, let ops, let locked):
-            writer.u8(8)
+            writer.u64(since)
+        case .prepareTxn(let seq, let ops, let locked, let members):
+            writer.u8(members.isEmpty ? 8 : 11)
             writer.u64(seq)
             writer.u32(UInt32(ops.count))
             for op in ops { Self.write(op, to: &writer) }
             writer.u32(UInt32(locked.count))
             for key in locked { writer.blob(key) }
+            if !members.isEmpty { Self.write(members, to: &writer) }
         }
         return writer.bytes
     }
@@ -77,18 +90,19 @@ public enum ReplicaRecord: Equatable, Sendable {
         let record: ReplicaRecord
         switch type {
         case 1: record = .prepare(seq: seq, op: try Self.readOp(&reader))
+        case 10: record = .prepare(seq: seq, op: try Self.readOp(&reader), members: try Self.readMembers(&reader))
         case 2: record = .commit(seq: seq)
         case 3: record = .abort(seq: seq)
         case 4: record = .load(key: try reader.blob(), value: try reader.blob(), version: seq, created: try reader.u64())
         case 5: record = .drop(key: try reader.blob())
         case 6: record = .reset
-        case 7: record = .join
-        case 8:
+        case 7: record = .join(since: seq)
+        case 8, 11:
             var ops: [WriteOp] = []
             for _ in 0..<min(try reader.u32(), 1 << 20) { ops.append(try Self.readOp(&reader)) }
             var locked: [[UInt8]] = []
             for _ in 0..<min(try reader.u32(), 1 << 20) { locked.append(try reader.blob()) }
-            record = .prepareTxn(seq: seq, ops: ops, locked: locked)
+            record = .prepareTxn(seq: seq, ops: ops, locked: locked, members: type == 11 ? try Self.readMembers(&reader) : [])
         default: throw KVError.recordMalformed("unknown replica record type \(type)")
         }
         guard reader.isAtEnd else { throw KVError.recordMalformed("trailing bytes in replica record") }
@@ -107,6 +121,28 @@ public enum ReplicaRecord: Equatable, Sendable {
             writer.blob(key)
             writer.blob([UInt8]())
         }
+    }
+
+    /// Members as `count:u32` then `id:blob host:blob port:u32` each.
+    private static func write(_ members: [Member], to writer: inout BinaryWriter) {
+        writer.u32(UInt32(members.count))
+        for member in members {
+            writer.blob(Array(member.id.utf8))
+            writer.blob(Array(member.host.utf8))
+            writer.u32(UInt32(member.port))
+        }
+    }
+
+    private static func readMembers(_ reader: inout BinaryReader) throws -> [Member] {
+        let count = try reader.u32()
+        guard count <= 4096 else { throw KVError.recordMalformed("\(count) members") }
+        var members: [Member] = []
+        for _ in 0..<count {
+            let id = String(decoding: try reader.blob(limit: 1024), as: UTF8.self)
+            let host = String(decoding: try reader.blob(limit: 1024), as: UTF8.self)
+            members.append(Member(id: id, host: host, port: Int(try reader.u32())))
+        }
+        return members
     }
 
     private static func readOp(_ reader: inout BinaryReader) throws -> WriteOp {

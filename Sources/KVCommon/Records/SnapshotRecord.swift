@@ -4,6 +4,8 @@
 /// incomplete and is never used).
 public enum SnapshotRecord: Equatable, Sendable {
     case header(generation: UInt64, lastCommittedSeq: UInt64, maxForgottenSeq: UInt64, joined: Bool)
+    /// The seq the replica last joined at (`Participant.joinedSince`), right after the header; absent means 0.
+    case joinedSince(UInt64)
     case entry(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
     /// An in-doubt transaction: its `prepare` or `prepareTxn` record.
     case prepared(ReplicaRecord)
@@ -30,6 +32,9 @@ public enum SnapshotRecord: Equatable, Sendable {
             writer.u64(lastCommittedSeq)
             writer.u64(maxForgottenSeq)
             writer.u8(joined ? 1 : 0)
+        case .joinedSince(let seq):
+            writer.u8(6)
+            writer.u64(seq)
         case .entry(let key, let value, let version, let created):
             writer.u8(2)
             writer.blob(key)
@@ -66,6 +71,7 @@ public enum SnapshotRecord: Equatable, Sendable {
             case .prepare, .prepareTxn: record = .prepared(inner)
             default: throw KVError.recordMalformed("snapshot prepared record does not hold a prepare")
             }
+        case 6: record = .joinedSince(try reader.u64())
         case 4: record = .decided(seq: try reader.u64(), committed: try reader.u8() == 1)
         case 5: record = .trailer(entries: try reader.u64(), prepared: try reader.u64(), decided: try reader.u64(),
                                   digest: try reader.u64())

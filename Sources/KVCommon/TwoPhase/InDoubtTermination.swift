@@ -3,18 +3,22 @@
 //
 // Eligible: a transaction recovered from the log at start-up, or a live one older than the coordinator's own
 // time limits (so a normal in-flight transaction is never disturbed). For each, ask the master (`seq;qry;;` at
-// query_listen) and, if it cannot tell, each peer in turn: the first `committed` or `aborted` decides; if no
+// query_listen) and, if it cannot tell, each of the transaction's other participants in turn (the members the
+// master announced before the prepare, recorded with it): the first `committed` or `aborted` decides; if no
 // one can tell, the transaction stays blocked (its key stays locked) until the next round.
 //
 // Invariants:
 // - A seq is decided only on a definite answer (`committed` or `aborted` with status true).
+// - Only the transaction's participants are asked: a replica that never took part in it (added later, removed,
+//   wiped) could claim "never prepared" for a transaction that committed. A prepare recorded without members
+//   (from before members were announced) asks the master alone.
 // - At most one question per seq is outstanding.
 
 public struct InDoubtTermination {
     /// Whom a question goes to.
     public enum Target: Hashable, Sendable {
         case master
-        case peer(String)
+        case peer(Member)
     }
 
     public enum Event: Equatable {
@@ -33,17 +37,17 @@ public struct InDoubtTermination {
     /// Prepare + commit time-outs: a live transaction younger than this is the coordinator's business.
     public let liveLimitMs: UInt64
     public let askMaster: Bool
-    /// The peers, in the order they are asked.
-    public private(set) var peers: [String]
+    /// This replica's id, left out of the members it asks.
+    public let me: String
     /// Seqs being asked about, with the targets still to ask after the current one.
     private var asking: [UInt64: [Target]] = [:]
     /// Seqs that no one could tell the outcome of at the last attempt.
     public private(set) var blocked: Set<UInt64> = []
 
-    public init(liveLimitMs: UInt64, askMaster: Bool, peers: [String]) {
+    public init(liveLimitMs: UInt64, askMaster: Bool, me: String) {
         self.liveLimitMs = liveLimitMs
         self.askMaster = askMaster
-        self.peers = peers
+        self.me = me
     }
 
     public mutating func handle(_ event: Event) -> [Action] {
@@ -55,7 +59,7 @@ public struct InDoubtTermination {
             var actions: [Action] = []
             for item in inDoubt where (item.recovered || item.ageMs >= liveLimitMs) && asking[item.seq] == nil {
                 var targets: [Target] = askMaster ? [.master] : []
-                targets += peers.map(Target.peer)
+                targets += item.members.filter { $0.id != me }.map(Target.peer)
                 guard let first = targets.first else {
                     blocked.insert(item.seq)
                     continue

@@ -97,8 +97,9 @@ extension Participant {
             return [.persist(.drop(key: request.key)), .reply(id, reply(true, .ok, "dropped"))]
         case .join:
             if joined { return [.reply(id, reply(true, .ok, "already in sync"))] }
-            applySync(.join)
-            return [.persist(.join), .reply(id, reply(true, .ok, "joined: in sync, voting and serving reads"))]
+            let record = ReplicaRecord.join(since: request.seq ?? 0)
+            applySync(record)
+            return [.persist(record), .reply(id, reply(true, .ok, "joined: in sync, voting and serving reads"))]
         default:
             return [.reply(id, reply(false, .badRequest, "not a state-transfer command"))]
         }
@@ -118,9 +119,10 @@ extension Participant {
             lastCommittedSeq = 0
             joined = false
             replayedJoin = false
-        case .join:
+        case .join(let since):
             joined = true
             replayedJoin = true
+            joinedSince = since
         case .prepare, .prepareTxn, .commit, .abort:
             break
         }

@@ -13,8 +13,12 @@
 // - Once aborted here, a seq never prepares here (late or duplicate prepares vote no).
 // - A replica that is not in sync (`joined == false`: fresh data, or a state transfer under way) neither votes
 //   yes nor serves reads; state transfer (`Participant+Sync.swift`) installs the committed state, then `join`.
-// - `qry` for a seq never seen here records an abort first, so "never prepared" stays true; a seq that may
-//   have been forgotten (older than the decision memory) gets no answer rather than a wrong one.
+// - "Never prepared" (`qry` of an unknown seq, answered `aborted` after recording the abort, so it stays true)
+//   is claimed only by a replica that is in sync and has been since before that seq (`joinedSince`); an
+//   out-of-sync replica answers `not_synced`, and one that joined later, or may have forgotten the seq (older
+//   than the decision memory), `unknown_transaction`. Together with the members recorded in each prepare (the
+//   asker asks only its transaction's participants), "never prepared" comes only from a participant that
+//   never voted yes.
 
 /// The replica side of 2PC. No IO inside: the caller executes the returned actions in order.
 public struct Participant {
@@ -66,6 +70,8 @@ public struct Participant {
         var preparedAtMs: UInt64
         /// Found in the log at start-up rather than prepared by this run.
         var recovered = false
+        /// The transaction's participants, as the master announced them before the prepare.
+        var members: [Member]
     }
 
     public let server: String
@@ -76,6 +82,12 @@ public struct Participant {
     public internal(set) var joined = true
     /// Set by `reset`/`join` records during replay; nil if the log has neither.
     var replayedJoin: Bool?
+    /// The seq the last `join` happened at: transactions at or below it may have run while this replica was out
+    /// of sync, so it cannot say they never prepared here.
+    public internal(set) var joinedSince: UInt64 = 0
+    /// The participants the master last announced (`memb`); recorded with every prepare. Not persisted: every
+    /// connection from the master starts by announcing them again.
+    public private(set) var membership: [Member] = []
     /// Open state-transfer snapshots (`snap`/`page`).
     var scans = SyncScans()
     var locks: [[UInt8]: UInt64] = [:]
@@ -116,7 +128,7 @@ public struct Participant {
     private func inDoubtItems(nowMs: UInt64) -> [ReplicaStat.InDoubt] {
         prepared.sorted { $0.key < $1.key }.map {
             ReplicaStat.InDoubt(seq: $0.key, ageMs: nowMs >= $0.value.preparedAtMs ? nowMs - $0.value.preparedAtMs : 0,
-                                recovered: $0.value.recovered)
+                                recovered: $0.value.recovered, members: $0.value.members)
         }
     }
 
@@ -130,6 +142,7 @@ public struct Participant {
     public func writeSnapshot(generation: UInt64, to body: (SnapshotRecord) throws -> Void) rethrows {
         try body(.header(generation: generation, lastCommittedSeq: lastCommittedSeq,
                          maxForgottenSeq: decided.maxForgottenSeq, joined: joined))
+        if joinedSince > 0 { try body(.joinedSince(joinedSince)) }
         for (key, entry) in store {
             try body(.entry(key: key, value: entry.value, version: entry.version, created: entry.created))
         }
@@ -148,6 +161,8 @@ public struct Participant {
             decided.restore(maxForgottenSeq: maxForgottenSeq)
             self.joined = joined
             replayedJoin = joined
+        case .joinedSince(let seq):
+            joinedSince = seq
         case .entry(let key, let value, let version, let created):
             setEntry(key, value: value, version: version, created: created)
         case .prepared(let record):
@@ -211,6 +226,13 @@ public struct Participant {
             case .list:
                 guard joined else { return [.reply(id, reply(false, .notSynced, "replica \(server) is not in sync"))] }
                 return list(prefix: request.key, after: request.value, limit: Int(min(request.seq!, 100_000)), id: id)
+            case .memb:
+                guard let members = Member.decode(request.value) else {
+                    return [.reply(id, reply(false, .badRequest, "memb value must be 'id@host:port,...'"))]
+                }
+                membership = members
+                return [.reply(id, reply(true, .ok, "\(members.count) participants from membership epoch \(request.seq!)",
+                                         seq: request.seq))]
             case .com: return commit(request.seq!, id: id)
             case .abrt: return abort(request.seq!, id: id)
             case .qry: return query(request.seq!, id: id)
@@ -261,7 +283,7 @@ public struct Participant {
     /// The answer to a prepare for a seq this replica already knows, or nil for a new one.
     private mutating func repeatedPrepare(_ seq: UInt64, _ record: ReplicaRecord, id: RequestID) -> [Action]? {
         if let existing = prepared[seq] {
-            guard existing.record == record else {
+            guard existing.record.withoutMembers == record.withoutMembers else {
                 return [.reply(id, reply(false, .conflict, "transaction \(seq) already prepared another write", seq: seq))]
             }
             return [.awaitDurable, .reply(id, reply(true, .ok, "prepared", seq: seq))]
@@ -287,7 +309,7 @@ public struct Participant {
     }
 
     private mutating func prepare(_ seq: UInt64, _ op: WriteOp, id: RequestID, nowMs: UInt64) -> [Action] {
-        let record = ReplicaRecord.prepare(seq: seq, op: op)
+        let record = ReplicaRecord.prepare(seq: seq, op: op, members: membership)
         if let answer = repeatedPrepare(seq, record, id: id) { return answer }
         if let answer = conflict(seq, op.key, id: id) { return answer }
         if case .delete(let key) = op, store[key] == nil {
@@ -295,7 +317,7 @@ public struct Participant {
             return [.reply(id, reply(false, .notFound, "key not found", seq: seq))]
         }
         locks[op.key] = seq
-        prepared[seq] = Prepared(ops: [op], locked: [op.key], record: record, preparedAtMs: nowMs)
+        prepared[seq] = Prepared(ops: [op], locked: [op.key], record: record, preparedAtMs: nowMs, members: membership)
         return [.persist(record), .reply(id, reply(true, .ok, "prepared", seq: seq))]
     }
 
@@ -319,13 +341,13 @@ public struct Participant {
             case .get(let key): reads.append(TxnResult.Read(key: key, entry: store[key]))
             }
         }
-        let record = ReplicaRecord.prepareTxn(seq: seq, ops: writes, locked: keys)
+        let record = ReplicaRecord.prepareTxn(seq: seq, ops: writes, locked: keys, members: membership)
         if let answer = repeatedPrepare(seq, record, id: id) { return answer }
         for key in keys {
             if let answer = conflict(seq, key, id: id) { return answer }
         }
         for key in keys { locks[key] = seq }
-        prepared[seq] = Prepared(ops: writes, locked: keys, record: record, preparedAtMs: nowMs)
+        prepared[seq] = Prepared(ops: writes, locked: keys, record: record, preparedAtMs: nowMs, members: membership)
         var answer = reply(true, .ok, succeeded ? "prepared: compares hold" : "prepared: compares fail", seq: seq)
         answer.txn = TxnResult(succeeded: succeeded, reads: reads)
         return [.persist(record), .reply(id, answer)]
@@ -333,10 +355,12 @@ public struct Participant {
 
     private static func prepared(from record: ReplicaRecord, nowMs: UInt64, recovered: Bool) -> Prepared {
         switch record {
-        case .prepare(_, let op):
-            return Prepared(ops: [op], locked: [op.key], record: record, preparedAtMs: nowMs, recovered: recovered)
-        case .prepareTxn(_, let ops, let locked):
-            return Prepared(ops: ops, locked: locked, record: record, preparedAtMs: nowMs, recovered: recovered)
+        case .prepare(_, let op, let members):
+            return Prepared(ops: [op], locked: [op.key], record: record, preparedAtMs: nowMs, recovered: recovered,
+                            members: members)
+        case .prepareTxn(_, let ops, let locked, let members):
+            return Prepared(ops: ops, locked: locked, record: record, preparedAtMs: nowMs, recovered: recovered,
+                            members: members)
         default:
             preconditionFailure("not a prepare record: \(record)")
         }
@@ -399,6 +423,14 @@ public struct Participant {
         case .aborted:
             return [.reply(id, reply(true, .aborted, "aborted", seq: seq))]
         case nil:
+            guard joined else {
+                return [.reply(id, reply(false, .notSynced, "replica \(server) is not in sync: it cannot tell whether "
+                    + "transaction \(seq) was prepared here", seq: seq))]
+            }
+            if seq <= joinedSince {
+                return [.reply(id, reply(false, .unknownTransaction, "transaction \(seq) may have run before this replica "
+                    + "joined at \(joinedSince)", seq: seq))]
+            }
             if decided.mayHaveForgotten(seq) {
                 return [.reply(id, reply(false, .unknownTransaction,
                                          "transaction \(seq) is too old to be remembered here", seq: seq))]

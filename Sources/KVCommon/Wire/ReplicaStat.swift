@@ -21,11 +21,14 @@ public struct ReplicaStat: Equatable, Sendable {
         public var recovered: Bool
         /// Neither the master nor any peer could tell the outcome at the last attempt.
         public var blocked: Bool
-        public init(seq: UInt64, ageMs: UInt64, recovered: Bool = false, blocked: Bool = false) {
+        /// The transaction's participants (recorded with its prepare; not sent on the wire).
+        public var members: [Member]
+        public init(seq: UInt64, ageMs: UInt64, recovered: Bool = false, blocked: Bool = false, members: [Member] = []) {
             self.seq = seq
             self.ageMs = ageMs
             self.recovered = recovered
             self.blocked = blocked
+            self.members = members
         }
     }
 

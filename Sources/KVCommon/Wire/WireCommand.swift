@@ -33,26 +33,35 @@ public enum WireCommand: String, CaseIterable, Sendable {
     case load
     case drop
     case reset
+    /// `S;join;;`: in sync from seq `S` on (every transaction it takes part in has a larger seq); the master's
+    /// own joins always carry it, `;join;;` means 0.
     case join
+    /// `E;memb;;id@host:port,...`: the master announces the replicas that take part from now on (membership
+    /// epoch `E`); every prepare after it records them, so an in-doubt replica asks exactly its transaction's
+    /// participants.
+    case memb
 
     /// Whether the first field must hold a transaction seq.
     public var needsSeq: Bool {
         switch self {
-        case .put, .del, .com, .abrt, .qry, .page, .load, .txn, .list: return true
+        case .put, .del, .com, .abrt, .qry, .page, .load, .txn, .list, .memb: return true
         case .get, .stat, .snap, .drop, .reset, .join: return false
         }
     }
+
+    /// Whether the first field may hold a seq without needing one.
+    public var seqOptional: Bool { self == .join }
 
     /// Whether the key field must be non-empty (and is allowed at all).
     public var needsKey: Bool {
         switch self {
         case .get, .put, .del, .load, .drop: return true
-        case .com, .abrt, .stat, .qry, .snap, .page, .reset, .join, .txn, .list: return false
+        case .com, .abrt, .stat, .qry, .snap, .page, .reset, .join, .txn, .list, .memb: return false
         }
     }
 
     /// Whether the value field may be non-empty.
-    public var takesValue: Bool { self == .put || self == .load || self == .txn || self == .list }
+    public var takesValue: Bool { self == .put || self == .load || self == .txn || self == .list || self == .memb }
 
     /// Whether the key field may be given without being required (the prefix of `list`).
     public var keyOptional: Bool { self == .list }

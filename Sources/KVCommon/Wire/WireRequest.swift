@@ -77,7 +77,7 @@ public struct WireRequest: Equatable, Sendable {
         if fields[0].isEmpty {
             if command.needsSeq { return .failure(.wireSeqRequired(command)) }
         } else {
-            guard command.needsSeq else { return .failure(.wireSeqNotAllowed(command)) }
+            guard command.needsSeq || command.seqOptional else { return .failure(.wireSeqNotAllowed(command)) }
             let text = String(decoding: fields[0], as: UTF8.self)
             guard fields[0].allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
                   let number = UInt64(text), number > 0
