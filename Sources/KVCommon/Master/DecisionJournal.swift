@@ -5,7 +5,8 @@
 // Compaction: when the current generation passes `compactBytes`, the log rotates to g+1, copies every COMMIT
 // without END into it (forced), and only once that copy is durable deletes the older generations.
 // Start-up: every generation is read in order; COMMITs without END are the pending commits. When more than one
-// generation is found, the start-up finishes what an interrupted compaction began: copy, make durable, delete.
+// generation is found, the start-up finishes what an interrupted compaction began: copy, make durable, delete
+// (in that order: the copies a crash cut short live only in memory until they are durable again).
 //
 // Invariants:
 // - A generation is deleted only after every COMMIT without END it holds is durable in a newer one.
@@ -66,13 +67,12 @@ public struct DecisionJournal {
         sizeBytes = recovered.last.map { $0.records.reduce(0) { $0 + Self.bytes(of: $1) } } ?? 0
     }
 
-    /// The file actions start-up needs (after replay): none for a single generation. With older generations left,
-    /// they are deleted right away; their COMMITs without END live on in memory and in the newest generation
-    /// only if a compaction had copied them there.
+    /// The file actions start-up needs (after replay): none for a single generation. Older generations left
+    /// behind mean a compaction was interrupted, and the newest may lack some copies: start-up compacts the same
+    /// way (copy into a new generation, make it durable, only then delete them), never deleting first.
     public mutating func startUp() -> [FileAction] {
-        let stale = older
-        older = []
-        return stale.map { .delete(generation: $0) }
+        guard !older.isEmpty else { return [] }
+        return compact()
     }
 
     /// Logs the COMMIT of `seq` (forced); compacts first if the generation is full.
@@ -113,6 +113,10 @@ public struct DecisionJournal {
 
     private mutating func compactIfFull() -> [FileAction] {
         guard compacting == nil, sizeBytes >= compactBytes else { return [] }
+        return compact()
+    }
+
+    private mutating func compact() -> [FileAction] {
         older.append(generation)
         generation += 1
         compacting = generation
