@@ -8,6 +8,8 @@ public enum StorageError: Error, CustomStringConvertible {
     case corrupt(path: String, offset: Int, detail: String)
     /// The file does not start with the expected magic header.
     case badHeader(path: String)
+    /// Another process holds the directory (`DirectoryLock`).
+    case locked(path: String, holder: String)
 
     public var description: String {
         switch self {
@@ -18,6 +20,9 @@ public enum StorageError: Error, CustomStringConvertible {
                 + "refusing to start (restore this replica from a healthy one, see docs/OPERATIONS.md)"
         case .badHeader(let path):
             return "storage: \(path) is not a kv log (bad header); move it away or point data_dir elsewhere"
+        case .locked(let path, let holder):
+            return "storage: another kv-master\(holder.isEmpty ? "" : " (pid \(holder))") holds \(path); stop it "
+                + "first (two masters on one directory would reuse seqs and undo each other's files)"
         }
     }
 }

@@ -13,6 +13,7 @@ final class MasterNode: @unchecked Sendable {
     let loop: EventLoop
     let startedAt = Date()
     private let logger: Logger
+    private let lock: DirectoryLock
     private let decisions: DecisionLogFiles
     private let stateFile: MasterStateFile
     private let ids = Atomic<UInt64>(1)
@@ -38,6 +39,8 @@ final class MasterNode: @unchecked Sendable {
         self.config = config
         self.loop = loop
         self.logger = logger
+        // Before anything in the directory is read or written: a second master must not touch it.
+        lock = try DirectoryLock(directory: config.master.decisionLogDir)
         stateFile = MasterStateFile(directory: config.master.decisionLogDir)
         let recovered = try stateFile.read()
         decisions = try DecisionLogFiles(directory: config.master.decisionLogDir, loop: loop, logger: logger)

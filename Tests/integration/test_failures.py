@@ -128,3 +128,19 @@ def test_a_hung_replica_costs_reads_one_time_out_and_fails_writes_naming_it(clus
     assert status == 200, body
     for rid in cluster.replica_ids:
         assert cluster.wire(rid, ";get;hung;")[0]["message"] == "after", rid
+
+
+def test_a_second_master_on_the_same_directory_refuses_to_start(cluster):
+    """Two masters on one decision-log directory would issue seqs from the same epoch and undo each other's
+    files: the second finds the directory held and stops before it touches anything in it."""
+    assert cluster.http("PUT", "/kv/one", body=b"1")[0] == 200
+    directory = os.path.join(os.path.dirname(cluster.config_path), "data", "master")
+    before = {name: open(os.path.join(directory, name), "rb").read() for name in sorted(os.listdir(directory))}
+    second = cluster._spawn("master2", [os.path.join(cluster.bin_dir, "kv-master"), "--config", cluster.config_path])
+    assert second.wait(timeout=30) != 0
+    log = cluster.log("master2")
+    assert "another kv-master" in log and directory in log, log[-2000:]
+    after = {name: open(os.path.join(directory, name), "rb").read() for name in sorted(os.listdir(directory))}
+    assert after == before, "the second master changed the first one's files"
+    status, body = cluster.http("PUT", "/kv/two", body=b"2")
+    assert status == 200, body
