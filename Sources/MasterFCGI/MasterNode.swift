@@ -46,6 +46,7 @@ final class MasterNode: @unchecked Sendable {
         decisions = try DecisionLogFiles(directory: config.master.decisionLogDir, loop: loop, logger: logger)
         manager = TransactionManager(settings: .init(config: config), recovered: recovered,
                                      decisions: decisions.recovered)
+        if let refusal = manager.startRefusal { throw MasterError.configuration(refusal) }
     }
 
     /// Starts the manager (persists the epochs, connects to every replica) and returns once that is done.

@@ -305,8 +305,9 @@ final class ParticipantTests: XCTestCase {
         committed(&participant, seq: 1, .put(key: key, value: [1]))
         _ = send(.put(3, other, [3]), to: &participant, nowMs: 1_000)
         _ = send(.put(2, Array("x".utf8), [2]), to: &participant, nowMs: 1_400)
-        let expected = ReplicaStat(keys: 1, digest: participant.digest, lastCommittedSeq: 1,
+        var expected = ReplicaStat(keys: 1, digest: participant.digest, lastCommittedSeq: 1,
                                    inDoubt: [.init(seq: 2, ageMs: 600), .init(seq: 3, ageMs: 1_000)])
+        expected.maxSeq = 3  // the highest seq it knows, prepared ones included
         XCTAssertEqual(participant.stat(nowMs: 2_000), expected)
         XCTAssertEqual(participant.stat(nowMs: 500).inDoubt.map(\.ageMs), [0, 0], "a clock behind never underflows")
         var answer = WireReply(status: true, code: .ok, message: "", seq: 1, server: "r1")
@@ -345,6 +346,31 @@ final class ParticipantTests: XCTestCase {
                                                                                                        value: [1]))))
     }
 
+    /// A seq that committed here is voted for again only by a duplicate of the same operation: a prepare that
+    /// reuses it for another one (a master that lost its decision log) must not hear "already committed", or its
+    /// write would be acknowledged and applied nowhere. The fingerprint survives a restart and a snapshot.
+    func testASeqReusedForAnotherOperationIsRefusedAfterItCommitted() throws {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 5, .put(key: key, value: Array("first".utf8)))
+        XCTAssertEqual(send(.put(5, key, Array("second".utf8)), to: &participant), [reply(nextID, false, .aborted, seq: 5)])
+        XCTAssertEqual(send(.del(5, key), to: &participant), [reply(nextID, false, .aborted, seq: 5)])
+        XCTAssertEqual(send(.put(5, key, Array("first".utf8)), to: &participant),
+                       [.awaitDurable, reply(nextID, true, .ok, seq: 5)])
+        XCTAssertEqual(participant.store[key]?.value, Array("first".utf8))
+        var replayed = Participant(server: "r1")
+        for record in [ReplicaRecord.prepare(seq: 5, op: .put(key: key, value: Array("first".utf8))), .commit(seq: 5)] {
+            replayed.replay(record, nowMs: 0)
+        }
+        var records: [SnapshotRecord] = []
+        replayed.writeSnapshot(generation: 2) { records.append(SnapshotRecord.decodeRoundTrip($0)) }
+        var restored = Participant(server: "r1")
+        for record in records { try restored.restore(record, nowMs: 0) }
+        for var copy in [replayed, restored] {
+            XCTAssertEqual(send(.put(5, key, Array("second".utf8)), to: &copy), [reply(nextID, false, .aborted, seq: 5)])
+            XCTAssertEqual(send(.put(5, key, Array("first".utf8)), to: &copy), [.awaitDurable, reply(nextID, true, .ok, seq: 5)])
+        }
+    }
+
     // MARK: - Who may claim "never prepared"
 
     /// A replica that is not in sync (a new or wiped disk, a transfer under way) cannot know whether it voted for a
@@ -364,14 +390,14 @@ final class ParticipantTests: XCTestCase {
         var participant = Participant(server: "r1")
         _ = send(WireRequest(seq: nil, command: .reset), to: &participant)
         XCTAssertEqual(send(WireRequest(seq: 1000, command: .join), to: &participant),
-                       [.persist(.join(since: 1000)), reply(nextID, true, .ok)])
+                       [.persist(.join(since: 1000)), reply(nextID, true, .ok, seq: 1000)])
         XCTAssertEqual(send(WireRequest(seq: 1000, command: .qry), to: &participant),
                        [reply(nextID, false, .unknownTransaction, seq: 1000)])
         XCTAssertEqual(send(WireRequest(seq: 1001, command: .qry), to: &participant),
                        [.persist(.abort(seq: 1001)), reply(nextID, true, .aborted, seq: 1001)])
         // The join point survives a restart: by replay and by snapshot.
         var replayed = Participant(server: "r1")
-        for record in [ReplicaRecord.reset, .join(since: 1000)] { replayed.replay(record, nowMs: 0) }
+        for record in [ReplicaRecord.reset(), .join(since: 1000)] { replayed.replay(record, nowMs: 0) }
         replayed.finishReplay()
         XCTAssertEqual(replayed.joinedSince, 1000)
         var records: [SnapshotRecord] = []
@@ -379,6 +405,40 @@ final class ParticipantTests: XCTestCase {
         var restored = Participant(server: "r1")
         for record in records { try? restored.restore(record, nowMs: 0) }
         XCTAssertEqual(restored.joinedSince, 1000)
+    }
+
+    /// A transfer's `join` names the transfer whose `reset` began it: a target that restarted empty since (a new
+    /// disk) or was reset by another transfer refuses it, so it never joins without the data it was sent.
+    func testAJoinEndsOnlyTheTransferThatResetTheReplica() {
+        var participant = Participant(server: "r1")
+        XCTAssertEqual(send(WireRequest(seq: 7, command: .reset), to: &participant).first, .persist(.reset(transfer: 7)))
+        XCTAssertEqual(send(WireRequest(seq: 9, command: .join, value: Array("8".utf8)), to: &participant),
+                       [reply(nextID, false, .badRequest)])
+        XCTAssertFalse(participant.joined)
+        var wiped = Participant(server: "r1")
+        wiped.finishReplay()
+        XCTAssertEqual(send(WireRequest(seq: 9, command: .join, value: Array("7".utf8)), to: &wiped),
+                       [reply(nextID, false, .badRequest)])
+        var restarted = Participant(server: "r1")
+        restarted.replay(.reset(transfer: 7), nowMs: 0)
+        restarted.finishReplay()
+        XCTAssertEqual(send(WireRequest(seq: 9, command: .join, value: Array("7".utf8)), to: &restarted),
+                       [.persist(.join(since: 9)), reply(nextID, true, .ok, seq: 9)])
+    }
+
+    /// A large transfer loads enough for the replica to snapshot before it joins: the transfer that reset it is
+    /// kept in the snapshot, or every such transfer would fail at its join and start over, forever.
+    func testTheResettingTransferSurvivesASnapshot() throws {
+        var participant = Participant(server: "r1")
+        _ = send(WireRequest(seq: 7, command: .reset), to: &participant)
+        _ = send(WireRequest(seq: 3, command: .load, key: key, value: Array("1:x".utf8)), to: &participant)
+        var records: [SnapshotRecord] = []
+        participant.writeSnapshot(generation: 2) { records.append(SnapshotRecord.decodeRoundTrip($0)) }
+        var restored = Participant(server: "r1")
+        for record in records { try restored.restore(record, nowMs: 0) }
+        restored.finishReplay()
+        XCTAssertEqual(send(WireRequest(seq: 9, command: .join, value: Array("7".utf8)), to: &restored),
+                       [.persist(.join(since: 9)), reply(nextID, true, .ok, seq: 9)])
     }
 
     /// The participants the master announces are recorded with every prepare (and come back with it after a

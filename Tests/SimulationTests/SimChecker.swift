@@ -7,7 +7,7 @@ import KVCommon
 /// replica's current log. The committed history is a model per key: each write in the order its COMMIT became
 /// durable (two writes of one key are serialized by its lock, so that is the order replicas apply them).
 /// The invariants:
-/// - seq-unique: no two different operations are prepared under one seq;
+/// - seq-unique: no replica gets two different operations under one seq;
 /// - agreement: no seq has both a commit witness and an abort witness;
 /// - commit-record: a replica commits a seq only if a master's COMMIT record for it is durable;
 /// - client-commit: a client is told "committed" only with a durable COMMIT;
@@ -26,6 +26,8 @@ final class SimChecker {
     private var ended: Set<UInt64> = []
     private(set) var durableCommits: Set<UInt64> = []
     private var operations: [UInt64: WriteOp] = [:]
+    private var arrived: [UInt64: (op: WriteOp, replica: String)] = [:]
+    private var seen: [String: [UInt64: WriteOp]] = [:]
     private var writes: [Int: [UInt64: WriteOp]] = [:]
     /// Per key, the committed writes in decision order: (seq, value or nil for a delete, step acknowledged).
     private var history: [[UInt8]: [(seq: UInt64, value: [UInt8]?, acked: Int?)]] = [:]
@@ -72,12 +74,35 @@ final class SimChecker {
 
     func writeStarted(_ id: UInt64, _ op: WriteOp, master: Int) { writes[master, default: [:]][id] = op }
 
+    /// A master sent a prepare: the seq's operation, for the model (the latest one sent: a seq whose first
+    /// prepare reached no replica before its master crashed may be issued again harmlessly).
     func prepareSent(_ seq: UInt64, _ request: WireRequest, master: Int) {
-        let op: WriteOp = request.command == .del ? .delete(key: request.key) : .put(key: request.key, value: request.value)
-        if let known = operations[seq], known != op {
-            fail("seq-unique", "seq \(seq) prepared for \(known.brief) and, by master #\(master), for \(op.brief)")
+        if arrived[seq] == nil { operations[seq] = Self.operation(request) }
+    }
+
+    /// A prepare reached a replica: from here on no other operation may reach that replica under its seq (it
+    /// would answer "already committed" or "already aborted" for the other one). Replicas that saw different
+    /// operations under one seq (a master that lost its decision log reused a seq only a replica out of sync
+    /// had seen) never meet: only a transaction's own participants are asked about it.
+    func prepareArrived(_ seq: UInt64, _ request: WireRequest, at replica: String) {
+        let op = Self.operation(request)
+        if let known = seen[replica]?[seq], known != op {
+            fail("seq-unique", "\(replica) got seq \(seq) prepared for \(known.brief) and for \(op.brief)")
         }
+        seen[replica, default: [:]][seq] = op
+        if let first = arrived[seq], first.op != op {
+            // The seq's earlier operation lives only on replicas that forgot it (wiped) or never meet this one: a
+            // new transaction under an old number, whose outcome is its own.
+            commitWitness[seq] = nil
+            abortWitness[seq] = nil
+            durableCommits.remove(seq)
+        }
+        if arrived[seq]?.op != op { arrived[seq] = (op, replica) }
         operations[seq] = op
+    }
+
+    private static func operation(_ request: WireRequest) -> WriteOp {
+        request.command == .del ? .delete(key: request.key) : .put(key: request.key, value: request.value)
     }
 
     func masterCommitDurable(_ seq: UInt64, master: Int) {
@@ -94,7 +119,9 @@ final class SimChecker {
         guard case .outcome(let outcome) = answer else { return }
         let seq = outcome.seq
         guard outcome.committed else {
-            announce(seq, committed: false, by: "master #\(master) told the client aborted")
+            // An abort of a seq whose prepare reached no replica is the master's alone; a master whose decision
+            // log was restored from a backup may issue that seq again, harmlessly.
+            if arrived[seq] != nil { announce(seq, committed: false, by: "master #\(master) told the client aborted") }
             return
         }
         if !durableCommits.contains(seq) {
@@ -195,7 +222,10 @@ final class SimChecker {
         }
     }
 
-    func replicaWiped(_ replica: SimReplica) { shadows[replica.name] = Participant(server: replica.name) }
+    func replicaWiped(_ replica: SimReplica) {
+        shadows[replica.name] = Participant(server: replica.name)
+        seen[replica.name] = nil
+    }
 
     func replicaSynced(_ replica: SimReplica, newlyDurable: [ReplicaRecord]) {
         guard var shadow = shadows[replica.name] else { return }

@@ -6,9 +6,7 @@ struct SimConfig {
         /// in send order, replies in request order); messages are lost only when a connection breaks, and
         /// then the caller learns the calls failed.
         case tcp
-        /// Beyond TCP: requests are reordered even within a connection; any message may be silently dropped or
-        /// duplicated. Replies keep their order within a connection (see `SimNetwork`); a link pairs a reply
-        /// with its call, first answer wins.
+        /// Connections also stall and break in the middle of a stream, losing what is in flight on them.
         case chaos
     }
 

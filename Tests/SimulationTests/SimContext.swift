@@ -20,7 +20,6 @@ struct SimStats {
     var reloads = 0
     var resets = 0
     var drops = 0
-    var duplicates = 0
     var resolutions = 0
 
     mutating func add(_ other: SimStats) {
@@ -42,7 +41,6 @@ struct SimStats {
         reloads += other.reloads
         resets += other.resets
         drops += other.drops
-        duplicates += other.duplicates
         resolutions += other.resolutions
     }
 
@@ -51,7 +49,7 @@ struct SimStats {
             + "refused=\(refused) reads=\(reads) master-crashes=\(masterCrashes) (at persist points \(persistPointCrashes)) "
             + "backup-restores=\(backupRestores) second-masters=\(secondMasters) decision-log-compactions=\(compactions) "
             + "replica-crashes=\(replicaCrashes) wipes=\(wipes) reloads=\(reloads) resets=\(resets) drops=\(drops) "
-            + "duplicates=\(duplicates) in-doubt-resolved-by-replicas=\(resolutions)"
+            + "in-doubt-resolved-by-replicas=\(resolutions)"
     }
 }
 
@@ -70,7 +68,7 @@ final class SimContext {
     var random: SimRandom
     var step = 0
     var stats = SimStats()
-    /// Crashes, resets, drops and duplicates happen only while this is true.
+    /// Crashes, wipes, resets, reloads and drops happen only while this is true.
     var faultsEnabled = true
     private var nextCall: UInt64 = 1
     private let traceMode: TraceMode
@@ -113,7 +111,7 @@ extension WireRequest {
 extension WireReply {
     var brief: String {
         var text = "\(server) \(status ? "ok" : "no") \(code.rawValue) seq=\(seq.map(String.init) ?? "-")"
-        if let stat { text += " in_doubt=\(stat.inDoubt.map(\.seq))" }
+        if let stat { text += " in_doubt=\(stat.inDoubt.map(\.seq)) joined=\(stat.joined)@\(stat.joinedSince) keys=\(stat.keys)" }
         return text
     }
 }

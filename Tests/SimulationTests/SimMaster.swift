@@ -14,7 +14,7 @@ import KVCommon
 ///   `crashAtPersistPoints` crashes it right after a file action or state write of its own, start-up included.
 final class SimMaster {
     /// Whether a start takes the decision-log directory's lock (`DecisionLogFiles`).
-    static let locksDirectory = false
+    static let locksDirectory = true
 
     struct Link {
         var connection: Int
@@ -73,10 +73,15 @@ final class SimMaster {
             context.trace("\(node): refused to start, the decision log directory is held by master #\(holder)")
             return
         }
+        let candidate = TransactionManager(settings: settings(), recovered: disk.state, decisions: disk.generations)
+        if let refusal = candidate.startRefusal {
+            context.trace("\(node): refused to start: \(refusal)")
+            return
+        }
         disk.lockHolder = instance
         up = true
         disk.open()
-        manager = TransactionManager(settings: settings(), recovered: disk.state, decisions: disk.generations)
+        manager = candidate
         context.trace("\(node): start, state \(String(describing: disk.state)), generations \(disk.generations.map(\.number))")
         feed(.start)
     }

@@ -2,13 +2,10 @@ import KVCommon
 
 /// The messages in flight between the simulated nodes, on simulated connections.
 ///
-/// A connection joins a client (the side that sends requests) and a server. In `.tcp` mode only the oldest
-/// message in each direction of each connection is deliverable (FIFO, as a TCP stream). In `.chaos` mode any
-/// request is deliverable (reordered even within a connection), and the scheduler may also drop or duplicate
-/// any message; replies still keep their order within a connection, because the real link pairs a reply with
-/// its call by position (a reordered reply stream would be a broken connection, and `Coordinator` and
-/// `CommitDelivery.resolveInDoubt` rely on that order). Closing a connection loses everything in flight on
-/// it; whoever owns it is told by the simulation.
+/// A connection joins a client (the side that sends requests) and a server. Only the oldest message in each
+/// direction of each connection is deliverable (FIFO, as a TCP stream: the master's links pair replies with calls
+/// by position, and state transfer relies on `reset`, `load`s and `join` arriving in order). Closing a connection
+/// loses everything in flight on it; whoever owns it is told by the simulation.
 final class SimNetwork {
     enum Payload {
         case request(call: UInt64, WireRequest)
@@ -38,13 +35,10 @@ final class SimNetwork {
         func peer(of node: String) -> String { node == client ? server : client }
     }
 
-    /// Requests keep their order within a connection (TCP); replies always do.
-    let fifo: Bool
     private(set) var inFlight: [Message] = []
     private var connections: [Connection] = []
     private var nextMessageID: UInt64 = 1
 
-    init(fifo: Bool) { self.fifo = fifo }
 
     var isEmpty: Bool { inFlight.isEmpty }
 
@@ -79,10 +73,6 @@ final class SimNetwork {
         for (index, message) in inFlight.enumerated() {
             // Direction matters: requests and replies on one connection are separate streams.
             let isRequest = message.from == connections[message.connection].client
-            if isRequest && !fifo {
-                result.append(index)
-                continue
-            }
             let stream = message.connection * 2 + (isRequest ? 0 : 1)
             if seen.insert(stream).inserted { result.append(index) }
         }
@@ -90,14 +80,6 @@ final class SimNetwork {
     }
 
     func remove(at index: Int) -> Message { inFlight.remove(at: index) }
-
-    /// Chaos: the message arrives twice (the copy goes to the back of the queue).
-    func duplicate(at index: Int) {
-        let original = inFlight[index]
-        inFlight.append(Message(id: nextMessageID, connection: original.connection, from: original.from,
-                                to: original.to, payload: original.payload))
-        nextMessageID += 1
-    }
 
     /// Closes connection `id`; returns how many in-flight messages were lost with it.
     @discardableResult

@@ -74,6 +74,13 @@ final class SimReplica {
         InDoubtTermination(liveLimitMs: context.config.inDoubtLimitMs, askMaster: true, me: me)
     }
 
+    /// The in-doubt seqs a restart would find (the durable log replayed).
+    var inDoubtOnDisk: [UInt64] {
+        var replayed = Participant(server: name)
+        for record in log[..<durable] { replayed.replay(record, nowMs: 0) }
+        return replayed.inDoubt
+    }
+
     /// Whether the durable log leaves this replica in sync (its last RESET or JOIN is a JOIN): it holds a copy
     /// of the data that a wipe would destroy.
     var holdsData: Bool {
@@ -109,6 +116,9 @@ final class SimReplica {
         orders[connection] = order
         let id = newRequestID()
         routes[id] = .remote(connection: connection, slot: slot, call: call, request: request)
+        if let seq = request.seq, request.command == .put || request.command == .del {
+            checker.prepareArrived(seq, request, at: name)
+        }
         execute(participant.handle(.request(request, id, nowMs: context.nowMs)))
     }
 

@@ -32,13 +32,13 @@ final class Simulation {
     private var removed: [(id: String, node: String)] = []
     private var backups: [(files: [UInt64: SimMasterDisk.File], state: MasterState?)] = []
     private var nextReplicaNumber = 4
-    /// Healing steps in a row that only fired the probe.
-    private var idleProbes = 0
+    /// Which of the master's timers healing fires next when nothing else moves.
+    private var timerTurn = 0
 
     init(config: SimConfig, trace: SimContext.TraceMode = .off) {
         self.config = config
         context = SimContext(config: config, trace: trace)
-        network = SimNetwork(fifo: config.network == .tcp)
+        network = SimNetwork()
         checker = SimChecker(context: context)
         replicas = (SimConfig.replicaNodes + SimConfig.spareNodes).map { name in
             SimReplica(name: name, id: name, context: context, network: network, checker: checker, joined: false,
@@ -70,7 +70,9 @@ final class Simulation {
             + "\(config.inDoubtLimitMs) ms, compaction at \(config.compactBytes) bytes, second master "
             + "\(config.secondMaster), mutation \(config.mutation.rawValue)")
         master.start(lock: SimMaster.locksDirectory)
-        while context.step < config.steps && checker.violation == nil {
+        settle()
+        let last = context.step + config.steps
+        while context.step < last && checker.violation == nil {
             context.step += 1
             randomStep()
         }
@@ -98,10 +100,7 @@ final class Simulation {
         let deliverable = network.deliverable()
         if !deliverable.isEmpty {
             option(400) { self.deliver(deliverable[random(deliverable.count)]) }
-            if config.network == .chaos {
-                option(10) { self.drop(deliverable[random(deliverable.count)]) }
-                option(10) { self.duplicate(deliverable[random(deliverable.count)]) }
-            }
+            if config.network == .chaos { option(10) { self.drop(deliverable[random(deliverable.count)]) } }
         }
         for process in [master!, second!] where process.up {
             if context.stats.writes < config.maxWrites && (process.manager?.inFlight ?? 0) < config.maxInFlight {
@@ -139,7 +138,8 @@ final class Simulation {
         } else {
             option(60) { self.restartMaster() }
         }
-        option(weight) { self.backups.append(self.disk.backup()) }
+        // A cold backup of the decision-log directory (taken while the master is stopped, as OPERATIONS says).
+        if !master.up { option(weight) { self.backups.append(self.disk.backup()) } }
         if config.secondMaster {
             if second.up {
                 option(20) { self.crash(self.second) }
@@ -172,9 +172,15 @@ final class Simulation {
         addReloads(option)
     }
 
-    /// Participants of the master's last view, other than `node`, whose disk holds the data.
+    /// Participants of the master's last view, other than `node`, whose disk holds the data and that cluster.yaml
+    /// keeps as they are (with no reload under way that could change that).
     private func holdersOtherThan(_ node: String) -> Int {
-        master.lastParticipants.filter { $0.host != node && replica($0.host)?.holdsData == true }.count
+        guard master.manager?.reloadPending != true else { return 0 }
+        let persisted = Set((disk.state?.members ?? []).map(\.replica))
+        return master.lastParticipants.filter { member in
+            member.host != node && persisted.contains(member) && replica(member.host)?.holdsData == true
+                && file.contains { $0.id == member.id && $0.node == member.host }
+        }.count
     }
 
     /// Whether cluster.yaml as `changed` still names a participant of the last view that holds the data (an edit
@@ -189,7 +195,8 @@ final class Simulation {
     /// node, add a spare node as a new replica; each reloaded at once or left for the master's next start.
     private func addReloads(_ option: (Int, @escaping () -> Void) -> Void) {
         let weight = config.reloadWeight
-        guard weight > 0 else { return }
+        // One edit at a time, as an operator waits for the answer to a reload before the next.
+        guard weight > 0, master.manager?.reloadPending != true else { return }
         let inUse = Set(file.map(\.node))
         let spares = (SimConfig.replicaNodes + SimConfig.spareNodes).filter { node in
             !inUse.contains(node) && !removed.contains { $0.node == node }
@@ -283,16 +290,14 @@ final class Simulation {
         }
     }
 
+    /// A stream that stalls on a lost segment until TCP gives up: the message and everything after it on the
+    /// connection are lost, and both ends learn the connection broke (TCP never loses data silently in the middle
+    /// of a stream, and the master's links rely on that to pair replies with calls).
     private func drop(_ index: Int) {
-        let message = network.remove(at: index)
+        let message = network.inFlight[index]
         context.stats.drops += 1
-        context.trace("drop \(message.brief)")
-    }
-
-    private func duplicate(_ index: Int) {
-        context.stats.duplicates += 1
-        context.trace("duplicate \(network.inFlight[index].brief)")
-        network.duplicate(at: index)
+        context.trace("stall \(message.brief)")
+        close(message.connection)
     }
 
     /// Closes a connection and tells both ends (a master fails the calls still waiting on it).
@@ -318,12 +323,32 @@ final class Simulation {
     }
 
     private func restartMaster() {
-        if !backups.isEmpty && context.random.percent(10) {
+        // Restored only as OPERATIONS allows: with nothing in doubt anywhere (a decision made after the backup and
+        // delivered to no one is lost with the newer files, whatever the master does).
+        // And only a backup whose membership is the one in force (the directory holds who is in sync too).
+        let nothingInDoubt = replicas.allSatisfy { $0.inDoubtOnDisk.isEmpty }
+        // And every configured replica in sync: the master waits for their seqs before it issues any.
+        let members = Set((disk.state?.members ?? []).map(\.replica))
+        let allInSync = settings().replicas.allSatisfy(members.contains)
+        let usable = allInSync ? backups.filter { $0.state?.members == disk.state?.members } : []
+        if context.faultsEnabled && !usable.isEmpty && nothingInDoubt && context.random.percent(10) {
             context.stats.backupRestores += 1
             context.trace("master: decision log directory restored from a backup")
-            disk.restore(backups[context.random.below(backups.count)])
+            disk.restore(usable[context.random.below(usable.count)])
         }
         master.start(lock: SimMaster.locksDirectory)
+        if !master.up, let members = disk.state?.members, !members.isEmpty {
+            // Refused: the file names none of the replicas in sync. The operator puts them back and starts again.
+            for member in members where !file.contains(where: { $0.id == member.replica.id }) {
+                removed.removeAll { $0.id == member.replica.id }
+                file.append((member.replica.id, member.replica.host))
+            }
+            for member in members {
+                if let index = file.firstIndex(where: { $0.id == member.replica.id }) { file[index].node = member.replica.host }
+            }
+            context.trace("cluster.yaml: the in-sync replicas put back as they were")
+            master.start(lock: SimMaster.locksDirectory)
+        }
     }
 
     private func crash(_ replica: SimReplica) {
@@ -344,6 +369,19 @@ final class Simulation {
 
     // MARK: - Healing
 
+    /// A new cluster is set up before anything goes wrong: faults start once its replicas have bootstrapped.
+    private func settle() {
+        context.faultsEnabled = false
+        var budget = config.quiescenceBudget
+        while budget > 0 && checker.violation == nil && !isQuiescent, let action = nextHealingAction() {
+            budget -= 1
+            context.step += 1
+            action()
+        }
+        context.trace("settled: the cluster bootstrapped, faults on")
+        context.faultsEnabled = true
+    }
+
     /// Stops faults and the second master, restarts every configured process, reloads the configuration file,
     /// then runs the cluster to quiescence: deliver everything, run every queued event, fsync everything, and only
     /// when nothing else moves fire timers and let in-doubt replicas ask.
@@ -351,7 +389,7 @@ final class Simulation {
         context.faultsEnabled = false
         context.trace("heal: faults off, restarting every process")
         if second.up { crash(second) }
-        if !master.up { master.start(lock: SimMaster.locksDirectory) }
+        if !master.up { restartMaster() }
         master.crashAfterPersists = nil
         for entry in file { if let node = replica(entry.node), !node.up { restart(node) } }
         if master.manager?.settings.replicas != settings().replicas { master.reload(settings()) }
@@ -364,16 +402,24 @@ final class Simulation {
         }
     }
 
+    /// Whatever moves the cluster first; when nothing does, the master's timers and the in-doubt replicas'
+    /// resolver passes in turn, until it is quiescent.
     private func nextHealingAction() -> (() -> Void)? {
-        if let action = productiveHealingAction() {
-            idleProbes = 0
-            return action
+        if let action = productiveHealingAction() { return action }
+        guard !isQuiescent else { return nil }
+        var turns: [() -> Void] = master.timers.map { timer in { self.master.fire(timer) } }
+        for replica in replicas where replica.up && !replica.participant.inDoubt.isEmpty {
+            turns.append { replica.resolverPass() }
         }
-        guard master.timers.contains(.probe), idleProbes < 20 else { return nil }
-        return {
-            self.idleProbes += 1
-            self.master.fire(.probe)
-        }
+        guard !turns.isEmpty else { return nil }
+        timerTurn += 1
+        return turns[timerTurn % turns.count]
+    }
+
+    /// What the quiescence check expects: nothing running, syncing, unsynced, parked or in doubt.
+    private var isQuiescent: Bool {
+        guard master.isIdle, let view = master.view, view.syncing.isEmpty else { return false }
+        return file.allSatisfy { entry in replica(entry.node).map { $0.up && $0.isIdle && $0.participant.joined } ?? false }
     }
 
     private func productiveHealingAction() -> (() -> Void)? {
@@ -382,10 +428,6 @@ final class Simulation {
         if disk.unsynced > 0 { return { self.master.syncDecisions() } }
         if let replica = replicas.first(where: { $0.up && $0.unsynced > 0 }) { return { replica.sync() } }
         if let replica = replicas.first(where: { $0.up && !$0.parked.isEmpty }) { return { replica.timeOutRead() } }
-        if let timer = master.timers.first(where: { $0 != .probe }) { return { self.master.fire(timer) } }
-        if let replica = replicas.first(where: { $0.up && !$0.participant.inDoubt.isEmpty }) {
-            return { replica.resolverPass() }
-        }
         return nil
     }
 }

@@ -6,7 +6,8 @@
 // rounds: the keys committed since the attempt began (the manager records them) are read from the source
 // (`get`) and loaded (or `drop`ped) into the target, until fewer than 64 remain or ten rounds have passed ->
 // writes paused (the manager grants it once no write is unanswered) -> the last recorded keys copied ->
-// `stat` of both -> only if key count and content digest are equal: `join` the target. Anything else fails
+// `stat` of both -> only if the source holds no undecided transaction and key count and content digest are
+// equal: `join` the target. Anything else fails
 // the attempt (the manager retries later); a replica that differs never joins.
 //
 // Invariants:
@@ -91,7 +92,7 @@ public struct StateTransfer {
         case .begin:
             phase = .resetting
             progress.phase = "reset"
-            return [.send(.target, WireRequest(seq: nil, command: .reset), .reset), deadline()]
+            return [.send(.target, WireRequest(seq: UInt64(progress.attempt), command: .reset), .reset), deadline()]
         case .deadlinePassed:
             return fail("\(progress.phase): no answer within the time-out")
         case .unreachable(_, let reason):
@@ -161,12 +162,20 @@ public struct StateTransfer {
             guard reply.status, let stat = reply.stat else { return fail("stat on \(reply.server): \(reply.message)") }
             if role == .source { sourceStat = stat } else { targetStat = stat }
             guard let a = sourceStat, let b = targetStat else { return [] }
+            // A transaction still prepared at the source may have committed (its `com` on the way): neither its
+            // snapshot nor the keys recorded since the attempt began need hold it, and equal digests would hide that.
+            guard a.inDoubt.isEmpty else {
+                return fail("\(sourceID) holds undecided transactions \(a.inDoubt.map(\.seq)); copying once they are "
+                    + "decided")
+            }
             guard a.keys == b.keys, a.digest == b.digest else {
                 return fail("digest differs after copy (\(sourceID): \(a.keys) keys \(a.digestHex), target: "
                     + "\(b.keys) keys \(b.digestHex))")
             }
             phase = .joining
-            return [.send(.target, WireRequest(seq: joinAt, command: .join), .join), deadline()]
+            // The join names this attempt's reset: a target that restarted (wiped) since refuses it.
+            return [.send(.target, WireRequest(seq: joinAt, command: .join, value: Array(String(progress.attempt).utf8)),
+                          .join), deadline()]
         case (.joining, .join):
             guard reply.status else { return fail("join on \(reply.server): \(reply.message)") }
             phase = .done

@@ -62,8 +62,10 @@ extension TransactionManager {
         case .committing?:
             return journal.wasCommitted(seq) ? .commit : .pending
         case nil:
-            // Not running: it finished. Its commit, if any, is in the decision log or the recent-commit memory.
-            return journal.wasCommitted(seq) ? .commit : .abort
+            // Not running: it finished. Its commit, if any, is in the decision log or the recent-commit memory;
+            // without one it aborted, if this log saw it issued at all.
+            if journal.wasCommitted(seq) { return .commit }
+            return seq < state.presumeAbortFrom || seq > lastIssued ? .unknown : .abort
         }
     }
 
@@ -76,6 +78,10 @@ extension TransactionManager {
         case .abort: reply = WireReply(status: true, code: .aborted, message: "aborted", seq: seq, server: master)
         case .pending:
             reply = WireReply(status: false, code: .busy, message: "commit being recorded; ask again", seq: seq,
+                              server: master)
+        case .unknown:
+            reply = WireReply(status: false, code: .unknownTransaction, message: "this master's decision log does not "
+                + "cover \(seq) (it was lost or rewound, or another master issued it); ask the participants", seq: seq,
                               server: master)
         }
         actions.append(.note(.info, "qry \(seq): answered \(reply.code.rawValue)"))
@@ -98,6 +104,9 @@ extension TransactionManager {
             case .pending:
                 actions.append(.note(.info, "in-doubt \(seq) on \(replica.id): commit being recorded; the running "
                     + "transaction sends com"))
+            case .unknown:
+                actions.append(.note(.warning, "in-doubt \(seq) on \(replica.id): this decision log does not cover it; "
+                    + "the replica asks the transaction's other participants"))
             }
         }
     }
@@ -108,22 +117,45 @@ extension TransactionManager {
         case .txn(let seq):
             drive(seq, .reply(replica: replica.id, reply), into: &actions)
         case .deliver(let seq), .resolve(let seq, commit: true):
-            if reply.status { acknowledged(seq, by: replica.id, into: &actions) }
+            // A replica that joined after `seq` does not know it, but its transfer copied its effects (a source
+            // never holds an undecided transaction when a target joins): that is an acknowledgement too.
+            let joinedAfter = reply.code == .unknownTransaction
+                && slots.contains { $0.replica == replica && !$0.syncing && $0.joinedAt >= seq }
+            if reply.status || joinedAfter { acknowledged(seq, by: replica.id, into: &actions) }
         case .resolve(_, commit: false):
             break
         case .connect, .probe:
             guard let stat = reply.stat else { return }
             // An answer proves the connection is up, also for a link that a reload took over already connected.
+            floorSeqs(replica, stat, into: &actions)
             if let index = slotIndex(replica) {
-                slots[index].lastJoined = stat.joined
+                reported.insert(replica)
+                let slot = slots[index]
+                // A member that reports another join than the one recorded is not the copy the master synced.
+                let sameCopy = slot.syncing || slot.joinedAt == 0 || stat.joinedSince == slot.joinedAt
+                slots[index].lastJoined = stat.joined && sameCopy
+                slots[index].lastKeys = stat.keys
+                slots[index].lastInDoubt = !stat.inDoubt.isEmpty
                 slots[index].connected = true
             }
             if call == .connect {
                 resolveInDoubt(replica, stat, into: &actions)
                 evaluateMembership(into: &actions)
             }
-        case .bootstrap:
-            if reply.status, let index = slotIndex(replica) { slots[index].lastJoined = true }
+            admitWaiting(into: &actions)
+        case .bootstrapReset:
+            if reply.status, let index = slotIndex(replica) { slots[index].lastKeys = 0 }
+        case .bootstrap(let round):
+            guard reply.status, let index = slotIndex(replica) else { return }
+            guard round == bootstrapRound else {
+                // A join of an earlier round takes nobody in; what the replica is now, its next `stat` says.
+                actions.append(.send(replica, .stat, .probe))
+                return
+            }
+            slots[index].lastJoined = true
+            slots[index].syncing = false
+            slots[index].joinedAt = reply.seq ?? 0
+            membershipChanged(into: &actions)
         case .membership:
             break
         case .transfer(let target, let attempt, let step):
@@ -140,7 +172,7 @@ extension TransactionManager {
         case .transfer(let target, let attempt, let step):
             guard transfers[target]?.attempt == attempt else { return }
             transferEvent(target, .unreachable(step, reason), into: &actions)
-        case .deliver, .resolve, .connect, .probe, .bootstrap, .membership:
+        case .deliver, .resolve, .connect, .probe, .bootstrap, .bootstrapReset, .membership:
             break
         }
     }

@@ -3,7 +3,7 @@
 
 extension TransactionManager {
     mutating func write(_ id: WriteID, _ intent: WriteIntent, into actions: inout [Action]) {
-        guard pausedBy == nil, pauseQueue.isEmpty else {
+        guard pausedBy == nil, pauseQueue.isEmpty, admissionOpen else {
             admissions.append((id, intent))
             actions.append(.startTimer(.admission(id), ms: settings.timeouts.prepareTimeoutMs))
             return
@@ -34,8 +34,39 @@ extension TransactionManager {
     mutating func admissionTimedOut(_ id: WriteID, into actions: inout [Action]) {
         guard let index = admissions.firstIndex(where: { $0.id == id }) else { return }
         admissions.remove(at: index)
-        actions.append(.answerWrite(id, .refused("writes were held back too long (a replica is joining or the "
-            + "configuration is changing)")))
+        if let silent = slots.first(where: { !$0.syncing && !reported.contains($0.replica) }) {
+            actions.append(.answerWrite(id, .refused("writes wait until every in-sync replica has reported the seqs "
+                + "it holds, and \(silent.replica.id) has not answered since the master started")))
+        } else {
+            actions.append(.answerWrite(id, .refused("writes were held back too long (a replica is joining or the "
+                + "configuration is changing)")))
+        }
+    }
+
+    /// Whether every in-sync replica has reported since the start (see `floorSeqs`).
+    var admissionOpen: Bool { slots.allSatisfy { $0.syncing || reported.contains($0.replica) } }
+
+    /// The last seq issued (or the epoch's base before the first).
+    var lastIssued: UInt64 { state.seqEpoch * Self.seqsPerEpoch + counter }
+
+    /// Seqs are unique only if the epoch is above every seq a replica holds: one it reports at or beyond the
+    /// last issued here (the decision log was lost or rewound, or another master shares a copy of it) moves the
+    /// epoch above it, persisted first. Seqs below the new epoch are then not this log's to presume aborted.
+    mutating func floorSeqs(_ replica: ClusterConfig.Replica, _ stat: ReplicaStat, into actions: inout [Action]) {
+        let highest = max(stat.maxSeq, stat.lastCommittedSeq, stat.inDoubt.map(\.seq).max() ?? 0)
+        guard highest > lastIssued else { return }
+        guard highest < UInt64.max - 2 * Self.seqsPerEpoch else {
+            actions.append(.note(.warning, "\(replica.id) reports seq \(highest), beyond any epoch: ignored"))
+            return
+        }
+        let epoch = highest / Self.seqsPerEpoch + 1
+        actions.append(.note(.warning, "\(replica.id) holds seq \(highest), at or beyond this master's last seq "
+            + "\(lastIssued): the decision log was lost or rewound, or another master ran on a copy of it; moving to "
+            + "seq epoch \(epoch)"))
+        state.seqEpoch = epoch
+        state.presumeAbortFrom = epoch * Self.seqsPerEpoch
+        counter = 0
+        actions.append(.persist(state))
     }
 
     /// The next seq; a new epoch (persisted first) when the counter runs out.
@@ -157,8 +188,8 @@ extension TransactionManager {
         admitWaiting(into: &actions)
     }
 
-    private mutating func admitWaiting(into actions: inout [Action]) {
-        while pausedBy == nil, pauseQueue.isEmpty, !admissions.isEmpty {
+    mutating func admitWaiting(into actions: inout [Action]) {
+        while pausedBy == nil, pauseQueue.isEmpty, admissionOpen, !admissions.isEmpty {
             let (id, intent) = admissions.removeFirst()
             actions.append(.cancelTimer(.admission(id)))
             admit(id, intent, into: &actions)

@@ -90,8 +90,10 @@ public struct TransactionManager {
         case connect
         /// A periodic `stat` to a replica that is not connected.
         case probe
-        /// `join` of a new cluster's empty replicas.
-        case bootstrap
+        /// `join` of a new cluster's empty replicas, in bootstrap round `Int`.
+        case bootstrap(Int)
+        /// `reset` of a replica a transfer left half filled, before a bootstrap.
+        case bootstrapReset
         /// `memb`: the participants announced to a replica.
         case membership
         /// A state transfer's request, for the target replica `String`, attempt `Int`.
@@ -165,7 +167,11 @@ public struct TransactionManager {
     public enum NoteLevel: Equatable, Sendable { case info, notice, warning }
 
     /// What a reply of a transaction's outcome query says.
-    enum Resolution: Equatable { case commit, abort, pending }
+    enum Resolution: Equatable {
+        case commit, abort, pending
+        /// The decision log does not cover the seq (issued before it was lost or rewound, or never issued here).
+        case unknown
+    }
 
     enum Registration: Equatable { case running, vetoed, committing }
 
@@ -192,6 +198,11 @@ public struct TransactionManager {
         var connected = false
         /// What its last `stat` said about being in sync (nil: not heard from yet).
         var lastJoined: Bool?
+        /// The seq it joined at, as the persisted membership records it (0: taken in without a recorded join).
+        var joinedAt: UInt64 = 0
+        /// Keys and whether anything was in doubt, at its last `stat` (for the bootstrap of an empty cluster).
+        var lastKeys: Int?
+        var lastInDoubt = false
     }
 
     struct Transfer {
@@ -203,6 +214,8 @@ public struct TransactionManager {
         /// Keys committed since the attempt began (recorded when their COMMIT is durable).
         var dirty: Set<[UInt8]> = []
         var progress: StateTransfer.Progress?
+        /// The seq the target joins at (set when writes are paused for the final step).
+        var joinedAt: UInt64 = 0
     }
 
     public internal(set) var settings: Settings
@@ -219,14 +232,47 @@ public struct TransactionManager {
     var deliveries: [UInt64: Delivery] = [:]
     var transfers: [String: Transfer] = [:]
     var pendingReloads: [ReloadID: (settings: Settings, notes: [String])] = [:]
+    /// In-sync replicas that have answered a `stat` since the start: no seq is issued until all have, so the
+    /// epoch is known to be above every seq they hold.
+    var reported: Set<ClusterConfig.Replica> = []
+    /// Whether the state file was missing at start (a new or lost directory).
+    let fresh: Bool
+    /// Numbers the bootstraps: a late `join` ack of an earlier round (before a replica was found out of sync
+    /// again, say) takes nobody in.
+    var bootstrapRound = 0
+    /// Numbers the attempts of every transfer, so a reply of an abandoned one is never taken for a later one's.
+    var transferAttempts = 0
     var closing: [ReloadID: [ClusterConfig.Replica]] = [:]
 
     /// `recovered` is the state file as found (nil if there was none), `decisions` the decision log's files.
     public init(settings: Settings, recovered: MasterState?, decisions: [DecisionJournal.Generation]) {
         self.settings = settings
         state = recovered ?? MasterState()
+        fresh = recovered == nil
         journal = DecisionJournal(recovered: decisions, compactBytes: settings.compactBytes)
-        slots = settings.replicas.map { Slot(replica: $0, syncing: false) }
+        let members = state.members
+        // Only the replicas the persisted membership names, at the same address and disk, are in sync; any other
+        // configured replica may be empty or stale and is synced first. Without a persisted membership (a
+        // directory from an earlier version) every configured replica is taken in, as that version did.
+        slots = settings.replicas.map { replica in
+            guard let members else { return Slot(replica: replica, syncing: false) }
+            guard let member = members.first(where: { $0.replica == replica }) else {
+                return Slot(replica: replica, syncing: true)
+            }
+            return Slot(replica: replica, syncing: false, joinedAt: member.joinedAt)
+        }
+    }
+
+    /// Why the master must not start with these settings: cluster.yaml names none of the replicas the persisted
+    /// membership counts in sync (each was removed, moved or given another disk), so nothing would hold the
+    /// committed writes and every replica would wait forever for a state transfer. Nil when it may start.
+    public var startRefusal: String? {
+        guard let members = state.members, !members.isEmpty,
+              !members.contains(where: { settings.replicas.contains($0.replica) }) else { return nil }
+        let names = members.map { "\($0.replica.id)@\($0.replica.address) (data \($0.replica.dataDir))" }
+        return "cluster.yaml names none of the replicas in sync (\(names.joined(separator: ", "))), so no replica would "
+            + "hold the committed writes: put one of them back as it was; if their data was moved on purpose, remove "
+            + "master-state from the decision log directory to take every configured replica in (see docs/OPERATIONS.md)"
     }
 
     public mutating func handle(_ event: Event) -> [Action] {
@@ -268,7 +314,10 @@ public struct TransactionManager {
     private mutating func start(into actions: inout [Action]) {
         state.seqEpoch += 1
         state.configEpoch += 1
+        state.members = members
         counter = 0
+        // A new directory knows every seq from its first epoch on (a lost one's older seqs are not its to judge).
+        if fresh { state.presumeAbortFrom = state.seqEpoch * Self.seqsPerEpoch }
         actions.append(.persist(state))
         actions += journal.startUp().map(Action.log)
         for (seq, participants) in journal.pending.sorted(by: { $0.key < $1.key }) {
@@ -290,6 +339,9 @@ public struct TransactionManager {
 
     /// Transactions running now.
     public var inFlight: Int { running.count }
+
+    /// Whether a reload waits for running writes before it switches configurations.
+    public var reloadPending: Bool { !pendingReloads.isEmpty }
 
     /// Commits still being delivered.
     public var pendingCommits: Int { deliveries.count }

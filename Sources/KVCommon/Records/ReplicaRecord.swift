@@ -17,8 +17,9 @@ public enum ReplicaRecord: Equatable, Sendable {
     case load(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
     /// State transfer: remove a key.
     case drop(key: [UInt8])
-    /// State transfer begins: the key space is emptied and the replica is out of sync until `join`.
-    case reset
+    /// State transfer begins: the key space is emptied and the replica is out of sync until `join`. `transfer`
+    /// names the transfer that reset it (0: none named), which its `join` must name again.
+    case reset(transfer: UInt64 = 0)
     /// State transfer finished: the replica holds the committed state and takes part again in transactions
     /// with seqs above `since` (it knows nothing of those at or below it).
     case join(since: UInt64)
@@ -29,6 +30,31 @@ public enum ReplicaRecord: Equatable, Sendable {
         case .load(_, _, let version, _): return version
         case .drop, .reset, .join: return 0
         }
+    }
+
+    /// A 31-bit fingerprint of a prepare's operation (members aside; never 0), remembered with its commit so that
+    /// a later prepare reusing the seq can be told from a duplicate. CRC-32C: cheap on large values.
+    var operationFingerprint: UInt32 {
+        func fold(_ op: WriteOp, _ seed: UInt32) -> UInt32 {
+            switch op {
+            case .put(let key, let value):
+                return CRC32C.checksum(value, seed: CRC32C.checksum(key, seed: seed ^ 0x50 ^ UInt32(truncatingIfNeeded: key.count)))
+            case .delete(let key):
+                return CRC32C.checksum(key, seed: seed ^ 0x44 ^ UInt32(truncatingIfNeeded: key.count))
+            }
+        }
+        var crc: UInt32 = 0
+        switch self {
+        case .prepare(_, let op, _):
+            crc = fold(op, 0)
+        case .prepareTxn(_, let ops, let locked, _):
+            crc = 0x54
+            for op in ops { crc = fold(op, crc) }
+            for key in locked { crc = CRC32C.checksum(key, seed: crc ^ 0x4C ^ UInt32(truncatingIfNeeded: key.count)) }
+        default:
+            break
+        }
+        return (crc & 0x7FFF_FFFF) | 1
     }
 
     /// The record with its members list left out (two prepares of one operation compare equal).
@@ -65,9 +91,9 @@ public enum ReplicaRecord: Equatable, Sendable {
             writer.u8(5)
             writer.u64(0)
             writer.blob(key)
-        case .reset:
+        case .reset(let transfer):
             writer.u8(6)
-            writer.u64(0)
+            writer.u64(transfer)
         case .join(let since):
             writer.u8(7)
             writer.u64(since)
@@ -95,7 +121,7 @@ public enum ReplicaRecord: Equatable, Sendable {
         case 3: record = .abort(seq: seq)
         case 4: record = .load(key: try reader.blob(), value: try reader.blob(), version: seq, created: try reader.u64())
         case 5: record = .drop(key: try reader.blob())
-        case 6: record = .reset
+        case 6: record = .reset(transfer: seq)
         case 7: record = .join(since: seq)
         case 8, 11:
             var ops: [WriteOp] = []

@@ -6,10 +6,14 @@ public enum SnapshotRecord: Equatable, Sendable {
     case header(generation: UInt64, lastCommittedSeq: UInt64, maxForgottenSeq: UInt64, joined: Bool)
     /// The seq the replica last joined at (`Participant.joinedSince`), right after the header; absent means 0.
     case joinedSince(UInt64)
+    /// The transfer that reset an out-of-sync replica (`Participant.resetBy`), after the header; absent means 0.
+    case resetBy(UInt64)
     case entry(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
     /// An in-doubt transaction: its `prepare` or `prepareTxn` record.
     case prepared(ReplicaRecord)
     case decided(seq: UInt64, committed: Bool)
+    /// A remembered commit with its operation's fingerprint (`DecisionMemory`).
+    case committed(seq: UInt64, fingerprint: UInt32)
     case trailer(entries: UInt64, prepared: UInt64, decided: UInt64, digest: UInt64)
 
     public func encoded() -> [UInt8] {
@@ -35,6 +39,9 @@ public enum SnapshotRecord: Equatable, Sendable {
         case .joinedSince(let seq):
             writer.u8(6)
             writer.u64(seq)
+        case .resetBy(let transfer):
+            writer.u8(8)
+            writer.u64(transfer)
         case .entry(let key, let value, let version, let created):
             writer.u8(2)
             writer.blob(key)
@@ -48,6 +55,10 @@ public enum SnapshotRecord: Equatable, Sendable {
             writer.u8(4)
             writer.u64(seq)
             writer.u8(committed ? 1 : 0)
+        case .committed(let seq, let fingerprint):
+            writer.u8(7)
+            writer.u64(seq)
+            writer.u32(fingerprint)
         case .trailer(let entries, let prepared, let decided, let digest):
             writer.u8(5)
             writer.u64(entries)
@@ -72,6 +83,8 @@ public enum SnapshotRecord: Equatable, Sendable {
             default: throw KVError.recordMalformed("snapshot prepared record does not hold a prepare")
             }
         case 6: record = .joinedSince(try reader.u64())
+        case 8: record = .resetBy(try reader.u64())
+        case 7: record = .committed(seq: try reader.u64(), fingerprint: try reader.u32())
         case 4: record = .decided(seq: try reader.u64(), committed: try reader.u8() == 1)
         case 5: record = .trailer(entries: try reader.u64(), prepared: try reader.u64(), decided: try reader.u64(),
                                   digest: try reader.u64())

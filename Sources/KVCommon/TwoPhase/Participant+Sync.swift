@@ -80,8 +80,9 @@ extension Participant {
             guard !hasPrepared else {
                 return [.reply(id, reply(false, .conflict, "in-doubt transactions must be resolved before a reset"))]
             }
-            applySync(.reset)
-            return [.persist(.reset), .reply(id, reply(true, .ok, "reset: empty and out of sync until join"))]
+            let record = ReplicaRecord.reset(transfer: request.seq ?? 0)
+            applySync(record)
+            return [.persist(record), .reply(id, reply(true, .ok, "reset: empty and out of sync until join"))]
         case .load:
             guard !joined else { return [.reply(id, reply(false, .badRequest, "load needs an out-of-sync replica"))] }
             guard let colon = request.value.firstIndex(of: UInt8(ascii: ":")),
@@ -96,10 +97,20 @@ extension Participant {
             applySync(.drop(key: request.key))
             return [.persist(.drop(key: request.key)), .reply(id, reply(true, .ok, "dropped"))]
         case .join:
-            if joined { return [.reply(id, reply(true, .ok, "already in sync"))] }
+            // The reply's seq is the join point in force, which the master records as this copy's identity.
+            if joined { return [.reply(id, reply(true, .ok, "already in sync", seq: joinedSince))] }
+            // A transfer's join ends only the transfer that reset this replica: one that restarted empty (or was
+            // reset by another) since would join without the data it was sent.
+            if !request.value.isEmpty {
+                guard let transfer = UInt64(String(decoding: request.value, as: UTF8.self)), transfer == resetBy else {
+                    return [.reply(id, reply(false, .badRequest, "join for transfer \(String(decoding: request.value, as: UTF8.self)), "
+                        + "but this replica was reset by \(resetBy == 0 ? "none" : "transfer \(resetBy)") since"))]
+                }
+            }
             let record = ReplicaRecord.join(since: request.seq ?? 0)
             applySync(record)
-            return [.persist(record), .reply(id, reply(true, .ok, "joined: in sync, voting and serving reads"))]
+            return [.persist(record),
+                    .reply(id, reply(true, .ok, "joined: in sync, voting and serving reads", seq: joinedSince))]
         default:
             return [.reply(id, reply(false, .badRequest, "not a state-transfer command"))]
         }
@@ -113,7 +124,8 @@ extension Participant {
             lastCommittedSeq = max(lastCommittedSeq, version)
         case .drop(let key):
             removeEntry(key)
-        case .reset:
+        case .reset(let transfer):
+            resetBy = transfer
             store = [:]
             digest = 0
             lastCommittedSeq = 0

@@ -85,6 +85,9 @@ public struct Participant {
     /// The seq the last `join` happened at: transactions at or below it may have run while this replica was out
     /// of sync, so it cannot say they never prepared here.
     public internal(set) var joinedSince: UInt64 = 0
+    /// The transfer that last reset this replica (`A;reset;;`), which its `join` must name (kept in snapshots, so
+    /// a snapshot taken while a large transfer loads does not make its join fail).
+    var resetBy: UInt64 = 0
     /// The participants the master last announced (`memb`); recorded with every prepare. Not persisted: every
     /// connection from the master starts by announcing them again.
     public private(set) var membership: [Member] = []
@@ -122,6 +125,8 @@ public struct Participant {
         var result = ReplicaStat(keys: store.count, digest: digest, lastCommittedSeq: lastCommittedSeq,
                                  inDoubt: inDoubtItems(nowMs: nowMs))
         result.joined = joined
+        result.joinedSince = joinedSince
+        result.maxSeq = max(lastCommittedSeq, decided.maxRecordedSeq, prepared.keys.max() ?? 0, joinedSince)
         return result
     }
 
@@ -143,12 +148,19 @@ public struct Participant {
         try body(.header(generation: generation, lastCommittedSeq: lastCommittedSeq,
                          maxForgottenSeq: decided.maxForgottenSeq, joined: joined))
         if joinedSince > 0 { try body(.joinedSince(joinedSince)) }
+        if resetBy > 0 { try body(.resetBy(resetBy)) }
         for (key, entry) in store {
             try body(.entry(key: key, value: entry.value, version: entry.version, created: entry.created))
         }
         for (_, item) in prepared.sorted(by: { $0.key < $1.key }) { try body(.prepared(item.record)) }
         let outcomes = decided.entries
-        for item in outcomes { try body(.decided(seq: item.seq, committed: item.outcome == .committed)) }
+        for item in outcomes {
+            if item.outcome == .committed && item.fingerprint != 0 {
+                try body(.committed(seq: item.seq, fingerprint: item.fingerprint))
+            } else {
+                try body(.decided(seq: item.seq, committed: item.outcome == .committed))
+            }
+        }
         try body(.trailer(entries: UInt64(store.count), prepared: UInt64(prepared.count),
                           decided: UInt64(outcomes.count), digest: digest))
     }
@@ -163,12 +175,16 @@ public struct Participant {
             replayedJoin = joined
         case .joinedSince(let seq):
             joinedSince = seq
+        case .resetBy(let transfer):
+            resetBy = transfer
         case .entry(let key, let value, let version, let created):
             setEntry(key, value: value, version: version, created: created)
         case .prepared(let record):
             replay(record, nowMs: nowMs)
         case .decided(let seq, let committed):
             decided.record(seq, committed ? .committed : .aborted)
+        case .committed(let seq, let fingerprint):
+            decided.record(seq, .committed, fingerprint: fingerprint)
         case .trailer(let entries, let preparedCount, _, let expectedDigest):
             guard entries == UInt64(store.count), preparedCount == UInt64(prepared.count), expectedDigest == digest else {
                 throw KVError.recordMalformed("snapshot trailer does not match its content "
@@ -185,8 +201,12 @@ public struct Participant {
             for key in item.locked { locks[key] = record.seq }
             prepared[record.seq] = item
         case .commit(let seq):
-            if let entry = prepared.removeValue(forKey: seq) { release(entry, applying: seq) }
-            decided.record(seq, .committed)
+            if let entry = prepared.removeValue(forKey: seq) {
+                release(entry, applying: seq)
+                decided.record(seq, .committed, fingerprint: entry.record.operationFingerprint)
+            } else {
+                decided.record(seq, .committed)
+            }
         case .abort(let seq):
             if let entry = prepared.removeValue(forKey: seq) { release(entry, applying: nil) }
             decided.record(seq, .aborted)
@@ -292,6 +312,14 @@ public struct Participant {
         case .aborted:
             return [.reply(id, reply(false, .aborted, "transaction \(seq) was already aborted here", seq: seq))]
         case .committed:
+            // Only a duplicate of the very operation that committed gets its yes again: a seq reused for another
+            // one (by a master whose decision log was lost or rewound) would be answered "committed" and applied
+            // nowhere. A commit remembered without its fingerprint (its prepare was not seen here, or a snapshot of
+            // an earlier version) is taken for a duplicate, as before.
+            if let fingerprint = decided.fingerprint(of: seq), fingerprint != record.operationFingerprint {
+                return [.reply(id, reply(false, .aborted, "transaction \(seq) already committed another write here "
+                    + "(was the seq reused?)", seq: seq))]
+            }
             return [.awaitDurable, .reply(id, reply(true, .ok, "already committed", seq: seq))]
         case nil:
             if decided.mayHaveForgotten(seq) {
@@ -389,7 +417,7 @@ public struct Participant {
             }
         }
         let keys = release(entry, applying: seq)
-        decided.record(seq, .committed)
+        decided.record(seq, .committed, fingerprint: entry.record.operationFingerprint)
         return [.persist(.commit(seq: seq)), .reply(id, reply(true, .ok, "committed", seq: seq))]
             + keys.flatMap { wakeReads($0) }
     }

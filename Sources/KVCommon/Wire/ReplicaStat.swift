@@ -13,6 +13,11 @@ public struct ReplicaStat: Equatable, Sendable {
     public var logSyncs: UInt64 = 0
     /// Whether the replica holds the committed state and takes part (false while it is being synced).
     public var joined = true
+    /// The seq it last joined at (`Participant.joinedSince`): with `joined`, which copy of the data this is.
+    public var joinedSince: UInt64 = 0
+    /// The highest seq this replica knows of (prepared, committed or aborted here, or its join point): a master
+    /// issues only seqs above it.
+    public var maxSeq: UInt64 = 0
 
     public struct InDoubt: Equatable, Sendable {
         public var seq: UInt64

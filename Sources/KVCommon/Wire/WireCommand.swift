@@ -33,8 +33,9 @@ public enum WireCommand: String, CaseIterable, Sendable {
     case load
     case drop
     case reset
-    /// `S;join;;`: in sync from seq `S` on (every transaction it takes part in has a larger seq); the master's
-    /// own joins always carry it, `;join;;` means 0.
+    /// `S;join;;T`: in sync from seq `S` on (every transaction it takes part in has a larger seq), ending the
+    /// transfer `T` that reset it (refused if another reset it, or none: the replica restarted empty meanwhile);
+    /// the master's own joins always carry `S`, `;join;;` means 0 and no transfer.
     case join
     /// `E;memb;;id@host:port,...`: the master announces the replicas that take part from now on (membership
     /// epoch `E`); every prepare after it records them, so an in-doubt replica asks exactly its transaction's
@@ -50,7 +51,7 @@ public enum WireCommand: String, CaseIterable, Sendable {
     }
 
     /// Whether the first field may hold a seq without needing one.
-    public var seqOptional: Bool { self == .join }
+    public var seqOptional: Bool { self == .join || self == .reset }
 
     /// Whether the key field must be non-empty (and is allowed at all).
     public var needsKey: Bool {
@@ -61,7 +62,9 @@ public enum WireCommand: String, CaseIterable, Sendable {
     }
 
     /// Whether the value field may be non-empty.
-    public var takesValue: Bool { self == .put || self == .load || self == .txn || self == .list || self == .memb }
+    public var takesValue: Bool {
+        self == .put || self == .load || self == .txn || self == .list || self == .memb || self == .join
+    }
 
     /// Whether the key field may be given without being required (the prefix of `list`).
     public var keyOptional: Bool { self == .list }

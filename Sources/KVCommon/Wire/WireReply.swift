@@ -64,6 +64,8 @@ public struct WireReply: Equatable, Sendable {
             writer.field("in_doubt", rawJSON: stat.inDoubtJSON())
             writer.field("log_syncs", stat.logSyncs)
             writer.field("joined", stat.joined)
+            writer.field("joined_since", stat.joinedSince)
+            writer.field("max_seq", stat.maxSeq)
         }
         if let page {
             writer.field("entries", rawJSON: page.json())
@@ -93,7 +95,7 @@ public struct WireReply: Equatable, Sendable {
         var status: Bool?, message: String?, server: String?, seq: UInt64?, code: String?, created: UInt64?
         var base64 = false
         var keys: UInt64?, digest: String?, lastCommitted: UInt64?, inDoubt: [JSONValue]?, logSyncs: UInt64?
-        var joined: Bool?
+        var joined: Bool?, joinedSince: UInt64?, maxSeq: UInt64?
         var entries: [JSONValue]?, done: Bool?
         var succeeded: Bool?, reads: [JSONValue]?
 
@@ -112,6 +114,8 @@ public struct WireReply: Equatable, Sendable {
             case "in_doubt": inDoubt = value.arrayValue
             case "log_syncs": logSyncs = value.uint64Value
             case "joined": joined = value.boolValue
+            case "joined_since": joinedSince = value.uint64Value
+            case "max_seq": maxSeq = value.uint64Value
             case "entries": entries = value.arrayValue
             case "done": done = value.boolValue
             case "succeeded": succeeded = value.boolValue
@@ -147,6 +151,8 @@ public struct WireReply: Equatable, Sendable {
                                        inDoubt: items)
                 stat.logSyncs = logSyncs ?? 0
                 stat.joined = joined ?? true
+                stat.joinedSince = joinedSince ?? 0
+                stat.maxSeq = maxSeq ?? max(lastCommitted ?? 0, items.map(\.seq).max() ?? 0)
                 reply.stat = stat
             }
             if let entries, let done {
