@@ -126,11 +126,11 @@ final class MasterNode: @unchecked Sendable {
     func status() -> MasterStatus {
         (try? loop.submit { [self] in
             MasterStatus(seqEpoch: manager.seqEpoch, inFlight: manager.inFlight, pendingCommits: manager.pendingCommits,
-                         decisionLogSyncs: decisions.syncCount,
+                         parkedCommits: manager.parkedCommits, decisionLogSyncs: decisions.syncCount,
                          transfers: Dictionary(uniqueKeysWithValues: manager.view.replicas.compactMap { replica in
                              manager.transferProgress(of: replica.id).map { (replica.id, $0) }
                          }))
-        }.wait()) ?? MasterStatus(seqEpoch: 0, inFlight: 0, pendingCommits: 0, decisionLogSyncs: 0, transfers: [:])
+        }.wait()) ?? MasterStatus(seqEpoch: 0, inFlight: 0, pendingCommits: 0, parkedCommits: 0, decisionLogSyncs: 0, transfers: [:])
     }
 
     /// A replica's `seq;qry;;` on query_listen; `respond` runs on the loop (the query server's channel is there).
@@ -257,6 +257,8 @@ struct MasterStatus {
     var seqEpoch: UInt64
     var inFlight: Int
     var pendingCommits: Int
+    /// Of those, owed only to replicas cluster.yaml no longer names.
+    var parkedCommits: Int
     var decisionLogSyncs: UInt64
     var transfers: [String: StateTransfer.Progress]
 }

@@ -94,6 +94,7 @@ struct StatusReport {
         writer.field("uptime_s", Int(Date().timeIntervalSince(node.startedAt)))
         writer.field("in_flight", counters.inFlight)
         writer.field("pending_commits", counters.pendingCommits)
+        writer.field("pending_commits_for_removed", counters.parkedCommits)
         writer.field("decision_log_syncs", counters.decisionLogSyncs)
         writer.field("replicas", rawJSON: JSONWriter.array(replicas))
         if verify {

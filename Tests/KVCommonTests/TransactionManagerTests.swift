@@ -126,6 +126,35 @@ final class TransactionManagerTests: XCTestCase {
         XCTAssertEqual(answer(2_000_000_002), .unknownTransaction, "never issued by this master")
     }
 
+    /// A commit owed to a replica that cluster.yaml no longer names is not ended: that replica may still run,
+    /// in doubt, and ask; presumed abort would then tell it "aborted" for a committed write. It is answered
+    /// "committed", and the commit is delivered once the replica is configured again.
+    func testACommitOwedToARemovedReplicaIsNeverPresumedAborted() {
+        let (r1, r2) = (replica("r1"), replica("r2"))
+        let seq: UInt64 = 1_000_000_007
+        var manager = TransactionManager(settings: settings([r1]),
+                                         recovered: MasterState(seqEpoch: 1, configEpoch: 1, presumeAbortFrom: 1_000_000_000,
+                                                                members: [.init(replica: r1, joinedAt: 0)]),
+                                         decisions: [.init(number: 1, records: [.commit(seq: seq, participants: ["r1", "r2"])])])
+        var actions = manager.handle(.start)
+        _ = manager.handle(.connected(r1))
+        actions += manager.handle(.replied(r1, .connect, stat(r1)))
+        XCTAssertTrue(sends(actions).contains { $0.0 == "r1" && $0.1 == .com })
+        actions = manager.handle(.replied(r1, .deliver(seq), ok(r1, seq: seq)))
+        let ended = actions.contains { if case .log(.append(let records, _)) = $0 { return records.contains(.end(seq: seq)) }
+                                       return false }
+        XCTAssertFalse(ended, "END logged although r2 never acknowledged: \(actions)")
+        var answer: ReplyCode?
+        for case .answerQuery(_, let reply) in manager.handle(.query(1, seq: seq)) { answer = reply.code }
+        XCTAssertEqual(answer, .committed)
+        // r2 configured again: the commit goes to it, and its ack ends the transaction.
+        actions = manager.handle(.reload(settings([r1, r2]), 1, notes: []))
+        for _ in 0..<3 where !sends(actions).contains(where: { $0.0 == "r2" && $0.1 == .com }) {
+            actions += manager.handle(.timer(.redeliver(seq)))
+        }
+        XCTAssertTrue(sends(actions).contains { $0.0 == "r2" && $0.1 == .com }, "\(actions)")
+    }
+
     // MARK: - Membership across restarts (bug 2)
 
     /// A replica that was syncing when the master stopped stays out of writes and reads after the restart, even

@@ -61,7 +61,9 @@ final class SimMaster {
     var view: MembershipView? { manager?.view }
     var isIdle: Bool {
         guard let manager else { return false }
-        return manager.inFlight == 0 && manager.pendingCommits == 0 && inbox.isEmpty && disk.unsynced == 0
+        // A commit owed only to a replica that is no longer configured stays owed (see `parkedCommits`).
+        return manager.inFlight == 0 && manager.pendingCommits == manager.parkedCommits && inbox.isEmpty
+            && disk.unsynced == 0
     }
 
     // MARK: - Process life
@@ -256,7 +258,8 @@ final class SimMaster {
                 lastParticipants = view.participants
                 context.trace("\(node): view \(view.participants.map(\.id)) syncing \(view.syncing.sorted())")
             case .closeLink(let replica):
-                if let link = links[replica] { network.close(link.connection) }
+                // As MasterNode: the link goes, and what was written on it may still arrive.
+                if let link = links.removeValue(forKey: replica) { network.close(link.connection, keepingRequests: true) }
             case .note(_, let text):
                 context.trace("\(node): \(text)")
             }

@@ -5,7 +5,8 @@ import KVCommon
 /// A connection joins a client (the side that sends requests) and a server. Only the oldest message in each
 /// direction of each connection is deliverable (FIFO, as a TCP stream: the master's links pair replies with calls
 /// by position, and state transfer relies on `reset`, `load`s and `join` arriving in order). Closing a connection
-/// loses everything in flight on it; whoever owns it is told by the simulation.
+/// loses what is in flight on it, except (when the client closed it) the requests already sent; whoever owns it
+/// is told by the simulation.
 final class SimNetwork {
     enum Payload {
         case request(call: UInt64, WireRequest)
@@ -81,13 +82,26 @@ final class SimNetwork {
 
     func remove(at index: Int) -> Message { inFlight.remove(at: index) }
 
-    /// Closes connection `id`; returns how many in-flight messages were lost with it.
+    /// Closes connection `id`; returns how many in-flight messages were lost with it. With `keepingRequests`
+    /// the client closed its end after writing: the requests already sent still reach the server, which reads
+    /// what is buffered before it sees the end of the stream and executes it, while its replies go nowhere. So a
+    /// request the client counts as failed may still run, after requests the client sends on a new connection.
     @discardableResult
-    func close(_ id: Int) -> Int {
+    func close(_ id: Int, keepingRequests: Bool = false) -> Int {
         guard connections[id].open else { return 0 }
         connections[id].open = false
+        let client = connections[id].client
         let before = inFlight.count
-        inFlight.removeAll { $0.connection == id }
+        inFlight.removeAll { $0.connection == id && !(keepingRequests && $0.from == client) }
+        return before - inFlight.count
+    }
+
+    /// `node` crashed: nothing in flight to it arrives any more, on any connection (a restarted process has
+    /// new connections).
+    @discardableResult
+    func purge(messagesTo node: String) -> Int {
+        let before = inFlight.count
+        inFlight.removeAll { $0.to == node }
         return before - inFlight.count
     }
 }

@@ -165,8 +165,9 @@ final class Simulation {
             option(2 * weight) {
                 let id = open[self.context.random.below(open.count)]
                 self.context.stats.resets += 1
-                self.context.trace("reset connection c\(id)")
-                self.close(id)
+                let keeping = self.context.random.below(2) == 0
+                self.context.trace("reset connection c\(id)\(keeping ? " (requests sent still arrive)" : "")")
+                self.close(id, keepingRequests: keeping)
             }
         }
         addReloads(option)
@@ -300,10 +301,11 @@ final class Simulation {
         close(message.connection)
     }
 
-    /// Closes a connection and tells both ends (a master fails the calls still waiting on it).
-    private func close(_ id: Int) {
+    /// Closes a connection and tells both ends (a master fails the calls still waiting on it). A client that
+    /// closes its end may have requests on their way that the server still executes (`SimNetwork.close`).
+    private func close(_ id: Int, keepingRequests: Bool = false) {
         let connection = network.connection(id)
-        let lost = network.close(id)
+        let lost = network.close(id, keepingRequests: keepingRequests)
         if lost > 0 { context.trace("c\(id) closed, \(lost) messages lost") }
         for node in [connection.client, connection.server] {
             if let process = masterProcess(node) {
@@ -319,7 +321,9 @@ final class Simulation {
     private func crash(_ process: SimMaster) {
         if process === master { context.stats.masterCrashes += 1 }
         process.crash()
-        for id in network.openConnections(of: process.node) { close(id) }
+        // What the master wrote before it died may still be read by the replicas.
+        network.purge(messagesTo: process.node)
+        for id in network.openConnections(of: process.node) { close(id, keepingRequests: context.random.below(2) == 0) }
     }
 
     private func restartMaster() {
@@ -354,12 +358,14 @@ final class Simulation {
     private func crash(_ replica: SimReplica) {
         context.stats.replicaCrashes += 1
         replica.crash()
-        for id in network.openConnections(of: replica.name) { close(id) }
+        network.purge(messagesTo: replica.name)
+        for id in network.openConnections(of: replica.name) { close(id, keepingRequests: context.random.below(2) == 0) }
     }
 
     private func wipe(_ replica: SimReplica) {
         context.stats.wipes += 1
         replica.wipe()
+        network.purge(messagesTo: replica.name)
         for id in network.openConnections(of: replica.name) { close(id) }
     }
 

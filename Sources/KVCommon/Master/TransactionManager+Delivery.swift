@@ -14,17 +14,22 @@ extension TransactionManager {
     mutating func redeliver(_ seq: UInt64, into actions: inout [Action]) {
         guard var delivery = deliveries[seq] else { return }
         delivery.attempts += 1
-        deliveries[seq] = delivery
-        for id in delivery.unacked.sorted() {
-            guard let replica = settings.replica(id) else {
-                // Removed from the configuration: it no longer needs this (or any) commit.
-                actions.append(.note(.notice, "commit \(seq): \(id) is no longer configured; not waiting for it"))
-                acknowledged(seq, by: id, into: &actions)
-                continue
+        let configured = delivery.unacked.sorted().compactMap { settings.replica($0) }
+        for replica in configured { actions.append(.send(replica, .com(seq), .deliver(seq))) }
+        guard !configured.isEmpty else {
+            // Owed only to replicas no longer configured. One may still run, in doubt, and ask: ending the commit
+            // would make presumed abort tell it "aborted". So the COMMIT stays (compaction carries it), queries
+            // are answered "committed", and delivery resumes if the replica is configured again.
+            if !delivery.parked {
+                actions.append(.note(.notice, "commit \(seq): still owed to \(delivery.unacked.sorted().joined(separator: ", ")), "
+                    + "no longer configured; kept in the decision log until configured again and synced"))
             }
-            actions.append(.send(replica, .com(seq), .deliver(seq)))
+            delivery.parked = true
+            deliveries[seq] = delivery
+            return
         }
-        guard deliveries[seq] != nil else { return }
+        delivery.parked = false
+        deliveries[seq] = delivery
         let backoffMs = min(5000, 50 << min(delivery.attempts, 10))
         actions.append(.startTimer(.redeliver(seq), ms: backoffMs))
     }
@@ -39,6 +44,14 @@ extension TransactionManager {
         actions.append(.cancelTimer(.redeliver(seq)))
         actions += journal.end(seq: seq).map(Action.log)
         actions.append(.note(.info, "commit \(seq) acknowledged by every participant"))
+    }
+
+    /// Commits parked for replicas that a reload configured again go out to them.
+    mutating func resumeParkedDeliveries(into actions: inout [Action]) {
+        for seq in deliveries.keys.sorted() where deliveries[seq]!.parked
+            && deliveries[seq]!.unacked.contains(where: { settings.replica($0) != nil }) {
+            redeliver(seq, into: &actions)
+        }
     }
 
     /// `replica` was just synced from an in-sync replica: it holds every commit decided before, so it owes no

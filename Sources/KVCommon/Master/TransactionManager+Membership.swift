@@ -305,5 +305,6 @@ extension TransactionManager {
         actions.append(.answerReload(id, ok: true, message: message))
         if pausedBy == .reload(id) { releasePause(into: &actions) }
         for replica in added { ensureTransfer(replica, into: &actions) }
+        resumeParkedDeliveries(into: &actions)
     }
 }

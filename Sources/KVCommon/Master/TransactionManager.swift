@@ -188,6 +188,8 @@ public struct TransactionManager {
     struct Delivery {
         var unacked: Set<String>
         var attempts = 0
+        /// Owed only to replicas cluster.yaml no longer names: not sent, not ended, until one is configured again.
+        var parked = false
     }
 
     /// A configured replica and what the master knows of it.
@@ -345,6 +347,9 @@ public struct TransactionManager {
 
     /// Commits still being delivered.
     public var pendingCommits: Int { deliveries.count }
+
+    /// Of those, the ones owed only to replicas cluster.yaml no longer names (kept until they are named again).
+    public var parkedCommits: Int { deliveries.values.filter(\.parked).count }
 
     /// The participants of a running transaction (for the executor's crash points).
     public func participants(of seq: UInt64) -> [ClusterConfig.Replica] { running[seq]?.participants ?? [] }
