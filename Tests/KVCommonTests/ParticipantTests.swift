@@ -463,6 +463,20 @@ final class ParticipantTests: XCTestCase {
                        [reply(nextID, false, .badRequest)])
     }
 
+    /// An announcement from an earlier membership epoch (a dead master's last message, read from a connection it
+    /// wrote before it died, after the new master's) changes nothing: prepares keep recording the newer one.
+    func testAnOlderMembershipAnnouncementIsIgnored() {
+        var participant = Participant(server: "r1")
+        let members = [Member(id: "r1", host: "h1", port: 1)]
+        let stale = members + [Member(id: "r2", host: "h2", port: 2)]
+        _ = send(WireRequest(seq: 11, command: .memb, value: Member.encode(members)), to: &participant)
+        XCTAssertEqual(send(WireRequest(seq: 10, command: .memb, value: Member.encode(stale)), to: &participant),
+                       [reply(nextID, true, .ok, seq: 11)])
+        let op = WriteOp.put(key: key, value: [1])
+        XCTAssertEqual(send(op.prepareRequest(seq: 7), to: &participant).first,
+                       .persist(.prepare(seq: 7, op: op, members: members)))
+    }
+
     // MARK: - Snapshots
 
     func testSnapshotRestoresStoreLocksAndDecisions() throws {

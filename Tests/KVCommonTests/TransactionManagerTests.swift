@@ -69,6 +69,9 @@ final class TransactionManagerTests: XCTestCase {
         guard case .persist(let state)? = actions.first else { return XCTFail("\(actions)") }
         XCTAssertEqual(state.seqEpoch, 5)
         XCTAssertEqual(state.configEpoch, 10)
+        // A new run announces its participants under a new membership epoch: replicas then ignore whatever a
+        // dead master's connections still deliver.
+        XCTAssertEqual(state.membershipEpoch, 1)
         XCTAssertEqual(manager.seqEpoch, 5)
     }
 
@@ -153,6 +156,22 @@ final class TransactionManagerTests: XCTestCase {
             actions += manager.handle(.timer(.redeliver(seq)))
         }
         XCTAssertTrue(sends(actions).contains { $0.0 == "r2" && $0.1 == .com }, "\(actions)")
+    }
+
+    /// A replica that ignores the announcement because it holds a newer membership epoch (master-state restored
+    /// from a backup) makes the master move above it and announce again.
+    func testAMembershipEpochAheadOfTheMasterIsOvertaken() {
+        let r1 = replica("r1")
+        var manager = started([r1], recovered: MasterState(seqEpoch: 1, configEpoch: 1, membershipEpoch: 3,
+                                                            members: [.init(replica: r1, joinedAt: 0)]))
+        let actions = manager.handle(.replied(r1, .membership, ok(r1, seq: 40)))
+        XCTAssertEqual(persisted(actions).last?.membershipEpoch, 41)
+        let announced = actions.compactMap { action -> UInt64? in
+            guard case .send(_, let request, .membership) = action else { return nil }
+            return request.seq
+        }
+        XCTAssertEqual(announced, [41])
+        XCTAssertTrue(manager.handle(.replied(r1, .membership, ok(r1, seq: 41))).isEmpty)
     }
 
     // MARK: - Membership across restarts (bug 2)

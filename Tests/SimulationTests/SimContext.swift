@@ -20,6 +20,7 @@ struct SimStats {
     var reloads = 0
     var resets = 0
     var drops = 0
+    var partitions = 0
     var resolutions = 0
 
     mutating func add(_ other: SimStats) {
@@ -41,6 +42,7 @@ struct SimStats {
         reloads += other.reloads
         resets += other.resets
         drops += other.drops
+        partitions += other.partitions
         resolutions += other.resolutions
     }
 
@@ -49,6 +51,7 @@ struct SimStats {
             + "refused=\(refused) reads=\(reads) master-crashes=\(masterCrashes) (at persist points \(persistPointCrashes)) "
             + "backup-restores=\(backupRestores) second-masters=\(secondMasters) decision-log-compactions=\(compactions) "
             + "replica-crashes=\(replicaCrashes) wipes=\(wipes) reloads=\(reloads) resets=\(resets) drops=\(drops) "
+            + "partitions=\(partitions) "
             + "in-doubt-resolved-by-replicas=\(resolutions)"
     }
 }

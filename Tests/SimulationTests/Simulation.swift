@@ -32,6 +32,8 @@ final class Simulation {
     private var removed: [(id: String, node: String)] = []
     private var backups: [(files: [UInt64: SimMasterDisk.File], state: MasterState?)] = []
     private var nextReplicaNumber = 4
+    /// Replica nodes a partition cuts off from the masters (each way); replicas still reach one another.
+    private var cutOff: Set<String> = []
     /// Which of the master's timers healing fires next when nothing else moves.
     private var timerTurn = 0
 
@@ -51,7 +53,8 @@ final class Simulation {
 
     private func makeMaster(node: String, instance: Int) -> SimMaster {
         SimMaster(node: node, instance: instance, context: context, network: network, checker: checker, disk: disk,
-                  settings: { [unowned self] in settings() }, replicaIsUp: { [unowned self] in replica($0)?.up ?? false })
+                  settings: { [unowned self] in settings() },
+                  replicaIsUp: { [unowned self] in replica($0)?.up == true && !cutOff.contains($0) })
     }
 
     func settings() -> TransactionManager.Settings {
@@ -170,6 +173,28 @@ final class Simulation {
                 self.close(id, keepingRequests: keeping)
             }
         }
+        // A partition between the masters and one replica: what was in flight between them is lost, neither side
+        // can connect to the other until it heals, and the replica still reaches its peers.
+        let reachableReplicas = replicas.filter { $0.up && !cutOff.contains($0.name) }
+        if !reachableReplicas.isEmpty {
+            option(weight) {
+                let node = self.context.random.pick(reachableReplicas).name
+                self.context.stats.partitions += 1
+                self.context.trace("partition: \(node) cut off from the masters")
+                self.cutOff.insert(node)
+                for id in self.network.openConnections(of: node) {
+                    let connection = self.network.connection(id)
+                    if self.masterProcess(connection.peer(of: node)) != nil { self.close(id) }
+                }
+            }
+        }
+        if !cutOff.isEmpty {
+            option(30) {
+                let node = self.context.random.pick(self.cutOff.sorted())
+                self.context.trace("partition healed: \(node)")
+                self.cutOff.remove(node)
+            }
+        }
         addReloads(option)
     }
 
@@ -264,7 +289,8 @@ final class Simulation {
     /// Whether `from` can open a connection to `node` now: it runs, and a master is not cut off by a partition.
     private func reachable(_ node: String, from: String) -> Bool {
         if let process = masterProcess(node) {
-            return process.up && !(context.faultsEnabled && context.random.percent(config.partitionPercent))
+            return process.up && !cutOff.contains(from)
+                && !(context.faultsEnabled && context.random.percent(config.partitionPercent))
         }
         return replica(node)?.up ?? false
     }
@@ -394,6 +420,7 @@ final class Simulation {
     private func heal() {
         context.faultsEnabled = false
         context.trace("heal: faults off, restarting every process")
+        cutOff = []
         if second.up { crash(second) }
         if !master.up { restartMaster() }
         master.crashAfterPersists = nil

@@ -170,7 +170,13 @@ extension TransactionManager {
             slots[index].joinedAt = reply.seq ?? 0
             membershipChanged(into: &actions)
         case .membership:
-            break
+            // A replica that holds a newer epoch than this master's (a master-state restored from a backup, or
+            // lost) ignores its announcements: move above that epoch and announce again.
+            guard let inForce = reply.seq, inForce > state.membershipEpoch else { return }
+            actions.append(.note(.warning, "\(replica.id) holds membership epoch \(inForce), beyond this master's "
+                + "\(state.membershipEpoch) (was master-state restored or lost?): announcing again above it"))
+            state.membershipEpoch = inForce
+            membershipChanged(into: &actions)
         case .transfer(let target, let attempt, let step):
             guard transfers[target]?.attempt == attempt else { return }
             transferEvent(target, .reply(step, reply), into: &actions)

@@ -316,6 +316,8 @@ public struct TransactionManager {
     private mutating func start(into actions: inout [Action]) {
         state.seqEpoch += 1
         state.configEpoch += 1
+        // Announced under a new epoch: an announcement of the last run still in flight is then older.
+        state.membershipEpoch += 1
         state.members = members
         counter = 0
         // A new directory knows every seq from its first epoch on (a lost one's older seqs are not its to judge).

@@ -91,6 +91,8 @@ public struct Participant {
     /// The participants the master last announced (`memb`); recorded with every prepare. Not persisted: every
     /// connection from the master starts by announcing them again.
     public private(set) var membership: [Member] = []
+    /// The epoch of `membership` (the seq field of its `memb`).
+    public private(set) var membershipEpoch: UInt64 = 0
     /// Open state-transfer snapshots (`snap`/`page`).
     var scans = SyncScans()
     var locks: [[UInt8]: UInt64] = [:]
@@ -250,7 +252,14 @@ public struct Participant {
                 guard let members = Member.decode(request.value) else {
                     return [.reply(id, reply(false, .badRequest, "memb value must be 'id@host:port,...'"))]
                 }
+                // Epochs only move forward: an older announcement still in flight (a dead master's last
+                // messages, read after the new master's) must not replace a newer one.
+                guard request.seq! >= membershipEpoch else {
+                    return [.reply(id, reply(true, .ok, "membership epoch \(request.seq!) is older than the one in force: "
+                        + "ignored", seq: membershipEpoch))]
+                }
                 membership = members
+                membershipEpoch = request.seq!
                 return [.reply(id, reply(true, .ok, "\(members.count) participants from membership epoch \(request.seq!)",
                                          seq: request.seq))]
             case .com: return commit(request.seq!, id: id)
