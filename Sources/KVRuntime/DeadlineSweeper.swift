@@ -1,8 +1,8 @@
 import NIOCore
 
 /// Timers keyed by a value (the master's `TransactionManager.Timer`), kept with one scheduled task instead of
-/// one per timer: NIO's `scheduleTask` and `cancel` cost about 30 allocations per write, for phase time-outs
-/// that almost never fire.
+/// one per timer: arming and cancelling a NIO task allocates, and every write arms phase time-outs that almost
+/// never fire (docs/PERFORMANCE.md has the measurements).
 ///
 /// The task is set for the earliest deadline it knows of. When it runs it fires what has expired and sets itself
 /// for the next earliest; timers forgotten in the meantime are simply gone. Deadlines mostly come in increasing

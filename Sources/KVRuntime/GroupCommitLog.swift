@@ -90,13 +90,6 @@ public final class GroupCommitLog: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Queues `payloads` and blocks the calling thread until they are durable.
-    public func appendAndWait(_ payloads: [[UInt8]]) {
-        let done = DispatchSemaphore(value: 0)
-        append(payloads) { done.signal() }
-        done.wait()
-    }
-
     /// Queues a switch to a new, empty log file at `path`; `completion` runs once the old file is synced and
     /// the new one exists durably.
     public func rotate(to path: String, completion: @escaping () -> Void) {

@@ -58,7 +58,7 @@ struct HTTPResponse {
     ]
 
     /// The CGI response head (`Status:` line and headers) followed by the body, written straight into one
-    /// array (building the head as strings first cost about seven allocations per response).
+    /// array, with no intermediate strings: this runs for every response.
     func cgiBytes() -> [UInt8] {
         let json = !headers.contains { $0.0 == "Content-Type" }
         var bytes: [UInt8] = []

@@ -1,7 +1,8 @@
 import Foundation
 import KVCommon
 
-/// The HTTP API: maps requests to `KVService` calls and results to status codes and JSON bodies.
+/// The HTTP API: maps requests to `MasterNode` writes and `ReplicaReads` reads, and results to status codes and
+/// JSON bodies.
 ///
 /// | request                      | answer                                                                  |
 /// |------------------------------|-------------------------------------------------------------------------|

@@ -215,3 +215,12 @@ final class GroupCommitLogTests: XCTestCase {
         }
     }
 }
+
+extension GroupCommitLog {
+    /// Queues `payloads` and blocks the calling thread until they are durable.
+    func appendAndWait(_ payloads: [[UInt8]]) {
+        let done = DispatchSemaphore(value: 0)
+        append(payloads) { done.signal() }
+        done.wait()
+    }
+}

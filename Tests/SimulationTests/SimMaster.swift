@@ -11,7 +11,7 @@ import KVCommon
 ///   later step, as the event loop would run them in a later task.
 /// - Timers are armed and cancelled as the manager says; the scheduler fires any armed one.
 /// - `crash` loses everything in memory and what the disk had not synced (but a random prefix of it);
-///   `crashAtPersistPoints` crashes it right after a file action or state write of its own, start-up included.
+///   `crashAfterPersists` crashes it right after a file action or state write of its own, start-up included.
 final class SimMaster {
     /// Whether a start takes the decision-log directory's lock (`DecisionLogFiles`).
     static let locksDirectory = true

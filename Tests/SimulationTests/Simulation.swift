@@ -17,6 +17,16 @@ struct SimResult {
 /// quiescence. Every step is one scheduler choice (deliver a message, fsync a log, fire a timer, crash, wipe or
 /// restart a process, reload the configuration, ...); the checker sees every event, so a violation is reported at
 /// the step that caused it.
+///
+/// Faults (after the new cluster has settled): a stream that stalls until TCP gives up (the connection closes,
+/// losing what was in flight); connection resets, where the requests a client wrote before closing may still
+/// run on the server after its later ones; partitions cutting one replica off from the masters for a while;
+/// replica crashes (unsynced records lost) and wipes (a new, empty disk), with the state transfers that follow;
+/// master crashes, also right after any file action or state write of its own, start-up and compaction included;
+/// decision-log directories restored from a cold backup; a second master started on the same directory; and
+/// edits of cluster.yaml that remove a replica, add one back with its old data, move one to another node or add
+/// a new one, reloaded at once or read at the next start. Duplicates come from the protocol itself (redelivered
+/// `com`, repeated `stat` and `memb`, retried transfers) and from requests that run after their client gave up.
 final class Simulation {
     let config: SimConfig
     let context: SimContext

@@ -6,7 +6,7 @@ import Glibc
 /// strings, where a generic search walks them a byte at a time.
 public enum ByteScan {
     /// The offset of the first `byte` at or after `start` in `buffer`, or nil (also when `start` is past the
-    /// end). `memchr`: a byte-by-byte search was several percent of a replica's CPU on 256 KiB values.
+    /// end). `memchr`, which reads a word at a time (see docs/PERFORMANCE.md, cost per byte).
     public static func firstIndex(of byte: UInt8, in buffer: UnsafeRawBufferPointer, from start: Int = 0) -> Int? {
         guard start < buffer.count, let base = buffer.baseAddress,
               let hit = memchr(base + start, Int32(byte), buffer.count - start) else { return nil }

@@ -1,6 +1,7 @@
 // Coordinator: the master side of two-phase commit for one transaction, as a value-type state machine.
 //
-// Phases (TwoPhase.tla's tmState): preparing -> deciding -> committing | aborting -> finished.
+// Phases (tmState of the TwoPhase TLA+ module in Gray and Lamport's "Consensus on Transaction Commit"):
+// preparing -> deciding -> committing | aborting -> finished.
 // Messages in: replies from replicas (votes, then acks), "unreachable" reports, time-outs, abort requests from
 // in-doubt resolution, and the executor's report that the COMMIT record is durable (or was vetoed).
 // Actions out: send a wire request, persist a decision record, finish.

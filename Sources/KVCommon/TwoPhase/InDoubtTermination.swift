@@ -84,7 +84,4 @@ public struct InDoubtTermination {
             return [.ask(next, seq: seq)]
         }
     }
-
-    /// Whether a question about `seq` is outstanding.
-    public func isAsking(_ seq: UInt64) -> Bool { asking[seq] != nil }
 }

@@ -1,6 +1,7 @@
 // Participant: the replica side of two-phase commit, as a value-type state machine.
 //
-// Per transaction (TwoPhase.tla's rmState): working -> prepared -> committed | aborted.
+// Per transaction (rmState of the TwoPhase TLA+ module in Gray and Lamport's "Consensus on Transaction
+// Commit"): working -> prepared -> committed | aborted.
 // Messages in: get, put/del (prepare), com, abrt, qry (outcome query), stat, and read time-outs. Actions out: persist a log
 // record, reply to a request, await a decision for a parked read.
 //
@@ -353,6 +354,7 @@ public struct Participant {
             decided.record(seq, .aborted)
             return [.reply(id, reply(false, .notFound, "key not found", seq: seq))]
         }
+        precondition(locks[op.key] == nil, "a key is locked by at most one prepared transaction")
         locks[op.key] = seq
         prepared[seq] = Prepared(ops: [op], locked: [op.key], record: record, preparedAtMs: nowMs, members: membership)
         return [.persist(record), .reply(id, reply(true, .ok, "prepared", seq: seq))]
@@ -383,7 +385,10 @@ public struct Participant {
         for key in keys {
             if let answer = conflict(seq, key, id: id) { return answer }
         }
-        for key in keys { locks[key] = seq }
+        for key in keys {
+            precondition(locks[key] == nil, "a key is locked by at most one prepared transaction")
+            locks[key] = seq
+        }
         prepared[seq] = Prepared(ops: writes, locked: keys, record: record, preparedAtMs: nowMs, members: membership)
         var answer = reply(true, .ok, succeeded ? "prepared: compares hold" : "prepared: compares fail", seq: seq)
         answer.txn = TxnResult(succeeded: succeeded, reads: reads)

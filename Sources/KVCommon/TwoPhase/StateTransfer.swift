@@ -80,9 +80,6 @@ public struct StateTransfer {
         progress = Progress(phase: "starting", loaded: 0, total: 0, attempt: attempt, error: nil)
     }
 
-    /// Whether the attempt has ended (joined or failed).
-    public var isOver: Bool { phase == .done }
-
     /// The catch-up round wants the keys committed so far (`caughtUp`) next.
     public var wantsDirtyKeys: Bool { phase == .reading(outstanding: 0, final: false) && keys.isEmpty }
 

@@ -13,6 +13,7 @@ extension TransactionManager {
     /// (50 ms doubling up to 5 s).
     mutating func redeliver(_ seq: UInt64, into actions: inout [Action]) {
         guard var delivery = deliveries[seq] else { return }
+        precondition(journal.pending[seq] != nil, "commit \(seq) delivered without a durable COMMIT record")
         delivery.attempts += 1
         let configured = delivery.unacked.sorted().compactMap { settings.replica($0) }
         for replica in configured { actions.append(.send(replica, .com(seq), .deliver(seq))) }

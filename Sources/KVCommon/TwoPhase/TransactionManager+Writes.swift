@@ -71,13 +71,16 @@ extension TransactionManager {
 
     /// The next seq; a new epoch (persisted first) when the counter runs out.
     mutating func nextSeq(into actions: inout [Action]) -> UInt64 {
+        let previous = lastIssued
         counter += 1
         if counter == Self.seqsPerEpoch {
             state.seqEpoch += 1
             counter = 1
             actions.append(.persist(state))
         }
-        return state.seqEpoch * Self.seqsPerEpoch + counter
+        let seq = lastIssued
+        precondition(seq > previous, "seqs only grow: \(seq) issued after \(previous)")
+        return seq
     }
 
     /// Feeds `event` to the coordinator of `seq` and executes what it asks for.
@@ -88,6 +91,8 @@ extension TransactionManager {
             guard let transaction = running[seq] else { return }
             switch step {
             case .send(let id, let request):
+                precondition(request.command != .com || journal.pending[seq] != nil,
+                             "com for \(seq) before its COMMIT record is durable")
                 guard let replica = transaction.participants.first(where: { $0.id == id }) else { continue }
                 actions.append(.send(replica, request, .txn(seq)))
             case .persist(.commit(_, let participants)):

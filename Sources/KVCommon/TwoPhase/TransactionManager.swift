@@ -1,5 +1,6 @@
-// TransactionManager: every rule of the master, as one value-type state machine (TwoPhase.tla's TM, plus what
-// a real master needs around it). `MasterFCGI` and the simulation only feed it events and execute its actions.
+// TransactionManager: every rule of the master, as one value-type state machine (the transaction manager, TM,
+// of the TwoPhase TLA+ module in Gray and Lamport's "Consensus on Transaction Commit", plus what a real master
+// needs around it). `MasterFCGI` and the simulation only feed it events and execute its actions.
 //
 // It holds:
 // - the transactions running now, one `Coordinator` each, with the registry that makes "commit" and "abort"
