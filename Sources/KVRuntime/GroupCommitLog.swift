@@ -59,7 +59,9 @@ public final class GroupCommitLog: @unchecked Sendable {
         self.logger = logger
         self.lazyFlushMs = lazyFlushMs
         stats.bytes = file.sizeBytes
-        let thread = Thread { [unowned self] in
+        // The writer holds the log until `close()`: a log dropped without it (a start-up that fails later) must
+        // not leave the thread reading freed memory.
+        let thread = Thread {
             self.runWriter()
             self.finished.signal()
         }

@@ -30,6 +30,11 @@ struct MasterCommand: ParsableCommand {
         }
         do {
             try serve(cluster, logger: logger)
+        } catch let error as MasterError {
+            logger.critical("cannot start: \(error)")
+            // A configuration that does not fit the persisted state is not fixed by restarting (EX_CONFIG).
+            if case .configuration = error { throw ExitCode(78) }
+            throw ExitCode(1)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)

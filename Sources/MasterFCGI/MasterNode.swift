@@ -43,10 +43,12 @@ final class MasterNode: @unchecked Sendable {
         lock = try DirectoryLock(directory: config.master.decisionLogDir)
         stateFile = MasterStateFile(directory: config.master.decisionLogDir)
         let recovered = try stateFile.read()
+        let settings = TransactionManager.Settings(config: config)
+        if let refusal = TransactionManager.startRefusal(settings: settings, recovered: recovered) {
+            throw MasterError.configuration(refusal)
+        }
         decisions = try DecisionLogFiles(directory: config.master.decisionLogDir, loop: loop, logger: logger)
-        manager = TransactionManager(settings: .init(config: config), recovered: recovered,
-                                     decisions: decisions.recovered)
-        if let refusal = manager.startRefusal { throw MasterError.configuration(refusal) }
+        manager = TransactionManager(settings: settings, recovered: recovered, decisions: decisions.recovered)
     }
 
     /// Starts the manager (persists the epochs, connects to every replica) and returns once that is done.

@@ -44,6 +44,7 @@ struct StatusReport {
                 if let stat = reply.stat {
                     if !syncing { digests[link.replica.id] = "\(stat.keys):\(stat.digestHex)" }
                     writer.field("joined", stat.joined)
+                    writer.field("joined_since", stat.joinedSince)
                     writer.field("keys", stat.keys)
                     writer.field("digest", stat.digestHex)
                     writer.field("last_committed_seq", stat.lastCommittedSeq)

@@ -229,3 +229,55 @@ def test_read_connections_to_a_removed_replica_are_closed(cluster):
         assert status == 200 and body["server"] != "r3", body
         return master_connections_to(cluster, r3_port) == 0
     wait_until(read_then_count, 20, "the master to close its read connections to the removed r3")
+
+
+def test_a_replica_put_back_while_the_master_was_down_is_synced_before_it_serves(cluster):
+    """Who is in sync survives a master restart: a replica removed by a reload, still running with its old data,
+    and put back into cluster.yaml while the master is stopped takes part only after a state transfer (the
+    master used to take every configured replica in sync at start, so this one served its stale value)."""
+    assert cluster.http("PUT", "/kv/k", body=b"old")[0] == 200
+    full = copy.deepcopy(cluster.config)
+    reduced = copy.deepcopy(full)
+    reduced["replicas"] = [r for r in reduced["replicas"] if r["id"] != "r3"]
+    cluster.write_config(reduced)
+    assert cluster.reload_master()[0] == 200
+    assert cluster.http("PUT", "/kv/k", body=b"new")[0] == 200
+    cluster.stop_master()
+    cluster.write_config(full)
+    assert cluster.wire("r3", ";get;k;")[0]["message"] == "old"
+    cluster.start_master()
+    answers = set()
+    for _ in range(60):
+        status, body = cluster.http("GET", "/kv/k")
+        assert status == 200, body
+        answers.add((body["message"], body["server"]))
+    assert {message for message, _ in answers} == {"new"}, answers
+    wait_until(lambda: replica_state(cluster, "r3")[0]["state"] == "up", 60, "r3 to be synced")
+    wait_healthy(cluster)
+    check_identical(cluster)
+    assert cluster.wire("r3", ";get;k;")[0]["message"] == "new"
+
+
+def test_the_master_refuses_to_start_when_cluster_yaml_names_no_replica_in_sync(cluster):
+    """Every replica moved to another data directory in the file: none holds what the master knows was
+    committed, so it stops (exit 78, touching nothing) and says what to put back, instead of waiting forever
+    for a state transfer that has no source."""
+    assert cluster.http("PUT", "/kv/k", body=b"v")[0] == 200
+    cluster.stop_master()
+    full = copy.deepcopy(cluster.config)
+    moved = copy.deepcopy(full)
+    for replica in moved["replicas"]:
+        replica["data_dir"] = f"data/elsewhere-{replica['id']}"
+    cluster.write_config(moved)
+    directory = os.path.join(os.path.dirname(cluster.config_path), "data", "master")
+    before = open(os.path.join(directory, "master-state"), "rb").read()
+    master = cluster._spawn("master", [os.path.join(cluster.bin_dir, "kv-master"), "--config", cluster.config_path])
+    assert master.wait(timeout=30) == 78
+    log = cluster.log("master")
+    assert "names none of the replicas in sync" in log and "r1@127.0.0.1" in log, log[-2000:]
+    assert open(os.path.join(directory, "master-state"), "rb").read() == before
+    cluster.write_config(full)
+    cluster.start_master()
+    wait_healthy(cluster)
+    assert cluster.http("PUT", "/kv/k", body=b"w")[0] == 200
+    assert cluster.http("GET", "/kv/k")[1]["message"] == "w"

@@ -269,8 +269,11 @@ public struct TransactionManager {
     /// Why the master must not start with these settings: cluster.yaml names none of the replicas the persisted
     /// membership counts in sync (each was removed, moved or given another disk), so nothing would hold the
     /// committed writes and every replica would wait forever for a state transfer. Nil when it may start.
-    public var startRefusal: String? {
-        guard let members = state.members, !members.isEmpty,
+    public var startRefusal: String? { Self.startRefusal(settings: settings, recovered: state) }
+
+    /// `startRefusal` before a manager exists (so the master can stop before it opens its decision log).
+    public static func startRefusal(settings: Settings, recovered: MasterState?) -> String? {
+        guard let members = recovered?.members, !members.isEmpty,
               !members.contains(where: { settings.replicas.contains($0.replica) }) else { return nil }
         let names = members.map { "\($0.replica.id)@\($0.replica.address) (data \($0.replica.dataDir))" }
         return "cluster.yaml names none of the replicas in sync (\(names.joined(separator: ", "))), so no replica would "
