@@ -20,6 +20,8 @@ final class DecisionLogFiles {
     private var flushScheduled = false
     /// Every generation found at start, oldest first, with its records.
     let recovered: [DecisionJournal.Generation]
+    /// Runs on the loop once a forced append is durable (set once, before the first append).
+    var onDurable: (DecisionLogToken) -> Void = { _ in }
 
     init(directory: String, loop: EventLoop, logger: Logger) throws {
         self.directory = directory
@@ -55,7 +57,7 @@ final class DecisionLogFiles {
     }
 
     /// Executes one file action; `onDurable` runs (on the loop) once a forced append is durable.
-    func execute(_ action: DecisionJournal.FileAction, onDurable: @escaping (DecisionLogToken) -> Void) {
+    func execute(_ action: DecisionJournal.FileAction) {
         switch action {
         case .append(let records, let forced):
             let payloads = records.map { $0.encoded() }
@@ -63,8 +65,8 @@ final class DecisionLogFiles {
                 log.append(payloads, sync: .lazy)
                 return
             }
-            log.append(payloads, sync: .caller) { [loop] in
-                if loop.inEventLoop { onDurable(token) } else { loop.execute { onDurable(token) } }
+            log.append(payloads, sync: .caller) { [self] in
+                if loop.inEventLoop { onDurable(token) } else { loop.execute { [self] in onDurable(token) } }
             }
             scheduleFlush()
         case .rotate(let generation):

@@ -28,6 +28,8 @@ final class MasterNode: @unchecked Sendable {
     private var queryResponders: [TransactionManager.QueryID: (WireReply) -> Void] = [:]
     private var feeding = false
     private var backlog: [TransactionManager.Event] = []
+    /// The manager's actions for the event being executed, reused from event to event.
+    private var actionBuffer: [TransactionManager.Action] = []
     /// The full configuration the manager's settings came from (limits and time-outs for the router).
     private var config: ClusterConfig
     private var configLoadedAt = Date()
@@ -55,6 +57,7 @@ final class MasterNode: @unchecked Sendable {
     func start() throws {
         try loop.submit { [self] in
             timers = DeadlineSweeper(loop: loop) { [unowned self] timer in feed(.timer(timer)) }
+            decisions.onDurable = { [unowned self] token in logged(token) }
             feed(.start)
         }.wait()
     }
@@ -156,12 +159,16 @@ final class MasterNode: @unchecked Sendable {
             return
         }
         feeding = true
-        execute(manager.handle(event))
-        while !backlog.isEmpty {
-            let next = backlog.removeFirst()
-            execute(manager.handle(next))
-        }
+        run(event)
+        while !backlog.isEmpty { run(backlog.removeFirst()) }
         feeding = false
+    }
+
+    private func run(_ event: TransactionManager.Event) {
+        manager.handle(event, into: &actionBuffer)
+        execute(actionBuffer)
+        // Unique again once `execute` returned: the next event reuses the storage.
+        actionBuffer.removeAll(keepingCapacity: true)
     }
 
     private func execute(_ actions: [TransactionManager.Action]) {
@@ -186,7 +193,7 @@ final class MasterNode: @unchecked Sendable {
                 pauseWaiters.removeValue(forKey: id)?.resolve(false)
             case .log(let file):
                 if case .append(_, .commit?) = file { Failpoints.hit("master-after-votes") }
-                decisions.execute(file) { [self] token in logged(token) }
+                decisions.execute(file)
             case .persist(let state):
                 do {
                     try stateFile.write(state)

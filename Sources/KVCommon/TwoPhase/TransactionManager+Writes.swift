@@ -12,7 +12,7 @@ extension TransactionManager {
     }
 
     private mutating func admit(_ id: WriteID, _ intent: WriteIntent, into actions: inout [Action]) {
-        let participants = slots.filter { !$0.syncing }.map(\.replica)
+        let participants = participantReplicas
         guard !participants.isEmpty else {
             actions.append(.answerWrite(id, .refused("no replica is in sync to take writes")))
             return
@@ -24,7 +24,7 @@ extension TransactionManager {
         let seq = nextSeq(into: &actions)
         var prepare = intent.prepare
         prepare.seq = seq
-        let coordinator = Coordinator(seq: seq, prepare: prepare, participants: participants.map(\.id))
+        let coordinator = Coordinator(seq: seq, prepare: prepare, participants: participantIDs)
         running[seq] = Running(coordinator: coordinator, writeID: id, writtenKeys: intent.writtenKeys,
                                participants: participants, phase: coordinator.phase)
         actions.append(.startTimer(.phase(seq), ms: settings.timeouts.prepareTimeoutMs))
@@ -42,9 +42,6 @@ extension TransactionManager {
                 + "configuration is changing)")))
         }
     }
-
-    /// Whether every in-sync replica has reported since the start (see `floorSeqs`).
-    var admissionOpen: Bool { slots.allSatisfy { $0.syncing || reported.contains($0.replica) } }
 
     /// The last seq issued (or the epoch's base before the first).
     var lastIssued: UInt64 { state.seqEpoch * Self.seqsPerEpoch + counter }

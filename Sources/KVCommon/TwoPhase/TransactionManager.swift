@@ -225,7 +225,7 @@ public struct TransactionManager {
     var state: MasterState
     var journal: DecisionJournal
     var counter: UInt64 = 0
-    var slots: [Slot]
+    var slots: [Slot] { didSet { refreshWritePath() } }
     var removed: [ClusterConfig.Replica] = []
     var running: [UInt64: Running] = [:]
     /// Writes waiting behind a pause, in arrival order.
@@ -237,7 +237,12 @@ public struct TransactionManager {
     var pendingReloads: [ReloadID: (settings: Settings, notes: [String])] = [:]
     /// In-sync replicas that have answered a `stat` since the start: no seq is issued until all have, so the
     /// epoch is known to be above every seq they hold.
-    var reported: Set<ClusterConfig.Replica> = []
+    var reported: Set<ClusterConfig.Replica> = [] { didSet { refreshWritePath() } }
+    /// Derived from `slots` and `reported` whenever they change (rarely), since every write reads them.
+    private(set) var participantReplicas: [ClusterConfig.Replica] = []
+    private(set) var participantIDs: [String] = []
+    /// Whether every in-sync replica has reported since the start (see `floorSeqs`).
+    private(set) var admissionOpen = false
     /// Whether the state file was missing at start (a new or lost directory).
     let fresh: Bool
     /// Numbers the bootstraps: a late `join` ack of an earlier round (before a replica was found out of sync
@@ -264,6 +269,14 @@ public struct TransactionManager {
             }
             return Slot(replica: replica, syncing: false, joinedAt: member.joinedAt)
         }
+        refreshWritePath()
+    }
+
+    private mutating func refreshWritePath() {
+        let participating = slots.filter { !$0.syncing }
+        participantReplicas = participating.map(\.replica)
+        participantIDs = participating.map(\.replica.id)
+        admissionOpen = participating.allSatisfy { reported.contains($0.replica) }
     }
 
     /// Why the master must not start with these settings: cluster.yaml names none of the replicas the persisted
@@ -283,6 +296,12 @@ public struct TransactionManager {
 
     public mutating func handle(_ event: Event) -> [Action] {
         var actions: [Action] = []
+        handle(event, into: &actions)
+        return actions
+    }
+
+    /// `handle`, appending to `actions`: an executor that reuses one buffer allocates nothing per event for it.
+    public mutating func handle(_ event: Event, into actions: inout [Action]) {
         switch event {
         case .start: start(into: &actions)
         case .write(let id, let intent): write(id, intent, into: &actions)
@@ -301,7 +320,6 @@ public struct TransactionManager {
             if pausedBy == .client(id) { releasePause(into: &actions) }
         case .reload(let settings, let id, let notes): reload(settings, id, notes: notes, into: &actions)
         }
-        return actions
     }
 
     private mutating func fired(_ timer: Timer, into actions: inout [Action]) {
