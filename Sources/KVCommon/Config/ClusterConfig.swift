@@ -43,6 +43,13 @@ public struct ClusterConfig: Equatable, Sendable {
             self.port = port
             self.dataDir = dataDir
         }
+
+        /// The id and port only: replicas key the master's links, looked up for every message, and equal
+        /// replicas still compare in full.
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(id)
+            hasher.combine(port)
+        }
     }
 
     public struct Timeouts: Equatable, Sendable {

@@ -36,11 +36,8 @@ extension TransactionManager {
     }
 
     mutating func acknowledged(_ seq: UInt64, by replica: String, into actions: inout [Action]) {
-        guard var delivery = deliveries[seq], delivery.unacked.remove(replica) != nil else { return }
-        guard delivery.unacked.isEmpty else {
-            deliveries[seq] = delivery
-            return
-        }
+        // In place: a copy of the entry would make removing from its set copy the set.
+        guard deliveries[seq]?.unacked.remove(replica) != nil, deliveries[seq]?.unacked.isEmpty == true else { return }
         deliveries[seq] = nil
         actions.append(.cancelTimer(.redeliver(seq)))
         actions += journal.end(seq: seq).map(Action.log)

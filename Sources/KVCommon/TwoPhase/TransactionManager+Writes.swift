@@ -25,10 +25,9 @@ extension TransactionManager {
         var prepare = intent.prepare
         prepare.seq = seq
         let coordinator = Coordinator(seq: seq, prepare: prepare, participants: participantIDs)
-        running[seq] = Running(coordinator: coordinator, writeID: id, writtenKeys: intent.writtenKeys,
-                               participants: participants, phase: coordinator.phase)
         actions.append(.startTimer(.phase(seq), ms: settings.timeouts.prepareTimeoutMs))
-        drive(seq, .start, into: &actions)
+        advance(Running(coordinator: coordinator, writeID: id, writtenKeys: intent.writtenKeys,
+                        participants: participants, phase: coordinator.phase), .start, into: &actions)
     }
 
     mutating func admissionTimedOut(_ id: WriteID, into actions: inout [Action]) {
@@ -82,10 +81,20 @@ extension TransactionManager {
 
     /// Feeds `event` to the coordinator of `seq` and executes what it asks for.
     mutating func drive(_ seq: UInt64, _ event: Coordinator.Event, into actions: inout [Action]) {
-        guard running[seq] != nil else { return }
-        let steps = running[seq]!.coordinator.handle(event)
-        for step in steps {
-            guard let transaction = running[seq] else { return }
+        // Taken out of `running` while it is driven and put back after: moves, where reading it in place would
+        // copy it (retaining every array and string in it) several times per write.
+        guard let transaction = running.removeValue(forKey: seq) else { return }
+        advance(transaction, event, into: &actions)
+    }
+
+    private mutating func advance(_ transaction: consuming Running, _ event: Coordinator.Event,
+                                  into actions: inout [Action]) {
+        let seq = transaction.coordinator.seq
+        var steps = transaction.coordinator.handle(event)
+        var next = 0
+        while next < steps.count {
+            let step = steps[next]
+            next += 1
             switch step {
             case .send(let id, let request):
                 precondition(request.command != .com || journal.pending[seq] != nil,
@@ -93,15 +102,22 @@ extension TransactionManager {
                 guard let replica = transaction.participants.first(where: { $0.id == id }) else { continue }
                 actions.append(.send(replica, request, .txn(seq)))
             case .persist(.commit(_, let participants)):
-                decide(seq, participants, into: &actions)
+                // Every vote was yes: log the COMMIT, unless an in-doubt replica was already promised "abort".
+                guard transaction.registration == .running else {
+                    let vetoed = transaction.coordinator.handle(
+                        .decisionVetoed(reason: "aborted: a replica in doubt was told abort first"))
+                    steps.insert(contentsOf: vetoed, at: next)
+                    continue
+                }
+                transaction.registration = .committing
+                actions += journal.commit(seq: seq, participants: participants).map(Action.log)
             case .persist(.end):
                 actions += journal.end(seq: seq).map(Action.log)
             case .finish(let outcome):
-                finish(seq, outcome, into: &actions)
+                finish(consume transaction, outcome, into: &actions)
                 return
             }
         }
-        guard var transaction = running[seq] else { return }
         if !transaction.answered, let early = transaction.coordinator.committedOutcome {
             // The COMMIT is durable and `com` is on its way: every replica holds the write prepared, and a read
             // that reaches one before its `com` waits for it (the key is locked), so this stays linearizable.
@@ -119,26 +135,17 @@ extension TransactionManager {
         grantPauseIfDrained(into: &actions)
     }
 
-    /// Every vote was yes: log the COMMIT, unless an in-doubt replica was already promised "abort".
-    private mutating func decide(_ seq: UInt64, _ participants: [String], into actions: inout [Action]) {
-        guard running[seq]?.registration == .running else {
-            drive(seq, .decisionVetoed(reason: "aborted: a replica in doubt was told abort first"), into: &actions)
-            return
-        }
-        running[seq]!.registration = .committing
-        actions += journal.commit(seq: seq, participants: participants).map(Action.log)
-    }
-
     mutating func commitDurable(_ seq: UInt64, into actions: inout [Action]) {
         journal.commitDurable(seq: seq)
-        if let keys = running[seq]?.writtenKeys {
+        if !transfers.isEmpty, let keys = running[seq]?.writtenKeys {
             for id in transfers.keys where transfers[id]?.current != nil { transfers[id]!.dirty.formUnion(keys) }
         }
         drive(seq, .decisionDurable, into: &actions)
     }
 
-    private mutating func finish(_ seq: UInt64, _ outcome: Coordinator.Outcome, into actions: inout [Action]) {
-        guard let transaction = running.removeValue(forKey: seq) else { return }
+    /// `transaction` is over (it is no longer in `running`).
+    private mutating func finish(_ transaction: consuming Running, _ outcome: Coordinator.Outcome, into actions: inout [Action]) {
+        let seq = transaction.coordinator.seq
         actions.append(.cancelTimer(.phase(seq)))
         if !outcome.pendingCommit.isEmpty { track(seq, outcome.pendingCommit, into: &actions) }
         if !transaction.answered { actions.append(.answerWrite(transaction.writeID, .outcome(outcome))) }
