@@ -7,19 +7,24 @@ import NIOCore
 /// The task is set for the earliest deadline it knows of. When it runs it fires what has expired and sets itself
 /// for the next earliest; timers forgotten in the meantime are simply gone. Deadlines mostly come in increasing
 /// order (the same time-out, started later), so starting one rarely moves the task. Confined to its event loop.
+///
+/// Inlinable so that the master's use is specialized for its key: unspecialized, every start and cancel went
+/// through the generic dictionary with runtime metadata lookups, on the event loop that every write crosses.
 public final class DeadlineSweeper<Key: Hashable> {
-    private let loop: EventLoop
-    private let fire: (Key) -> Void
-    private var deadlines: [Key: NIODeadline] = [:]
-    private var scheduled: (at: NIODeadline, task: Scheduled<Void>)?
+    @usableFromInline let loop: EventLoop
+    @usableFromInline let fire: (Key) -> Void
+    @usableFromInline var deadlines: [Key: NIODeadline] = [:]
+    @usableFromInline var scheduled: (at: NIODeadline, task: Scheduled<Void>)?
 
     /// `fire` runs on `loop` once per `start` whose deadline passed (unless `cancel`led or restarted first).
+    @inlinable
     public init(loop: EventLoop, fire: @escaping (Key) -> Void) {
         self.loop = loop
         self.fire = fire
     }
 
     /// Starts (or restarts, replacing its deadline) the timer `key`.
+    @inlinable
     public func start(_ key: Key, at deadline: NIODeadline) {
         loop.preconditionInEventLoop()
         deadlines[key] = deadline
@@ -27,15 +32,19 @@ public final class DeadlineSweeper<Key: Hashable> {
         schedule(at: deadline)
     }
 
+    @inlinable
     public func start(_ key: Key, afterMs ms: Int) { start(key, at: .now() + .milliseconds(Int64(ms))) }
 
+    @inlinable
     public func cancel(_ key: Key) {
         deadlines.removeValue(forKey: key)
     }
 
+    @inlinable
     public var count: Int { deadlines.count }
 
-    private func schedule(at deadline: NIODeadline) {
+    @inlinable
+    func schedule(at deadline: NIODeadline) {
         scheduled?.task.cancel()
         let task = loop.scheduleTask(deadline: deadline) { [self] in sweep(reached: deadline) }
         scheduled = (deadline, task)
@@ -43,7 +52,8 @@ public final class DeadlineSweeper<Key: Hashable> {
 
     /// Fires what expired by `reached`, the deadline the task was set for (not the clock: a task that runs late
     /// leaves what expired meanwhile to the next run, which is then due at once).
-    private func sweep(reached now: NIODeadline) {
+    @inlinable
+    func sweep(reached now: NIODeadline) {
         scheduled = nil
         var expired: [Key] = []
         var next: NIODeadline?
