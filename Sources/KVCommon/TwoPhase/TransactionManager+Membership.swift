@@ -24,11 +24,11 @@ extension TransactionManager {
     /// `memb` with the participants now: every prepare a replica records after it names them.
     var membershipRequest: WireRequest {
         WireRequest(seq: max(1, state.membershipEpoch), command: .memb,
-                    value: Member.encode(slots.filter { !$0.syncing }.map { Member($0.replica) }))
+                    value: Member.encode(participantReplicas.map { Member($0) }))
     }
 
     /// The seq a replica joins at: every seq issued so far is at or below it.
-    var joinSeq: UInt64 { state.seqEpoch * Self.seqsPerEpoch + counter }
+    var joinSeq: UInt64 { lastIssued }
 
     /// The in-sync replicas, as the state file keeps them.
     var members: [MasterState.Member] {
@@ -43,11 +43,11 @@ extension TransactionManager {
         state.members = members
         actions.append(.persist(state))
         let request = membershipRequest
-        for slot in slots where !slot.syncing { actions.append(.send(slot.replica, request, .membership)) }
+        for replica in participantReplicas { actions.append(.send(replica, request, .membership)) }
         actions.append(.publish(view))
         // A transfer copying from a replica that no longer takes part (out of sync, removed, moved) would copy a
         // state that misses the writes from now on, and could join its target with it.
-        let participants = Set(slots.filter { !$0.syncing }.map(\.replica))
+        let participants = Set(participantReplicas)
         for target in transfers.keys.sorted() {
             guard transfers[target]?.current != nil, let source = transfers[target]?.source,
                   !participants.contains(source) else { continue }
