@@ -103,10 +103,16 @@ final class JSONTests: XCTestCase {
     }
 
     func testNonUTF8StringIsRejected() {
-        switch JSONValue.parse([0x22, 0xFF, 0x22]) {
-        case .success(let value): XCTFail("invalid UTF-8 parsed as \(value)")
-        case .failure(let error): XCTAssertTrue(error.description.contains("not UTF-8"), error.description)
+        // Plain and after an escape (two paths), a lone byte, a truncated sequence, an overlong one, a surrogate.
+        let strings: [[UInt8]] = [[0xFF], [0x61, 0xC3], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0x5C, 0x6E, 0xFF],
+                                  [0x7F, 0x5C, 0x74, 0xE2, 0x82]]
+        for body in strings {
+            switch JSONValue.parse([0x22] + body + [0x22]) {
+            case .success(let value): XCTFail("invalid UTF-8 \(body) parsed as \(value)")
+            case .failure(let error): XCTAssertTrue(error.description.contains("not UTF-8"), error.description)
+            }
         }
+        XCTAssertEqual(try JSONValue.parse([0x22, 0x7F, 0x41, 0x22]).get(), .string("\u{7F}A"))
     }
 
     func testTrailingGarbage() {

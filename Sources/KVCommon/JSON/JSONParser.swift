@@ -157,9 +157,8 @@ struct JSONParser {
         // Fast path: no escapes before the closing quote, so the text is a slice of the input.
         let end = bytes.withUnsafeBufferPointer { ByteScan.firstJSONSpecial($0, from: index) }
         if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
-            guard let text = String(validating: bytes[index..<end], as: UTF8.self) else {
-                throw fail("string is not UTF-8")
-            }
+            guard let text = bytes.withUnsafeBufferPointer({ Self.text(UnsafeBufferPointer(rebasing: $0[index..<end])) })
+            else { throw fail("string is not UTF-8") }
             index = end + 1
             return text
         }
@@ -170,7 +169,7 @@ struct JSONParser {
             index += 1
             switch byte {
             case UInt8(ascii: "\""):
-                guard let text = String(validating: out, as: UTF8.self) else { throw fail("string is not UTF-8") }
+                guard let text = out.withUnsafeBufferPointer(Self.text) else { throw fail("string is not UTF-8") }
                 return text
             case UInt8(ascii: "\\"):
                 guard index < bytes.count else { throw fail("unterminated escape") }
@@ -193,6 +192,16 @@ struct JSONParser {
             }
         }
         throw fail("unterminated string")
+    }
+
+    /// The bytes as a string, nil unless they are UTF-8. ASCII, which every key and message of a wire reply
+    /// is in practice, skips `String(validating:)`: it is generic over the encoding and looks up type metadata
+    /// on every call, a cost the master's event loop paid several times per reply.
+    private static func text(_ utf8: UnsafeBufferPointer<UInt8>) -> String? {
+        var combined: UInt8 = 0
+        for byte in utf8 { combined |= byte }
+        if combined < 0x80 { return String(decoding: utf8, as: UTF8.self) }
+        return String(validating: utf8, as: UTF8.self)
     }
 
     private mutating func readHex4() throws -> UInt32 {

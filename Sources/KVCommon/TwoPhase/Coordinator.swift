@@ -74,15 +74,23 @@ public struct Coordinator {
 
     private enum ReplicaState: Equatable { case awaitingVote, yes, no, unreachable }
 
+    /// What the coordinator knows of one participant. Kept in an array parallel to `participants` (a
+    /// transaction has a handful): dictionaries keyed by replica id cost a hash per reply and four allocations
+    /// per transaction on the master's event loop.
+    private struct Peer {
+        var state = ReplicaState.awaitingVote
+        /// Requests sent and not answered yet.
+        var outstanding = 0
+        var report: ReplicaReport?
+        var acked = false
+    }
+
     public let seq: UInt64
     /// The phase-one request every participant receives (`put`, `del` or `txn`).
     public let prepareRequest: WireRequest
     public let participants: [String]
     public private(set) var phase: Phase = .preparing
-    private var states: [String: ReplicaState] = [:]
-    private var outstanding: [String: Int] = [:]
-    private var reports: [String: ReplicaReport] = [:]
-    private var acked: Set<String> = []
+    private var peers: [Peer]
     private var failure: Failure?
     private var started = false
 
@@ -98,10 +106,7 @@ public struct Coordinator {
         self.seq = seq
         prepareRequest = prepare
         self.participants = participants
-        for replica in participants {
-            states[replica] = .awaitingVote
-            outstanding[replica] = 0
-        }
+        peers = Array(repeating: Peer(), count: participants.count)
     }
 
     public mutating func handle(_ event: Event) -> [Action] {
@@ -109,42 +114,38 @@ public struct Coordinator {
         case (.preparing, .start):
             guard !started else { return [] }
             started = true
-            return participants.map { replica in
-                outstanding[replica, default: 0] += 1
-                return .send(replica: replica, prepareRequest)
+            return participants.indices.map { index in
+                peers[index].outstanding += 1
+                return .send(replica: participants[index], prepareRequest)
             }
         case (.finished, _), (_, .start):
             return []
         case (_, .reply(let replica, let reply)):
-            guard states[replica] != nil, outstanding[replica, default: 0] > 0 else { return [] }
-            outstanding[replica, default: 0] -= 1
-            return received(reply, from: replica)
+            guard let index = participants.firstIndex(of: replica), peers[index].outstanding > 0 else { return [] }
+            peers[index].outstanding -= 1
+            return received(reply, from: index)
         case (_, .unreachable(let replica, let reason)):
-            guard let state = states[replica], state != .unreachable else { return [] }
-            outstanding[replica] = 0
-            states[replica] = .unreachable
+            guard let index = participants.firstIndex(of: replica), peers[index].state != .unreachable else { return [] }
+            peers[index].outstanding = 0
+            peers[index].state = .unreachable
             if phase == .deciding {
-                reports[replica] = ReplicaReport(server: replica, status: false,
-                                                 message: "connection lost after voting yes: \(reason)", code: nil)
+                report(index, status: false, message: "connection lost after voting yes: \(reason)", code: nil)
                 return []
             }
             if phase == .committing {
-                reports[replica] = ReplicaReport(server: replica, status: false,
-                                                 message: "commit not acknowledged: \(reason)", code: nil)
+                report(index, status: false, message: "commit not acknowledged: \(reason)", code: nil)
                 return finishCommitIfSettled()
             }
-            reports[replica] = ReplicaReport(server: replica, status: false, message: reason, code: nil)
+            report(index, status: false, message: reason, code: nil)
             return beginAbort(because: .unavailable)
         case (.preparing, .timeout):
-            for replica in participants where states[replica] == .awaitingVote {
-                reports[replica] = ReplicaReport(server: replica, status: false,
-                                                 message: "no vote before the prepare timeout", code: .timeout)
+            for index in peers.indices where peers[index].state == .awaitingVote {
+                report(index, status: false, message: "no vote before the prepare timeout", code: .timeout)
             }
             return beginAbort(because: .unavailable)
         case (.committing, .timeout):
-            for replica in participants where !acked.contains(replica) && states[replica] != .unreachable {
-                reports[replica] = ReplicaReport(server: replica, status: false,
-                                                 message: "commit not acknowledged before the timeout", code: .timeout)
+            for index in peers.indices where !peers[index].acked && peers[index].state != .unreachable {
+                report(index, status: false, message: "commit not acknowledged before the timeout", code: .timeout)
             }
             return finishCommit()
         case (.aborting, .timeout):
@@ -153,23 +154,21 @@ public struct Coordinator {
             return []
         case (.deciding, .decisionDurable):
             phase = .committing
-            var actions: [Action] = []
-            for replica in participants {
-                outstanding[replica, default: 0] += 1
-                actions.append(.send(replica: replica, .com(seq)))
+            return participants.indices.map { index in
+                peers[index].outstanding += 1
+                return .send(replica: participants[index], .com(seq))
             }
-            return actions
         case (.deciding, .decisionVetoed(let reason)):
-            for replica in participants where states[replica] == .yes {
-                reports[replica] = ReplicaReport(server: replica, status: false, message: reason, code: .aborted)
+            for index in peers.indices where peers[index].state == .yes {
+                report(index, status: false, message: reason, code: .aborted)
             }
             phase = .preparing
             return beginAbort(because: .aborted)
         case (_, .decisionDurable), (_, .decisionVetoed):
             return []
         case (.preparing, .abortRequested(let reason)):
-            for replica in participants where states[replica] == .awaitingVote {
-                reports[replica] = ReplicaReport(server: replica, status: false, message: reason, code: .aborted)
+            for index in peers.indices where peers[index].state == .awaitingVote {
+                report(index, status: false, message: reason, code: .aborted)
             }
             return beginAbort(because: .aborted)
         case (_, .abortRequested):
@@ -179,54 +178,55 @@ public struct Coordinator {
 
     // MARK: - Transitions
 
-    private mutating func received(_ reply: WireReply, from replica: String) -> [Action] {
+    private mutating func report(_ index: Int, status: Bool, message: String, code: ReplyCode?) {
+        peers[index].report = ReplicaReport(server: participants[index], status: status, message: message, code: code)
+    }
+
+    private mutating func received(_ reply: WireReply, from index: Int) -> [Action] {
         switch phase {
         case .preparing:
-            guard states[replica] == .awaitingVote else { return [] }
-            reports[replica] = ReplicaReport(server: replica, status: reply.status, message: reply.message,
-                                             code: reply.code)
+            guard peers[index].state == .awaitingVote else { return [] }
+            report(index, status: reply.status, message: reply.message, code: reply.code)
             guard reply.status else {
-                states[replica] = .no
+                peers[index].state = .no
                 return beginAbort(because: Self.failure(for: reply.code))
             }
-            states[replica] = .yes
+            peers[index].state = .yes
             if let txn = reply.txn {
                 // Every replica holds the same committed state, so every replica must choose the same branch.
                 if let first = txnResult, first != txn {
-                    reports[replica]?.status = false
-                    reports[replica]?.message = "chose a different branch or read different values than the others: "
-                        + "replicas differ; run GET /status?verify=1"
+                    peers[index].report?.status = false
+                    peers[index].report?.message = "chose a different branch or read different values than the "
+                        + "others: replicas differ; run GET /status?verify=1"
                     return beginAbort(because: .aborted)
                 }
                 txnResult = txn
             }
-            guard participants.allSatisfy({ states[$0] == .yes }) else { return [] }
+            guard peers.allSatisfy({ $0.state == .yes }) else { return [] }
             phase = .deciding
             return [.persist(.commit(seq: seq, participants: participants))]
         case .deciding:
             return []
         case .committing:
-            guard outstanding[replica] == 0 else { return [] }
+            guard peers[index].outstanding == 0 else { return [] }
             if reply.status {
-                acked.insert(replica)
-                reports[replica] = ReplicaReport(server: replica, status: true, message: "committed", code: .ok)
+                peers[index].acked = true
+                report(index, status: true, message: "committed", code: .ok)
             } else {
-                reports[replica] = ReplicaReport(server: replica, status: false,
-                                                 message: "commit not applied: \(reply.message)", code: reply.code)
+                report(index, status: false, message: "commit not applied: \(reply.message)", code: reply.code)
             }
             return finishCommitIfSettled()
         case .aborting:
-            if states[replica] == .yes, reply.status, reports[replica]?.status == true {
-                reports[replica]?.message = "prepared, then rolled back (abrt)"
+            if peers[index].state == .yes, reply.status, peers[index].report?.status == true {
+                peers[index].report?.message = "prepared, then rolled back (abrt)"
             }
-            if states[replica] == .awaitingVote {
-                states[replica] = reply.status ? .yes : .no
-                if reports[replica] == nil || reports[replica]?.code == .timeout {
-                    reports[replica] = ReplicaReport(server: replica, status: reply.status,
-                                                     message: reply.message, code: reply.code)
+            if peers[index].state == .awaitingVote {
+                peers[index].state = reply.status ? .yes : .no
+                if peers[index].report == nil || peers[index].report?.code == .timeout {
+                    report(index, status: reply.status, message: reply.message, code: reply.code)
                 }
             }
-            return participants.allSatisfy({ outstanding[$0] == 0 }) ? finishAbort() : []
+            return peers.allSatisfy({ $0.outstanding == 0 }) ? finishAbort() : []
         case .finished:
             return []
         }
@@ -234,27 +234,27 @@ public struct Coordinator {
 
     private mutating func beginAbort(because reason: Failure) -> [Action] {
         guard phase == .preparing else {
-            return phase == .aborting && participants.allSatisfy({ outstanding[$0] == 0 }) ? finishAbort() : []
+            return phase == .aborting && peers.allSatisfy({ $0.outstanding == 0 }) ? finishAbort() : []
         }
         phase = .aborting
         failure = reason
         var actions: [Action] = []
-        for replica in participants where states[replica] != .unreachable {
-            outstanding[replica, default: 0] += 1
-            actions.append(.send(replica: replica, .abrt(seq)))
+        for index in peers.indices where peers[index].state != .unreachable {
+            peers[index].outstanding += 1
+            actions.append(.send(replica: participants[index], .abrt(seq)))
         }
         if actions.isEmpty { actions += finishAbort() }
         return actions
     }
 
     private mutating func finishCommitIfSettled() -> [Action] {
-        let settled = participants.allSatisfy { acked.contains($0) || states[$0] == .unreachable || outstanding[$0] == 0 }
+        let settled = peers.allSatisfy { $0.acked || $0.state == .unreachable || $0.outstanding == 0 }
         return settled ? finishCommit() : []
     }
 
     private mutating func finishCommit() -> [Action] {
         phase = .finished
-        let pending = participants.filter { !acked.contains($0) }
+        let pending = participants.indices.filter { !peers[$0].acked }.map { participants[$0] }
         let outcome = Outcome(seq: seq, committed: true, txn: txnResult, failure: nil, replicas: orderedReports(),
                               pendingCommit: pending)
         return pending.isEmpty ? [.persist(.end(seq: seq)), .finish(outcome)] : [.finish(outcome)]
@@ -275,7 +275,10 @@ public struct Coordinator {
     }
 
     private func orderedReports() -> [ReplicaReport] {
-        participants.map { reports[$0] ?? ReplicaReport(server: $0, status: false, message: "no answer", code: nil) }
+        participants.indices.map { index in
+            peers[index].report
+                ?? ReplicaReport(server: participants[index], status: false, message: "no answer", code: nil)
+        }
     }
 
     private static func failure(for code: ReplyCode) -> Failure {
