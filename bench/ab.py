@@ -85,6 +85,10 @@ def main():
             wins = sum(1 for b, h in zip(base, head) if h > b)
             print(f"| {op} c={connections} | {base_median:.0f} | {head_median:.0f} | "
                   f"{(head_median / base_median - 1) * 100:+.1f}% | {wins} of {len(base)} |")
+        print("\nper round (base / head):")
+        for op, connections in cases:
+            pairs = zip(rates[(op, connections, "base")], rates[(op, connections, "head")])
+            print(f"  {op} c={connections}: " + "  ".join(f"{b:.0f}/{h:.0f}" for b, h in pairs))
     finally:
         for cluster in clusters.values():
             cluster.kill_all()

@@ -1,7 +1,9 @@
 """Fixtures for integration tests: a real cluster (nginx + kv-master + 3 kv-replicad) on free loopback
 ports in a temporary directory, stopped by PID after each test whatever happened."""
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -20,6 +22,23 @@ def cluster(tmp_path):
         yield c
     finally:
         c.kill_all()
+
+
+@pytest.fixture
+def memory_cluster(tmp_path):
+    """A cluster whose data lives on tmpfs (/dev/shm), so fsync costs nothing: for tests of what the servers do
+    under load, whose bounds must not depend on the latency of the disk the machine shares with others."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    root = tempfile.mkdtemp(prefix="kv-mem-", dir="/dev/shm")
+    os.chmod(root, 0o755)
+    c = kvcluster.Cluster.generate(os.path.join(root, "kv"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

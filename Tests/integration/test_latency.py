@@ -1,6 +1,12 @@
 """Load test of the FastCGI worker pool sizing: at 64 concurrent clients on an idle cluster no request may take
 over 100 ms. With nginx `fastcgi_keep_conn on` each upstream connection pins a libfcgi worker thread, so a pool
-smaller than nginx's connection count shows up here as ~1 s stalls."""
+smaller than nginx's connection count shows up here as ~1 s stalls.
+
+The cluster keeps its data on tmpfs. A put waits for three fsyncs in sequence; on this machine's shared disk a
+single fsync has taken 300 ms and more (benchmarks of the same day saw etcd's put p99 at 60-75 ms and kv's
+slowest put at 1.2 s, for every build), so on disk the slowest put measured the disk and this test failed now and
+then (357 ms against a 250 ms bound) with nothing wrong in the servers. Durability under load is measured by
+bench/ and the crash tests, not here."""
 import json
 import os
 import shutil
@@ -26,7 +32,8 @@ def run_wrk(cluster, script, connections, seconds, env=None):
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by scripts/setup.sh")
-def test_no_request_over_100ms_at_64_clients(cluster):
+def test_no_request_over_100ms_at_64_clients(memory_cluster):
+    cluster = memory_cluster
     keys = 200
     for i in range(keys):
         assert cluster.http("PUT", f"/kv/key{i}", body=b"v" * 64)[0] == 200
@@ -39,7 +46,5 @@ def test_no_request_over_100ms_at_64_clients(cluster):
 
     puts = run_wrk(cluster, "put.lua", 64, 5, env={"KV_KEYS": "10000"})
     assert puts["socket_errors"] == 0 and puts["non2xx"] == 0, puts
-    # A put waits for three fsyncs in sequence (prepare on the replicas, the commit decision, the commits) on
-    # a disk shared with whatever else the machine runs, so its tail is the disk's, not the worker pool's; the
-    # pool-sizing stall this test guards against lasts about a second, so puts are held to a quarter of that.
-    assert puts["max_us"] < 250_000, f"slowest PUT took {puts['max_us'] / 1000:.1f} ms: {puts}"
+    assert puts["requests"] > 1000, puts
+    assert puts["max_us"] < 100_000, f"slowest PUT took {puts['max_us'] / 1000:.1f} ms: {puts}"
