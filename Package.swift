@@ -12,13 +12,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CFCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
         .systemLibrary(name: "CYAML", pkgConfig: "yaml-0.1", providers: [.apt(["libyaml-dev"])]),
         // CRC-32C with the CPU's instruction where there is one (C: Swift cannot enable SSE4.2 per function).
         .target(name: "CKVChecksum"),
-        .target(name: "KVCommon", dependencies: ["CYAML", "CKVChecksum"]),
+        .target(name: "KVCommon", dependencies: [
+            "CYAML", "CKVChecksum", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "KVRuntime", dependencies: [
             "KVCommon",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -28,6 +28,10 @@ public enum KVError: Error, Equatable, CustomStringConvertible {
     case config(file: String, line: Int, column: Int, message: String)
     /// A binary record failed to decode.
     case recordMalformed(String)
+    /// A cluster or role key (its file's content) cannot be used.
+    case keyInvalid(String)
+    /// A link's handshake failed: the peer does not hold the key, or broke the protocol.
+    case authFailed(String)
 
     public var description: String {
         switch self {
@@ -60,6 +64,10 @@ public enum KVError: Error, Equatable, CustomStringConvertible {
             return "config: \(file):\(line):\(column): \(message)"
         case .recordMalformed(let detail):
             return "record: \(detail)"
+        case .keyInvalid(let detail):
+            return "key: \(detail)"
+        case .authFailed(let detail):
+            return "authentication failed: \(detail)"
         }
     }
 }

@@ -263,6 +263,8 @@ public struct Participant {
                 membershipEpoch = request.seq!
                 return [.reply(id, reply(true, .ok, "\(members.count) participants from membership epoch \(request.seq!)",
                                          seq: request.seq))]
+            case .hello, .auth:
+                return [.reply(id, reply(false, .badRequest, "the handshake comes first on a connection, and once"))]
             case .com: return commit(request.seq!, id: id)
             case .abrt: return abort(request.seq!, id: id)
             case .qry: return query(request.seq!, id: id)

@@ -22,4 +22,6 @@ public enum ReplyCode: String, Sendable, CaseIterable {
     case committed
     /// `qry`: the transaction is prepared here and its outcome is not known here either.
     case inDoubt = "in_doubt"
+    /// The link's handshake failed or the peer's role may not send this command; the connection is closed.
+    case unauthorized
 }

@@ -41,22 +41,26 @@ public enum WireCommand: String, CaseIterable, Sendable {
     /// epoch `E`); every prepare after it records them, so an in-doubt replica asks exactly its transaction's
     /// participants.
     case memb
+    /// The link handshake (`LinkHandshake`): `E;hello;ROLE:ID;NONCE` then `E;auth;ROLE:ID;PROOF`, the first lines
+    /// of every authenticated connection; never sent after it.
+    case hello
+    case auth
 
     /// Whether the first field must hold a transaction seq.
     public var needsSeq: Bool {
         switch self {
         case .put, .del, .com, .abrt, .qry, .page, .load, .txn, .list, .memb: return true
-        case .get, .stat, .snap, .drop, .reset, .join: return false
+        case .get, .stat, .snap, .drop, .reset, .join, .hello, .auth: return false
         }
     }
 
     /// Whether the first field may hold a seq without needing one.
-    public var seqOptional: Bool { self == .join || self == .reset }
+    public var seqOptional: Bool { self == .join || self == .reset || self == .hello || self == .auth }
 
     /// Whether the key field must be non-empty (and is allowed at all).
     public var needsKey: Bool {
         switch self {
-        case .get, .put, .del, .load, .drop: return true
+        case .get, .put, .del, .load, .drop, .hello, .auth: return true
         case .com, .abrt, .stat, .qry, .snap, .page, .reset, .join, .txn, .list, .memb: return false
         }
     }
@@ -64,6 +68,7 @@ public enum WireCommand: String, CaseIterable, Sendable {
     /// Whether the value field may be non-empty.
     public var takesValue: Bool {
         self == .put || self == .load || self == .txn || self == .list || self == .memb || self == .join
+            || self == .hello || self == .auth
     }
 
     /// Whether the key field may be given without being required (the prefix of `list`).
