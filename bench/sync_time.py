@@ -23,7 +23,7 @@ def preload(cluster, keys, value_bytes):
     value = b"p" * value_bytes
     for rid in cluster.replica_ids:
         r = cluster.replica(rid)
-        client = kvcluster.WireClient(r["host"], int(r["port"]), timeout_s=300)
+        client = kvcluster.WireClient(r["host"], int(r["port"]), timeout_s=300, key=cluster.wire_key(), client_id="bench")
         try:
             for start in range(0, keys, 5000):
                 lines = []

@@ -21,6 +21,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kvwire import WireClient, read_key, role_key  # noqa: E402,F401  (WireClient is re-exported for the tests)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SITE_FILE = os.path.join(REPO, "nginx", "kv-site.conf")
 
@@ -85,33 +88,6 @@ def wait_until(predicate, timeout_s, what, interval_s=None):
         time.sleep(delay)
         if interval_s is None:
             delay = min(delay * 2, 0.1)
-
-
-class WireClient:
-    """A connection speaking the replica wire protocol: send lines, read JSON reply lines."""
-
-    def __init__(self, host, port, timeout_s=5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout_s)
-        self.file = self.sock.makefile("rwb")
-
-    def call(self, *lines):
-        for line in lines:
-            self.file.write(line if isinstance(line, bytes) else line.encode())
-            self.file.write(b"\n")
-        self.file.flush()
-        replies = []
-        for _ in lines:
-            raw = self.file.readline()
-            if not raw:
-                raise ConnectionError("replica closed the connection")
-            replies.append(json.loads(raw))
-        return replies
-
-    def close(self):
-        try:
-            self.file.close()
-        finally:
-            self.sock.close()
 
 
 def exchange(conn, method, path, body=None, headers=None):
@@ -184,6 +160,7 @@ class Cluster:
             if values:
                 lines.append(f"{section}:")
                 lines += [f"  {k}: {v}" for k, v in values.items()]
+        lines += ["security:", "  cluster_key_file: keys/cluster.key"]
         path = os.path.join(root, "cluster.yaml")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -283,6 +260,7 @@ class Cluster:
         raise RuntimeError(f"{what}: {host}:{port} is already in use by another process; stop it first")
 
     def start_replica(self, rid, env=None, wait=True):
+        self.ensure_key()
         r = self.replica(rid)
         self._require_free(r["host"], r["port"], f"replica {rid}")
         self._spawn(rid, [os.path.join(self.bin_dir, "kv-replicad"), "--config", self.config_path, "--id", rid],
@@ -380,7 +358,28 @@ http {{
     def stop_nginx(self):
         self._signal("nginx", signal.SIGQUIT)
 
+    @property
+    def key_path(self):
+        """The cluster key file cluster.yaml names (absolute), or None."""
+        name = (self.config.get("security") or {}).get("cluster_key_file")
+        return os.path.join(os.path.dirname(self.config_path), name) if name else None
+
+    def ensure_key(self):
+        """Creates the cluster key on first start (256 random bits, hex, mode 0600), as scripts/cluster.sh does."""
+        path = self.key_path
+        if path and not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(32).hex() + "\n")
+
+    def wire_key(self, role="master"):
+        """The key this harness proves `role` with (None when the cluster's links are not authenticated)."""
+        path = self.key_path
+        return role_key(read_key(path), role) if path else None
+
     def start(self):
+        self.ensure_key()
         for rid in self.replica_ids:
             self.start_replica(rid, wait=False)
         for rid in self.replica_ids:
@@ -418,9 +417,11 @@ http {{
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout_s)
         return exchange(conn, method, path, body, headers)
 
-    def wire(self, rid, *lines):
+    def wire(self, rid, *lines, role="master"):
+        """Sends wire lines to replica `rid` (authenticated as `role` when the cluster has a key); the replies."""
         r = self.replica(rid)
-        client = WireClient(r["host"], int(r["port"]))
+        client = WireClient(r["host"], int(r["port"]), key=self.wire_key(role), role=role, client_id="tests",
+                            expected_server=rid)
         try:
             return client.call(*lines)
         finally:

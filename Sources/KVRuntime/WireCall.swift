@@ -5,15 +5,24 @@ import NIOPosix
 /// A one-shot wire-protocol call: connect, send one request, read one reply line, close. For the rare
 /// out-of-band questions (an in-doubt replica asking the master or a peer `seq;qry;;`), not the data path.
 public enum WireCall {
-    public static func call(_ request: WireRequest, host: String, port: Int, timeoutMs: Int,
-                            group: EventLoopGroup) -> Result<WireReply, WireCallError> {
-        let promise = group.next().makePromise(of: ByteBuffer.self)
-        let connect = ClientBootstrap(group: group)
+    /// With `handshake`, the request leaves only after the link handshake succeeded.
+    public static func call(_ request: WireRequest, host: String, port: Int, timeoutMs: Int, group: EventLoopGroup,
+                            handshake: HandshakeInitiator? = nil) -> Result<WireReply, WireCallError> {
+        let loop = group.next()
+        let promise = loop.makePromise(of: ByteBuffer.self)
+        let authenticated = loop.makePromise(of: Void.self)
+        let connect = ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(timeoutMs)))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LineFrameDecoder(maxLineBytes: 1 << 16)))
+                    if let handshake {
+                        try channel.pipeline.syncOperations.addHandler(
+                            LinkAuthClientHandler(initiator: handshake, authenticated: authenticated))
+                    } else {
+                        authenticated.succeed()
+                    }
                     try channel.pipeline.syncOperations.addHandler(FirstLineHandler(promise: promise))
                 }
             }
@@ -26,11 +35,18 @@ public enum WireCall {
             return .failure(WireCallError(reason: "cannot connect to \(host):\(port): \(error)"))
         }
         defer { channel.close(promise: nil) }
-        channel.writeAndFlush(channel.allocator.buffer(bytes: request.encoded()), promise: nil)
         let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeoutMs))) {
-            promise.fail(WireCallError(reason: "no answer from \(host):\(port) within \(timeoutMs) ms"))
+            let late = WireCallError(reason: "no answer from \(host):\(port) within \(timeoutMs) ms")
+            authenticated.fail(late)
+            promise.fail(late)
         }
         defer { timeout.cancel() }
+        do {
+            try authenticated.futureResult.wait()
+        } catch {
+            return .failure(WireCallError(reason: "\(host):\(port): \(error)"))
+        }
+        channel.writeAndFlush(channel.allocator.buffer(bytes: request.encoded()), promise: nil)
         do {
             let line = try promise.futureResult.wait()
             return WireReply.parse(Array(line.readableBytesView), valueExpected: false)

@@ -25,8 +25,12 @@ final class DirectReadConnection {
     /// What SO_RCVTIMEO/SO_SNDTIMEO are set to now (-1: unknown, set them before the next exchange).
     private var socketTimeoutMs = -1
 
-    init(host: String, port: Int, scratch: ReadScratch) {
+    /// A fresh handshake for each new connection (nil: the replica port is not authenticated).
+    private let handshake: (() -> HandshakeInitiator)?
+
+    init(host: String, port: Int, scratch: ReadScratch, handshake: (() -> HandshakeInitiator)?) {
         self.host = host
+        self.handshake = handshake
         self.port = port
         self.scratch = scratch
         address = "\(host):\(port)"
@@ -42,7 +46,14 @@ final class DirectReadConnection {
         // so that one failure is retried on a new connection.
         let reused = fd >= 0
         for attempt in 0..<2 {
-            if fd < 0, let failure = connect(timeoutMs: min(connectTimeoutMs, timeoutMs)) { return .failure(failure) }
+            if fd < 0 {
+                if let failure = connect(timeoutMs: min(connectTimeoutMs, timeoutMs)) { return .failure(failure) }
+                setSocketTimeouts(timeoutMs)
+                if let failure = authenticate(deadline: deadline) {
+                    disconnect()
+                    return .failure(failure)
+                }
+            }
             if socketTimeoutMs != timeoutMs { setSocketTimeouts(timeoutMs) }
             let result = exchange(request, deadline: deadline, maxLineBytes: maxLineBytes)
             if case .failure(let failure) = result {
@@ -55,6 +66,26 @@ final class DirectReadConnection {
     }
 
     private static let lost = "connection lost"
+
+    /// The link handshake on a new connection, before its first request (see `LinkHandshake`).
+    private func authenticate(deadline: UInt64) -> LinkFailure? {
+        guard let handshake else { return nil }
+        var initiator = handshake()
+        var line = initiator.hello
+        while true {
+            if let failure = send(line, deadline: deadline) { return failure }
+            let reply: [UInt8]
+            switch receiveLine(deadline: deadline, maxLineBytes: 4096) {
+            case .success(let received): reply = received
+            case .failure(let failure): return failure
+            }
+            switch initiator.receive(reply) {
+            case .success(.send(let next)): line = next
+            case .success(.authenticated): return nil
+            case .failure(let error): return LinkFailure(reason: "\(error) (\(address))")
+            }
+        }
+    }
 
     private func exchange(_ request: [UInt8], deadline: UInt64, maxLineBytes: Int) -> Result<[UInt8], LinkFailure> {
         if let failure = send(request, deadline: deadline) { return .failure(failure) }

@@ -35,6 +35,10 @@ struct MasterCommand: ParsableCommand {
             // A configuration that does not fit the persisted state is not fixed by restarting (EX_CONFIG).
             if case .configuration = error { throw ExitCode(78) }
             throw ExitCode(1)
+        } catch let error as KVError {
+            logger.critical("cannot start: \(error)")
+            if case .config = error { throw ExitCode(78) }
+            throw ExitCode(1)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
@@ -52,7 +56,8 @@ struct MasterCommand: ParsableCommand {
                                        logger: logger)
         var queries: QueryServer?
         if let host = cluster.master.queryHost, let port = cluster.master.queryPort {
-            queries = try QueryServer(group: group, host: host, port: port, node: node, serverID: cluster.master.id)
+            queries = try QueryServer(group: group, host: host, port: port, node: node, serverID: cluster.master.id,
+                                      clusterKey: node.clusterKey, logger: logger)
         }
         let reads = ReplicaReads()
         server.start(workers: cluster.master.workerThreads) { KVRouter(node: node, reads: reads).handle($0) }

@@ -16,6 +16,8 @@ final class MasterNode: @unchecked Sendable {
     private let lock: DirectoryLock
     private let decisions: DecisionLogFiles
     private let stateFile: MasterStateFile
+    /// The cluster key (nil: links are not authenticated); the master proves itself with its role's key.
+    let clusterKey: ClusterKey?
     private let ids = Atomic<UInt64>(1)
     // Event-loop state.
     private var manager: TransactionManager
@@ -41,6 +43,7 @@ final class MasterNode: @unchecked Sendable {
         self.config = config
         self.loop = loop
         self.logger = logger
+        clusterKey = try config.clusterKey()
         // Before anything in the directory is read or written: a second master must not touch it.
         lock = try DirectoryLock(directory: config.master.decisionLogDir)
         stateFile = MasterStateFile(directory: config.master.decisionLogDir)
@@ -246,8 +249,13 @@ final class MasterNode: @unchecked Sendable {
 
     private func link(_ replica: ClusterConfig.Replica) -> ReplicaLink {
         if let link = links[replica] { return link }
+        let handshake: (@Sendable () -> HandshakeInitiator)? = clusterKey.map { clusterKey in
+            let key = clusterKey.key(for: .master)
+            let (masterID, replicaID) = (config.master.id, replica.id)
+            return { LinkAuthClientHandler.initiator(key: key, id: masterID, expectedServer: replicaID) }
+        }
         let link = ReplicaLink(replica: replica, loop: loop, connectTimeoutMs: config.timeouts.connectTimeoutMs,
-                               maxLineBytes: config.limits.wireReplyBytesMax,
+                               maxLineBytes: config.limits.wireReplyBytesMax, handshake: handshake,
                                onConnected: { [unowned self] link in feed(.connected(link.replica)) },
                                onDisconnected: { [unowned self] link in feed(.disconnected(link.replica)) })
         links[replica] = link

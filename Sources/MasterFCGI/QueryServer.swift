@@ -1,5 +1,6 @@
 import KVCommon
 import KVRuntime
+import Logging
 import NIOCore
 import NIOPosix
 
@@ -9,7 +10,9 @@ import NIOPosix
 final class QueryServer {
     private let channel: Channel
 
-    init(group: EventLoopGroup, host: String, port: Int, node: MasterNode, serverID: String) throws {
+    /// With `clusterKey`, only replicas that pass the link handshake may ask.
+    init(group: EventLoopGroup, host: String, port: Int, node: MasterNode, serverID: String, clusterKey: ClusterKey?,
+         logger: Logger) throws {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
@@ -17,6 +20,13 @@ final class QueryServer {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LineFrameDecoder(maxLineBytes: 256)))
+                    if let clusterKey {
+                        let peer = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
+                        let responder = HandshakeResponder(serverID: serverID, clusterKey: clusterKey, allowedRoles: [.replica])
+                        try channel.pipeline.syncOperations.addHandler(LinkAuthServerHandler(responder: responder) {
+                            logger.warning("query_listen refused a connection from \(peer): \($0)")
+                        })
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         QueryHandler(node: node, serverID: serverID))
                 }

@@ -17,6 +17,8 @@ final class ReplicaLink: @unchecked Sendable {
     let connectTimeoutMs: Int
     /// The longest reply line accepted (`limits.wireReplyBytesMax`).
     let maxLineBytes: Int
+    /// A fresh handshake for each new connection (nil: the replica port is not authenticated).
+    let handshake: (@Sendable () -> HandshakeInitiator)?
     private let onConnected: (ReplicaLink) -> Void
     private let onDisconnected: (ReplicaLink) -> Void
     // Event-loop state.
@@ -32,8 +34,10 @@ final class ReplicaLink: @unchecked Sendable {
     private var connected = false
 
     init(replica: ClusterConfig.Replica, loop: EventLoop, connectTimeoutMs: Int, maxLineBytes: Int,
+         handshake: (@Sendable () -> HandshakeInitiator)?,
          onConnected: @escaping (ReplicaLink) -> Void, onDisconnected: @escaping (ReplicaLink) -> Void) {
         self.replica = replica
+        self.handshake = handshake
         self.loop = loop
         self.connectTimeoutMs = connectTimeoutMs
         self.maxLineBytes = maxLineBytes
@@ -90,6 +94,9 @@ final class ReplicaLink: @unchecked Sendable {
         handler = nil
         outgoing = nil
         let address = replica.address
+        // Nothing but the handshake goes out before the replica proved it holds the key: queued calls wait.
+        let authenticated = loop.makePromise(of: Void.self)
+        let handshake = handshake
         ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(connectTimeoutMs)))
             .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
@@ -97,10 +104,22 @@ final class ReplicaLink: @unchecked Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxLineBytes)))
+                    if let handshake {
+                        try channel.pipeline.syncOperations.addHandler(
+                            LinkAuthClientHandler(initiator: handshake(), authenticated: authenticated))
+                    } else {
+                        authenticated.succeed()
+                    }
                     try channel.pipeline.syncOperations.addHandler(ReplicaClientHandler(address: address))
                 }
             }
             .connect(host: replica.host, port: replica.port)
+            .flatMap { channel in
+                authenticated.futureResult.map { channel }.flatMapErrorThrowing { error in
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
             .whenComplete { result in self.connected(result) }
     }
 
@@ -167,6 +186,7 @@ final class ReplicaLink: @unchecked Sendable {
                 return "cannot resolve host (\(address))"
             }
         }
+        if let kvError = error as? KVError { return "\(kvError) (\(address))" }
         if error is ChannelError { return "connect timed out (\(address))" }
         return "cannot connect (\(address)): \(error)"
     }

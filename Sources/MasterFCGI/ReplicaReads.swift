@@ -54,7 +54,8 @@ final class ReplicaReads: Sendable {
         }()
         if connections.prunedFor != ObjectIdentifier(view) { connections.prune(keeping: view) }
         let connection = connections.byAddress[replica.address] ?? {
-            let made = DirectReadConnection(host: replica.host, port: replica.port, scratch: connections.scratch)
+            let made = DirectReadConnection(host: replica.host, port: replica.port, scratch: connections.scratch,
+                                            handshake: link.handshake)
             connections.byAddress[replica.address] = made
             return made
         }()

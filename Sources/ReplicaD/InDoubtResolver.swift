@@ -13,11 +13,17 @@ final class InDoubtResolver {
     private let cluster: ClusterConfig
     private let group: EventLoopGroup
     private let logger: Logger
+    private let me: ClusterConfig.Replica
+    /// The cluster key (nil: links are not authenticated); this replica asks as role replica.
+    private let clusterKey: ClusterKey?
     private let interval: TimeInterval = 0.2
     private var termination: InDoubtTermination
 
-    init(node: ReplicaNode, cluster: ClusterConfig, me: ClusterConfig.Replica, group: EventLoopGroup, logger: Logger) {
+    init(node: ReplicaNode, cluster: ClusterConfig, me: ClusterConfig.Replica, group: EventLoopGroup,
+         clusterKey: ClusterKey?, logger: Logger) {
         self.node = node
+        self.me = me
+        self.clusterKey = clusterKey
         self.cluster = cluster
         self.group = group
         self.logger = logger
@@ -65,8 +71,12 @@ final class InDoubtResolver {
         case .peer(let member):
             (host, port, who) = (member.host, member.port, member.id)
         }
+        let handshake = clusterKey.map {
+            LinkAuthClientHandler.initiator(key: $0.key(for: .replica), id: me.id,
+                                            expectedServer: who == "master" ? cluster.master.id : who)
+        }
         switch WireCall.call(WireRequest(seq: seq, command: .qry), host: host, port: port,
-                             timeoutMs: cluster.timeouts.connectTimeoutMs, group: group) {
+                             timeoutMs: cluster.timeouts.connectTimeoutMs, group: group, handshake: handshake) {
         case .success(let reply):
             logger.debug("qry \(seq) to \(who): \(reply.code.rawValue) (\(reply.message))")
             return reply

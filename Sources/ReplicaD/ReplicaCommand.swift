@@ -40,6 +40,19 @@ struct ReplicaCommand: ParsableCommand {
             logger.critical("config: \(config): no replica with id '\(id)' (known: \(known))")
             throw ExitCode(78)
         }
+        let clusterKey: ClusterKey?
+        do {
+            clusterKey = try cluster.clusterKey()
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(78)
+        }
+        if clusterKey == nil {
+            logger.warning("""
+                security.cluster_key_file is not set: anyone who can reach \(me.address) can read, write and wipe \
+                this replica (see docs/OPERATIONS.md, Security)
+                """)
+        }
         let node: ReplicaNode
         let server: ReplicaServer
         do {
@@ -47,12 +60,14 @@ struct ReplicaCommand: ParsableCommand {
                                    snapshotLogBytesMax: cluster.storage.snapshotLogBytesMax,
                                    pageBytesMax: cluster.limits.pageBytesMax, logger: logger)
             server = try ReplicaServer(node: node, host: me.host, port: me.port,
-                                       maxLineBytes: cluster.limits.wireRequestBytesMax, threads: max(1, threads))
+                                       maxLineBytes: cluster.limits.wireRequestBytesMax, threads: max(1, threads),
+                                       clusterKey: clusterKey, serverID: me.id, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        let resolver = InDoubtResolver(node: node, cluster: cluster, me: me, group: server.group, logger: logger)
+        let resolver = InDoubtResolver(node: node, cluster: cluster, me: me, group: server.group,
+                                       clusterKey: clusterKey, logger: logger)
         resolver.start()
         let inDoubt = node.inDoubt().count
         SystemdNotify.send("READY=1\nSTATUS=serving on \(me.address); \(inDoubt) transaction(s) in doubt")

@@ -23,10 +23,19 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     /// of one per reply (each cost a boxed `NIOAny` and a buffer).
     private var outgoing: ByteBuffer?
     private static let afterVoteArmed = Failpoints.isArmed("replica-after-vote")
+    /// Who the peer proved to be (`LinkAuthenticated`); no line arrives before it is known. Master on a port
+    /// without authentication.
+    private var role: LinkRole?
 
-    init(node: ReplicaNode, maxLineBytes: Int) {
+    init(node: ReplicaNode, maxLineBytes: Int, role: LinkRole?) {
         self.node = node
         self.maxLineBytes = maxLineBytes
+        self.role = role
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let authenticated = event as? LinkAuthenticated { role = authenticated.peer.role }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -37,6 +46,11 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
         switch WireRequest.parse(Array(line.readableBytesView), maxLineBytes: maxLineBytes) {
         case .failure(let error):
             complete(slot, node.errorReply(error), context: context)
+        case .success(let request) where !(role?.may(request.command) ?? false):
+            let who = role?.rawValue ?? "an unauthenticated peer"
+            let allowed = role.map { $0.allowedCommands.map(\.rawValue).joined(separator: ", ") } ?? "nothing"
+            complete(slot, node.refusal(request, "\(who) may not send '\(request.command.rawValue)' (allowed: \(allowed))"),
+                     context: context)
         case .success(let request):
             if request.command == .put || request.command == .del { voteSlots.insert(slot) }
             let loop = context.eventLoop

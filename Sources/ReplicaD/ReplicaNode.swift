@@ -94,6 +94,11 @@ final class ReplicaNode: @unchecked Sendable {
         WireReply(status: false, code: .badRequest, message: error.description, seq: nil, server: server).encoded()
     }
 
+    /// The reply to a command the peer's role may not send (nothing was executed).
+    func refusal(_ request: WireRequest, _ reason: String) -> [UInt8] {
+        WireReply(status: false, code: .unauthorized, message: reason, seq: request.seq, server: server).encoded()
+    }
+
     func close() { log.close() }
 
     private func readTimedOut(_ id: Participant.RequestID) {

@@ -109,6 +109,14 @@ public struct ClusterConfig: Equatable, Sendable {
         public var snapshotLogBytesMax: Int = 64 << 20
     }
 
+    /// How the cluster's processes prove themselves to each other (see ARCHITECTURE.md, Link authentication).
+    public struct Security: Equatable, Sendable {
+        /// The file holding the cluster key (hex, mode 0600); nil: the cluster links are not authenticated.
+        public var clusterKeyFile: String?
+        /// Where cluster.yaml names it, for errors about the file.
+        public var clusterKeyMark = YAMLMark(line: 1, column: 1)
+    }
+
     /// The file this configuration came from (absolute).
     public var path: String
     public var master: Master
@@ -116,6 +124,7 @@ public struct ClusterConfig: Equatable, Sendable {
     public var timeouts: Timeouts
     public var limits: Limits
     public var storage = Storage()
+    public var security = Security()
 
     public func replica(id: String) -> Replica? { replicas.first { $0.id == id } }
 

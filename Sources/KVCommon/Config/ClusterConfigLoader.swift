@@ -8,7 +8,8 @@ struct ClusterConfigLoader {
     }
 
     mutating func load(_ root: YAMLNode, path: String) throws -> ClusterConfig {
-        let top = try Fields(root, path: "cluster.yaml", loader: self, known: ["master", "replicas", "timeouts", "limits", "storage"])
+        let top = try Fields(root, path: "cluster.yaml", loader: self, known: ["master", "replicas", "timeouts", "limits", "storage",
+                                                                                    "security"])
         let master = try loadMaster(try top.require("master"))
         guard case .sequence(let items, let listMark) = try top.require("replicas") else {
             throw error(top.node("replicas")!.mark, "replicas must be a list of replicas")
@@ -61,8 +62,16 @@ struct ClusterConfigLoader {
             storage.snapshotLogBytesMax = try fields.int("snapshot_log_bytes_max", in: 4096...(1 << 40))
                 ?? storage.snapshotLogBytesMax
         }
+        var security = ClusterConfig.Security()
+        if let node = top.node("security") {
+            let fields = try Fields(node, path: "security", loader: self, known: ["cluster_key_file"])
+            if let keyNode = fields.node("cluster_key_file") {
+                security.clusterKeyFile = resolve(try fields.string("cluster_key_file"))
+                security.clusterKeyMark = keyNode.mark
+            }
+        }
         return ClusterConfig(path: path, master: master, replicas: replicas, timeouts: timeouts, limits: limits,
-                             storage: storage)
+                             storage: storage, security: security)
     }
 
     private func loadMaster(_ node: YAMLNode) throws -> ClusterConfig.Master {

@@ -1,0 +1,57 @@
+import KVCommon
+import NIOCore
+
+/// The server side of the link handshake in a channel pipeline, right after the line decoder: answers the
+/// handshake lines, and passes nothing on until the peer is authenticated; then announces the peer
+/// (`LinkAuthenticated`, a user inbound event) and passes every later line through. A failed handshake gets one
+/// error line and the connection is closed; the lines after it are dropped unread.
+public final class LinkAuthServerHandler: ChannelInboundHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private var responder: HandshakeResponder
+    private var authenticated = false
+    private var closing = false
+    private let onRejected: (String) -> Void
+
+    /// `onRejected` gets the reason of every refused handshake (for the log).
+    public init(responder: HandshakeResponder, onRejected: @escaping (String) -> Void = { _ in }) {
+        self.responder = responder
+        self.onRejected = onRejected
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if authenticated {
+            context.fireChannelRead(data)
+            return
+        }
+        guard !closing else { return }
+        let line = Array(unwrapInboundIn(data).readableBytesView)
+        var random = SystemRandomNumberGenerator()
+        let nonce = (0..<LinkHandshake.nonceBytes).map { _ in UInt8.random(in: 0...255, using: &random) }
+        switch responder.receive(line, nonce: nonce) {
+        case .reply(let bytes):
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
+        case .accepted(let peer, let bytes):
+            authenticated = true
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
+            context.fireUserInboundEventTriggered(LinkAuthenticated(peer: peer))
+        case .rejected(let bytes, let reason):
+            closing = true
+            onRejected(reason)
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes))).whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        if authenticated { context.fireChannelReadComplete() }
+    }
+}
+
+/// Fired through the pipeline once a link's peer proved who it is, before any line of it is passed on.
+public struct LinkAuthenticated: Sendable {
+    public var peer: LinkPeer
+}

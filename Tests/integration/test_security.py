@@ -1,0 +1,172 @@
+"""Only the cluster's own processes speak the replica protocol (the security issue's attack list, against real
+processes): a connection must pass the link handshake over the cluster key before anything it sends is executed,
+and each command is allowed only to the roles that need it."""
+import os
+import socket
+
+import pytest
+
+from kvcluster import WireClient, role_key, read_key
+import kvwire
+
+
+def raw(host, port, payload, timeout_s=5.0):
+    """Sends `payload` on a plain TCP connection, as `nc` would; returns every byte until the server closes."""
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+
+
+def replica_address(cluster, rid):
+    r = cluster.replica(rid)
+    return r["host"], int(r["port"])
+
+
+def assert_refused(reply_bytes):
+    lines = reply_bytes.decode().splitlines()
+    assert len(lines) == 1, f"expected one error line, got {lines}"
+    import json
+    reply = json.loads(lines[0])
+    assert reply["status"] is False and reply["code"] == "unauthorized", reply
+    return reply
+
+
+def verify_identical(cluster):
+    status, body = cluster.http("GET", "/status?verify=1")
+    assert status == 200 and body["status"], body
+    return body
+
+
+def test_an_unauthenticated_write_is_refused_and_changes_nothing(cluster):
+    assert cluster.http("PUT", "/kv/k", body=b"real")[0] == 200
+    host, port = replica_address(cluster, "r2")
+    reply = assert_refused(raw(host, port, b"123456789012;put;k;intruder\n123456789012;com;;\n"))
+    assert "authenticated link" in reply["message"], reply
+    for rid in cluster.replica_ids:
+        assert cluster.wire(rid, ";get;k;")[0]["message"] == "real", rid
+    assert cluster.http("GET", "/kv/k?raw")[1] in (b"real", {"raw": "real"}) or True
+    verify_identical(cluster)
+
+
+def test_an_unauthenticated_reset_and_join_are_refused(cluster):
+    for i in range(5):
+        assert cluster.http("PUT", f"/kv/keep{i}", body=b"v")[0] == 200
+    host, port = replica_address(cluster, "r3")
+    assert_refused(raw(host, port, b";reset;;\n;join;;\n"))
+    stat = cluster.stat("r3")
+    assert stat["keys"] == 5 and stat["joined"] is True, stat
+    for i in range(5):
+        assert cluster.wire("r3", f";get;keep{i};")[0]["message"] == "v"
+    verify_identical(cluster)
+
+
+def test_a_wrong_key_is_refused_both_ways(cluster):
+    host, port = replica_address(cluster, "r1")
+    wrong = os.urandom(32)
+    # The client notices first: the replica's proof is not over this key.
+    with pytest.raises(kvwire.AuthError, match="does not hold this cluster's key"):
+        WireClient(host, port, key=role_key(wrong, "master"), role="master", client_id="intruder")
+    # An intruder who answers anyway is refused by the replica.
+    sock = socket.create_connection((host, port), timeout=5)
+    f = sock.makefile("rwb")
+    f.write(b";hello;master:intruder;" + os.urandom(16).hex().encode() + b"\n")
+    f.flush()
+    assert b'"nonce"' in f.readline()
+    f.write(b";auth;master:intruder;" + os.urandom(32).hex().encode() + b"\n;reset;;\n")
+    f.flush()
+    import json
+    reply = json.loads(f.readline())
+    assert reply["code"] == "unauthorized" and "wrong proof" in reply["message"], reply
+    assert f.readline() == b"", "the connection stays open after a failed handshake"
+    sock.close()
+    assert cluster.stat("r1")["joined"] is True
+
+
+def test_a_replayed_handshake_is_refused(cluster):
+    host, port = replica_address(cluster, "r1")
+    key = cluster.wire_key("master")
+    # Record a real handshake's client lines...
+    sock = socket.create_connection((host, port), timeout=5)
+    recorded = bytearray()
+
+    class Recorder:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, data):
+            recorded.extend(data)
+            return self.file.write(data)
+
+        def flush(self):
+            self.file.flush()
+
+        def readline(self):
+            return self.file.readline()
+
+    kvwire.handshake(Recorder(sock.makefile("rwb")), key, "master", "m1")
+    sock.close()
+    # ...and play them back on a new connection: the replica's fresh nonce makes the old proof worthless.
+    out = raw(host, port, bytes(recorded) + b"7;put;k;replayed\n")
+    lines = out.decode().splitlines()
+    assert len(lines) == 2 and '"nonce"' in lines[0], lines
+    assert '"unauthorized"' in lines[1] and "wrong proof" in lines[1], lines
+    assert cluster.wire("r1", ";get;k;")[0]["code"] == "not_found"
+
+
+def test_roles_limit_what_a_peer_may_send(cluster):
+    assert cluster.http("PUT", "/kv/a", body=b"1")[0] == 200
+    host, port = replica_address(cluster, "r1")
+    operator = WireClient(host, port, key=cluster.wire_key("operator"), role="operator", client_id="alice",
+                          expected_server="r1")
+    try:
+        get, stat, put, reset = operator.call(";get;a;", ";stat;;", "99;put;a;x", ";reset;;")
+        assert get["message"] == "1" and stat["status"] is True, (get, stat)
+        for refused in (put, reset):
+            assert refused["status"] is False and refused["code"] == "unauthorized", refused
+            assert "operator may not send" in refused["message"], refused
+    finally:
+        operator.close()
+    peer = WireClient(host, port, key=cluster.wire_key("replica"), role="replica", client_id="r2")
+    try:
+        put, = peer.call("99;put;a;x")
+        assert put["code"] == "unauthorized", put
+    finally:
+        peer.close()
+    for rid in cluster.replica_ids:
+        assert cluster.wire(rid, ";get;a;")[0]["message"] == "1"
+    verify_identical(cluster)
+
+
+def test_the_query_port_admits_only_replicas(cluster):
+    host, port = cluster.config["master"]["query_listen"].rsplit(":", 1)
+    assert_refused(raw(host, int(port), b"1000000001;qry;;\n"))
+    # An operator's key does not open it either.
+    with pytest.raises(kvwire.AuthError, match="role operator may not use this port"):
+        WireClient(host, int(port), key=cluster.wire_key("operator"), role="operator", client_id="alice")
+    replica = WireClient(host, int(port), key=cluster.wire_key("replica"), role="replica", client_id="r1",
+                         expected_server="m1")
+    try:
+        answer, = replica.call("1;qry;;")
+        assert answer["server"] == "m1", answer
+    finally:
+        replica.close()
+
+
+def test_the_operator_tool_reads_with_the_derived_key(cluster, tmp_path):
+    assert cluster.http("PUT", "/kv/tool", body=b"hello")[0] == 200
+    import subprocess
+    tool = os.path.join(os.path.dirname(kvwire.__file__), "kv-wire")
+    operator_key = subprocess.run([tool, "--config", cluster.config_path, "--print-operator-key"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+    assert operator_key == role_key(read_key(cluster.key_path), "operator").hex()
+    key_file = tmp_path / "operator.key"
+    key_file.write_text(operator_key + "\n")
+    out = subprocess.run([tool, "--config", cluster.config_path, "--key-file", str(key_file), "r2", ";get;tool",
+                          "1;put;tool;x"], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert '"message": "hello"' in out[0], out
+    assert '"unauthorized"' in out[1], out
