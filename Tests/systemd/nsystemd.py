@@ -30,6 +30,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 import kvcluster  # noqa: E402  (the repository's cluster helper: one HTTP exchange for both harnesses)
+import kvwire  # noqa: E402  (the authenticated wire client)
 BOOT_SCRIPT = os.path.join(HERE, "boot.sh")
 SYSTEMD = "/lib/systemd/systemd"
 NSENTER_NAMESPACES = ["-m", "-p", "-n", "-u", "-i"]
@@ -272,6 +273,10 @@ class NamespacedSystemd:
         sock = self._sockets.connect("127.0.0.1", port, timeout_s)
         try:
             f = sock.makefile("rwb")
+            if self.exists("/etc/kv/cluster.key"):
+                # The installed cluster authenticates its links: prove the master's role with the installed key.
+                key = kvcluster.role_key(bytes.fromhex(self.read_file("/etc/kv/cluster.key").strip()), "master")
+                kvwire.handshake(f, key, "master", "tests")
             for line in lines:
                 f.write((line if isinstance(line, bytes) else line.encode()) + b"\n")
             f.flush()

@@ -12,17 +12,20 @@ extension ClusterConfig {
         }
         var info = stat()
         guard stat(file, &info) == 0 else {
-            throw failure("cannot read it (\(String(cString: strerror(errno)))); scripts/cluster.sh and "
-                + "scripts/install.sh create one, or run: kv-replicad keygen --out \(file)")
+            throw failure("cannot read it (\(String(cString: strerror(errno)))); scripts/cluster.sh creates one on "
+                + "first start, or make one: umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > \(file)")
         }
         guard info.st_mode & 0o077 == 0 else {
             throw failure("mode \(String(info.st_mode & 0o777, radix: 8)) lets others read the key; chmod 600 it")
         }
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw failure("cannot read it (permission denied?)")
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw failure("cannot read it (\(error.localizedDescription))")
         }
         do {
-            return try ClusterKey(fileText: String(decoding: data, as: UTF8.self))
+            return try ClusterKey(fileText: text)
         } catch let error as KVError {
             throw failure("\(error)")
         }
