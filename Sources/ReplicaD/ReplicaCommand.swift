@@ -58,7 +58,7 @@ struct ReplicaCommand: ParsableCommand {
         do {
             node = try ReplicaNode(server: me.id, dataDir: me.dataDir, lockWaitMs: cluster.timeouts.lockWaitTimeoutMs,
                                    snapshotLogBytesMax: cluster.storage.snapshotLogBytesMax,
-                                   pageBytesMax: cluster.limits.pageBytesMax, logger: logger)
+                                   limits: cluster.limits, logger: logger)
             server = try ReplicaServer(node: node, host: me.host, port: me.port,
                                        maxLineBytes: cluster.limits.wireRequestBytesMax, threads: max(1, threads),
                                        clusterKey: clusterKey, serverID: me.id, logger: logger)

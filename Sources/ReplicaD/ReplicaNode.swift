@@ -29,14 +29,14 @@ final class ReplicaNode: @unchecked Sendable {
     private var snapshotting = false
 
     /// Loads the snapshot and log segments in `dataDir` and returns a node ready to serve.
-    init(server: String, dataDir: String, lockWaitMs: Int, snapshotLogBytesMax: Int, pageBytesMax: Int,
+    init(server: String, dataDir: String, lockWaitMs: Int, snapshotLogBytesMax: Int, limits: ClusterConfig.Limits,
          logger: Logger) throws {
         self.server = server
         self.lockWaitMs = lockWaitMs
         self.logger = logger
         self.dataDir = dataDir
         self.snapshotLogBytesMax = snapshotLogBytesMax
-        var participant = Participant(server: server, pageBytesMax: pageBytesMax)
+        var participant = Participant(server: server, pageBytesMax: limits.pageBytesMax, txnLimits: limits)
         let opened = try ReplicaStorage.open(directory: dataDir, into: &participant, logger: logger)
         let stat = participant.stat(nowMs: Self.nowMs())
         logger.info("\(opened.report): \(stat.keys) keys, last committed seq \(stat.lastCommittedSeq), \(stat.inDoubt.count) in doubt")

@@ -122,3 +122,37 @@ final class WireBoundsTests: XCTestCase {
         }
     }
 }
+
+/// The replica applies the transaction limits itself (the security issue: "one `txn` line naming 10^5 keys locks
+/// them all"): a prepare beyond `txn_ops_max` or `txn_bytes_max` is refused and locks nothing.
+final class ReplicaTxnLimitTests: XCTestCase {
+    private let limits = ClusterConfig.Limits()
+
+    private func prepare(_ participant: inout Participant, _ spec: TxnSpec, seq: UInt64) -> WireReply? {
+        let actions = participant.handle(.request(WireRequest(seq: seq, command: .txn, value: spec.wireJSON()), 1, nowMs: 0))
+        guard case .reply(_, let reply)? = actions.last else { return nil }
+        return reply
+    }
+
+    func testATxnOverTheOpsLimitIsRefusedAndLocksNothing() {
+        var participant = Participant(server: "r1")
+        let puts = (0...limits.txnOpsMax).map { TxnSpec.Op.put(key: Array("k\($0)".utf8), value: [0x61]) }
+        let reply = prepare(&participant, TxnSpec(compare: [], success: puts, failure: []), seq: 5)
+        XCTAssertEqual(reply?.code, .badRequest)
+        XCTAssertTrue(reply?.message.contains("txn_ops_max") == true, reply?.message ?? "")
+        XCTAssertTrue(participant.locks.isEmpty)
+        // At the limit it prepares.
+        let most = Array(puts.prefix(limits.txnOpsMax))
+        XCTAssertEqual(prepare(&participant, TxnSpec(compare: [], success: most, failure: []), seq: 6)?.code, .ok)
+        XCTAssertEqual(participant.locks.count, limits.txnOpsMax)
+    }
+
+    func testATxnOverTheBytesLimitIsRefused() {
+        var participant = Participant(server: "r1")
+        let big = [TxnSpec.Op.put(key: Array("k".utf8), value: Array(repeating: 0x61, count: limits.txnBytesMax))]
+        let reply = prepare(&participant, TxnSpec(compare: [], success: big, failure: []), seq: 5)
+        XCTAssertEqual(reply?.code, .badRequest)
+        XCTAssertTrue(reply?.message.contains("txn_bytes_max") == true, reply?.message ?? "")
+        XCTAssertTrue(participant.locks.isEmpty)
+    }
+}

@@ -73,6 +73,8 @@ public struct ClusterConfig: Equatable, Sendable {
         /// Entries in one page of `GET /kv?prefix=`.
         public var listLimitMax: Int = 1000
 
+        public init() {}
+
         /// The longest request line a replica accepts: a put with both fields fully percent-escaped, or a `txn`
         /// prepare at `txn_bytes_max` and `txn_ops_max` (keys and values base64 in JSON).
         public var wireRequestBytesMax: Int {

@@ -111,10 +111,18 @@ public struct Participant {
     /// Bytes one page (`list`, `page`) may take on the wire; a page always holds at least one entry.
     public let pageBytesMax: Int
 
-    public init(server: String, decisionMemory: Int = 1 << 20, pageBytesMax: Int = 1 << 20) {
+    /// `limits.txn_ops_max` and `limits.txn_bytes_max`, applied here too: the master checks a transaction
+    /// before it prepares it, and a replica must not let any peer lock more than those allow.
+    public let txnOpsMax: Int
+    public let txnBytesMax: Int
+
+    public init(server: String, decisionMemory: Int = 1 << 20, pageBytesMax: Int = 1 << 20,
+                txnLimits: ClusterConfig.Limits = .init()) {
         precondition(pageBytesMax > 0, "a page needs room for its entries")
         self.server = server
         self.pageBytesMax = pageBytesMax
+        txnOpsMax = txnLimits.txnOpsMax
+        txnBytesMax = txnLimits.txnBytesMax
         decided = DecisionMemory(capacity: decisionMemory)
     }
 
@@ -369,6 +377,14 @@ public struct Participant {
             spec = try TxnSpec.parse(try JSONValue.parse(json).get(), base64: true)
         } catch {
             return [.reply(id, reply(false, .badRequest, "malformed transaction: \(error)", seq: seq))]
+        }
+        guard spec.opCount <= txnOpsMax else {
+            return [.reply(id, reply(false, .badRequest, "transaction has \(spec.opCount) compares and operations; the "
+                + "limit is \(txnOpsMax) (limits.txn_ops_max)", seq: seq))]
+        }
+        guard spec.sizeBytes <= txnBytesMax else {
+            return [.reply(id, reply(false, .badRequest, "transaction holds \(spec.sizeBytes) bytes of keys and values; "
+                + "the limit is \(txnBytesMax) (limits.txn_bytes_max)", seq: seq))]
         }
         let keys = spec.keys
         let succeeded = spec.compare.allSatisfy { $0.holds(for: store[$0.key]) }
