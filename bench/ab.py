@@ -52,6 +52,9 @@ def main():
     parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
     parser.add_argument("--cases", default="put:16,put:64,get:64", help="op:connections, comma-separated")
     parser.add_argument("--keys", type=int, default=10000)
+    parser.add_argument("--no-key", choices=["base", "head", "both"],
+                        help="run that build's cluster without a cluster key (a build from before link "
+                             "authentication does not know the setting; or to measure what it costs)")
     args = parser.parse_args()
     cases = [(op, int(n)) for op, n in (case.split(":") for case in args.cases.split(","))]
     builds = {"base": args.base, "head": args.head}
@@ -63,7 +66,8 @@ def main():
             os.chmod(root, 0o755)
             cluster = kvcluster.Cluster.generate(
                 os.path.join(root, "kv"), timeouts=shipped.get("timeouts"), limits=shipped.get("limits"),
-                storage=shipped.get("storage"), worker_threads=shipped["master"].get("worker_threads", 96))
+                storage=shipped.get("storage"), worker_threads=shipped["master"].get("worker_threads", 96),
+                authenticated=args.no_key not in (name, "both"))
             cluster.bin_dir = bin_dir
             cluster.start()
             clusters[name] = cluster

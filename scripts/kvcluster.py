@@ -142,8 +142,9 @@ class Cluster:
     # ----- generated configurations for tests -------------------------------------------------------------
 
     @staticmethod
-    def generate(root, replicas=3, timeouts=None, limits=None, storage=None, worker_threads=96):
-        """Writes a cluster.yaml on free loopback ports under `root` and returns a Cluster for it."""
+    def generate(root, replicas=3, timeouts=None, limits=None, storage=None, worker_threads=96, authenticated=True):
+        """Writes a cluster.yaml on free loopback ports under `root` and returns a Cluster for it; `authenticated`:
+        with a cluster key (created on first start), as the shipped configuration has."""
         os.makedirs(root, exist_ok=True)
         lines = [
             "master:",
@@ -160,7 +161,8 @@ class Cluster:
             if values:
                 lines.append(f"{section}:")
                 lines += [f"  {k}: {v}" for k, v in values.items()]
-        lines += ["security:", "  cluster_key_file: keys/cluster.key"]
+        if authenticated:
+            lines += ["security:", "  cluster_key_file: keys/cluster.key"]
         path = os.path.join(root, "cluster.yaml")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
