@@ -22,9 +22,7 @@ public final class LinkAuthClientHandler: ChannelInboundHandler {
     /// A fresh initiator for a link of `role`; `expectedServer` is the id of the server dialled, if known.
     public static func initiator(key: ClusterKey.RoleKey, id: String, epoch: UInt64 = 0,
                                  expectedServer: String? = nil) -> HandshakeInitiator {
-        var random = SystemRandomNumberGenerator()
-        let nonce = (0..<LinkHandshake.nonceBytes).map { _ in UInt8.random(in: 0...255, using: &random) }
-        return HandshakeInitiator(key: key, id: id, epoch: epoch, nonce: nonce, expectedServer: expectedServer)
+        HandshakeInitiator(key: key, id: id, epoch: epoch, nonce: freshNonce(), expectedServer: expectedServer)
     }
 
     public func channelActive(context: ChannelHandlerContext) {
@@ -65,4 +63,10 @@ public final class LinkAuthClientHandler: ChannelInboundHandler {
         }
         context.fireErrorCaught(error)
     }
+}
+
+/// A handshake nonce from the system's cryptographic generator (the core takes nonces as input, to stay pure).
+func freshNonce() -> [UInt8] {
+    var random = SystemRandomNumberGenerator()
+    return (0..<LinkHandshake.nonceBytes).map { _ in UInt8.random(in: 0...255, using: &random) }
 }

@@ -28,9 +28,7 @@ public final class LinkAuthServerHandler: ChannelInboundHandler {
         }
         guard !closing else { return }
         let line = Array(unwrapInboundIn(data).readableBytesView)
-        var random = SystemRandomNumberGenerator()
-        let nonce = (0..<LinkHandshake.nonceBytes).map { _ in UInt8.random(in: 0...255, using: &random) }
-        switch responder.receive(line, nonce: nonce) {
+        switch responder.receive(line, nonce: freshNonce()) {
         case .reply(let bytes):
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
         case .accepted(let peer, let bytes):

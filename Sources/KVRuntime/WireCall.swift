@@ -32,6 +32,7 @@ public enum WireCall {
             channel = try connect.wait()
         } catch {
             promise.fail(error)
+            authenticated.fail(error)
             return .failure(WireCallError(reason: "cannot connect to \(host):\(port): \(error)"))
         }
         defer { channel.close(promise: nil) }

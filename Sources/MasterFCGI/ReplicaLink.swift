@@ -97,7 +97,7 @@ final class ReplicaLink: @unchecked Sendable {
         // Nothing but the handshake goes out before the replica proved it holds the key: queued calls wait.
         let authenticated = loop.makePromise(of: Void.self)
         let handshake = handshake
-        ClientBootstrap(group: loop)
+        let connecting = ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(connectTimeoutMs)))
             .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { [maxLineBytes] channel in
@@ -114,6 +114,9 @@ final class ReplicaLink: @unchecked Sendable {
                 }
             }
             .connect(host: replica.host, port: replica.port)
+        // A connect that fails never reaches the handshake: its promise must still be completed.
+        connecting.whenFailure { authenticated.fail($0) }
+        connecting
             .flatMap { channel in
                 authenticated.futureResult.map { channel }.flatMapErrorThrowing { error in
                     channel.close(promise: nil)
