@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 
 /// Who is at the other end of an authenticated cluster link, as its handshake proved.
 public enum LinkRole: String, CaseIterable, Sendable {
@@ -47,7 +48,7 @@ public struct ClusterKey: Sendable {
 
     /// A key file's text: hex digits, surrounding whitespace ignored (the file `keygen` writes).
     public init(fileText: String) throws {
-        guard let bytes = HexCoding.decode(fileText.trimmingASCIIWhitespace()) else {
+        guard let bytes = HexCoding.decode(fileText.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw KVError.keyInvalid("a key file holds hex digits only (64 or more)")
         }
         try self.init(bytes: bytes)
@@ -60,7 +61,7 @@ public struct ClusterKey: Sendable {
 
     /// An operator key file's text read back (the key of `role`, as `RoleKey.hex` wrote it).
     public static func roleKey(_ role: LinkRole, fileText: String) throws -> RoleKey {
-        guard let bytes = HexCoding.decode(fileText.trimmingASCIIWhitespace()), bytes.count == 32 else {
+        guard let bytes = HexCoding.decode(fileText.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count == 32 else {
             throw KVError.keyInvalid("a role key file holds exactly 64 hex digits")
         }
         return RoleKey(role: role, key: SymmetricKey(data: bytes))
@@ -80,37 +81,19 @@ enum HexCoding {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func decode(_ text: Substring) -> [UInt8]? {
+    static func decode(_ text: String) -> [UInt8]? {
         let utf8 = Array(text.utf8)
         guard !utf8.isEmpty, utf8.count % 2 == 0 else { return nil }
-        func nibble(_ c: UInt8) -> UInt8? {
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-            default: return nil
-            }
-        }
         var out: [UInt8] = []
         out.reserveCapacity(utf8.count / 2)
         var index = 0
         while index < utf8.count {
-            guard let high = nibble(utf8[index]), let low = nibble(utf8[index + 1]) else { return nil }
+            guard let high = PercentCoding.hexValue(utf8[index]), let low = PercentCoding.hexValue(utf8[index + 1])
+            else { return nil }
             out.append(high << 4 | low)
             index += 2
         }
         return out
     }
 
-    static func decode(_ text: String) -> [UInt8]? { decode(text[...]) }
-}
-
-extension String {
-    func trimmingASCIIWhitespace() -> Substring {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\n" || $0 == "\r" || $0 == "\t" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
-            return ""
-        }
-        return self[first...last]
-    }
 }
