@@ -19,26 +19,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import kvcluster  # noqa: E402
 
 
-def preload(cluster, keys, value_bytes):
-    value = b"p" * value_bytes
-    for rid in cluster.replica_ids:
-        r = cluster.replica(rid)
-        client = kvcluster.WireClient(r["host"], int(r["port"]), timeout_s=300, key=cluster.wire_key(), client_id="bench")
-        try:
-            for start in range(0, keys, 5000):
-                lines = []
-                for i in range(start, min(keys, start + 5000)):
-                    lines += [b"%d;put;key%d;%s" % (i + 1, i, value), b"%d;com;;" % (i + 1)]
-                assert all(reply["status"] for reply in client.call(*lines))
-        finally:
-            client.close()
-
-
 def measure(root, keys, value_bytes):
     cluster = kvcluster.Cluster.generate(os.path.join(root, f"sync-{keys}"))
     try:
         cluster.start()
-        preload(cluster, keys, value_bytes)
+        cluster.preload(keys, value_bytes)
         config = copy.deepcopy(cluster.config)
         config["replicas"].append({"id": "r4", "host": "127.0.0.1", "port": kvcluster.free_port(),
                                    "data_dir": "data/r4"})

@@ -86,13 +86,14 @@ class WireClient:
     """A connection speaking the replica wire protocol: send lines, read JSON reply lines. With `key` (a role's
     key) it authenticates first as `role`/`client_id`."""
 
-    def __init__(self, host, port, timeout_s=5.0, key=None, role="master", client_id="m1", expected_server=None):
+    def __init__(self, host, port, timeout_s=5.0, key=None, role="master", client_id="m1", expected_server=None,
+                 epoch=0):
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
         self.file = self.sock.makefile("rwb")
         self.server = None
         if key is not None:
             try:
-                self.server = handshake(self.file, key, role, client_id, expected_server)
+                self.server = handshake(self.file, key, role, client_id, expected_server, epoch)
             except Exception:
                 self.close()
                 raise
@@ -123,6 +124,8 @@ def main():
     parser.add_argument("--key-file", help="operator key file (default: the cluster key cluster.yaml names)")
     parser.add_argument("--role", choices=ROLES, default="operator")
     parser.add_argument("--id", default=os.environ.get("USER", "operator"), help="who you are, for the replica's log")
+    parser.add_argument("--epoch", type=int, default=0,
+                        help="the seq epoch to state as --role master (a replica fences any master older than its newest)")
     parser.add_argument("--print-operator-key", action="store_true",
                         help="print the operator key derived from the cluster key (give operators this, not the cluster key)")
     parser.add_argument("replica", nargs="?")
@@ -152,7 +155,7 @@ def main():
         key = role_key(cluster_key, args.role) if cluster_key else None
     lines = args.lines or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     client = WireClient(replica["host"], int(replica["port"]), key=key, role=args.role, client_id=args.id,
-                        expected_server=replica["id"])
+                        expected_server=replica["id"], epoch=args.epoch)
     try:
         for reply in client.call(*lines):
             print(json.dumps(reply))

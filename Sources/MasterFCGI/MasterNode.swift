@@ -37,6 +37,8 @@ final class MasterNode: @unchecked Sendable {
     private var configLoadedAt = Date()
     // Readable from any thread.
     private let published = Mutex<(view: MasterView?, reloadError: String?)>((nil, nil))
+    /// The seq epoch as last persisted: every new link's handshake states it (see `MasterFence`).
+    private let linkEpoch = LinkEpoch()
     private let reloading = NSLock()
 
     init(config: ClusterConfig, loop: EventLoop, logger: Logger) throws {
@@ -53,7 +55,8 @@ final class MasterNode: @unchecked Sendable {
             throw MasterError.configuration(refusal)
         }
         decisions = try DecisionLogFiles(directory: config.master.decisionLogDir, loop: loop, logger: logger)
-        manager = TransactionManager(settings: settings, recovered: recovered, decisions: decisions.recovered)
+        manager = TransactionManager(settings: settings, recovered: recovered, decisions: decisions.recovered,
+                                     run: String(UInt32.random(in: .min ... .max), radix: 16))
     }
 
     /// Starts the manager (persists the epochs, connects to every replica) and returns once that is done.
@@ -137,8 +140,9 @@ final class MasterNode: @unchecked Sendable {
                          parkedCommits: manager.parkedCommits, decisionLogSyncs: decisions.syncCount,
                          transfers: Dictionary(uniqueKeysWithValues: manager.view.replicas.compactMap { replica in
                              manager.transferProgress(of: replica.id).map { (replica.id, $0) }
-                         }))
-        }.wait()) ?? MasterStatus(seqEpoch: 0, inFlight: 0, pendingCommits: 0, parkedCommits: 0, decisionLogSyncs: 0, transfers: [:])
+                         }), fenced: manager.fenced)
+        }.wait()) ?? MasterStatus(seqEpoch: 0, inFlight: 0, pendingCommits: 0, parkedCommits: 0, decisionLogSyncs: 0,
+                                  transfers: [:], fenced: nil)
     }
 
     /// A replica's `seq;qry;;` on query_listen; `respond` runs on the loop (the query server's channel is there).
@@ -204,6 +208,7 @@ final class MasterNode: @unchecked Sendable {
                     logger.critical("cannot persist \(stateFile.path): \(error); stopping")
                     exit(74)
                 }
+                linkEpoch.value.store(state.seqEpoch, ordering: .releasing)
             case .startTimer(let timer, let ms):
                 timers.start(timer, afterMs: ms)
             case .cancelTimer(let timer):
@@ -251,8 +256,11 @@ final class MasterNode: @unchecked Sendable {
         if let link = links[replica] { return link }
         let handshake: (@Sendable () -> HandshakeInitiator)? = clusterKey.map { clusterKey in
             let key = clusterKey.key(for: .master)
-            let (masterID, replicaID) = (config.master.id, replica.id)
-            return { LinkAuthClientHandler.initiator(key: key, id: masterID, expectedServer: replicaID) }
+            let (masterID, replicaID, epoch) = (manager.linkIdentity, replica.id, linkEpoch)
+            return {
+                LinkAuthClientHandler.initiator(key: key, id: masterID, epoch: epoch.value.load(ordering: .acquiring),
+                                                expectedServer: replicaID)
+            }
         }
         let link = ReplicaLink(replica: replica, loop: loop, connectTimeoutMs: config.timeouts.connectTimeoutMs,
                                maxLineBytes: config.limits.wireReplyBytesMax, handshake: handshake,
@@ -269,6 +277,11 @@ final class MasterNode: @unchecked Sendable {
     }
 }
 
+/// The seq epoch new links state, shared with the event loops that connect them.
+final class LinkEpoch: Sendable {
+    let value = Atomic<UInt64>(0)
+}
+
 /// The counters of `/status` that live in the manager.
 struct MasterStatus {
     var seqEpoch: UInt64
@@ -278,6 +291,8 @@ struct MasterStatus {
     var parkedCommits: Int
     var decisionLogSyncs: UInt64
     var transfers: [String: StateTransfer.Progress]
+    /// Why this master is fenced (another one took over), nil while it runs the cluster.
+    var fenced: String?
 }
 
 /// One answer handed from the event loop to a thread that sleeps until it arrives.

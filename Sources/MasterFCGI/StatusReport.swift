@@ -83,7 +83,8 @@ struct StatusReport {
         let identical = Set(digests.values).count <= 1 && digests.count == total
         if verify { message += identical ? "; verify: all in-sync replicas identical" : "; verify: REPLICAS DIFFER" }
         var writer = JSONWriter(capacity: 1024)
-        writer.field("status", upCount == total && (!verify || identical))
+        if let fenced = counters.fenced { message = fenced + "; " + message }
+        writer.field("status", upCount == total && (!verify || identical) && counters.fenced == nil)
         writer.field("message", message)
         writer.field("seq", nil)
         writer.field("server", config.master.id)
@@ -92,6 +93,7 @@ struct StatusReport {
         writer.field("config_loaded_at", ISO8601DateFormatter().string(from: view.loadedAt))
         if let error = node.reloadError { writer.field("last_reload_error", error) }
         writer.field("epoch", counters.seqEpoch)
+        if let fenced = counters.fenced { writer.field("fenced", fenced) }
         writer.field("uptime_s", Int(Date().timeIntervalSince(node.startedAt)))
         writer.field("in_flight", counters.inFlight)
         writer.field("pending_commits", counters.pendingCommits)

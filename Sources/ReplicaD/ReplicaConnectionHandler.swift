@@ -26,6 +26,8 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     /// Who the peer proved to be (`LinkAuthenticated`); no line arrives before it is known. Master on a port
     /// without authentication.
     private var role: LinkRole?
+    /// For a master's connection, its id and seq epoch, which the fence judges (nil without authentication).
+    private var masterLink: MasterLink?
 
     init(node: ReplicaNode, maxLineBytes: Int, role: LinkRole?) {
         self.node = node
@@ -34,7 +36,10 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let authenticated = event as? LinkAuthenticated { role = authenticated.peer.role }
+        if let authenticated = event as? LinkAuthenticated {
+            role = authenticated.peer.role
+            if role == .master { masterLink = MasterLink(master: authenticated.peer.id, epoch: authenticated.peer.epoch) }
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -55,7 +60,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
             if request.command == .put || request.command == .del { voteSlots.insert(slot) }
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
-            node.submit(request, callerFlushes: true) { bytes in
+            node.submit(request, link: masterLink, callerFlushes: true) { bytes in
                 if loop.inEventLoop {
                     let (handler, context) = bound.value
                     handler.complete(slot, bytes, context: context)

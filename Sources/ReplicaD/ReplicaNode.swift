@@ -51,12 +51,14 @@ final class ReplicaNode: @unchecked Sendable {
     /// Handles one request; `respond` is called exactly once with the reply line. With `callerFlushes` a record
     /// the request writes is only queued: the caller must call `flushLog()` soon (its event loop does at the
     /// end of each read batch), and the reply goes out once that flush made it durable.
-    func submit(_ request: WireRequest, callerFlushes: Bool = false, respond: @escaping Responder) {
+    /// `link`: the master and epoch the connection's handshake proved, which the participant's fence judges.
+    func submit(_ request: WireRequest, link: MasterLink? = nil, callerFlushes: Bool = false,
+                respond: @escaping Responder) {
         lock.lock()
         let id = nextRequestID
         nextRequestID += 1
         responders[id] = respond
-        var actions = participant.handle(.request(request, id, nowMs: Self.nowMs()))
+        var actions = participant.handle(.request(request, id, nowMs: Self.nowMs(), link: link))
         if request.command == .stat { actions = actions.map(markBlocked) }
         execute(actions, sync: callerFlushes ? .caller : .writer)
         lock.unlock()

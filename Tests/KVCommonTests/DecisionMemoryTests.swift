@@ -64,4 +64,27 @@ final class DecisionMemoryTests: XCTestCase {
         XCTAssertEqual(memory[11], .committed)
         XCTAssertEqual(memory.count, 1)
     }
+
+    /// From the security review: `18446744073709551615;abrt;;` and then a memory's worth of other aborts moved
+    /// the forgotten-seq watermark to the top, and every later prepare was refused as "too old", for good. The
+    /// smallest seq is forgotten first, so one message cannot move the watermark past the seqs still remembered.
+    func testOneHugeSeqDoesNotMoveTheWatermark() {
+        var memory = DecisionMemory(capacity: 4)
+        memory.record(UInt64.max, .aborted)
+        for seq in UInt64(1)...20 { memory.record(seq, .aborted) }
+        XCTAssertEqual(memory.maxForgottenSeq, 17, "the seqs forgotten are the smallest ones")
+        XCTAssertFalse(memory.mayHaveForgotten(1_000))
+        XCTAssertEqual(memory[UInt64.max], .aborted, "the largest seq is forgotten last")
+        XCTAssertEqual(memory.count, 4)
+        for seq in UInt64(18)...20 { XCTAssertEqual(memory[seq], .aborted) }
+    }
+
+    func testOutOfOrderSeqsForgetTheSmallestFirst() {
+        var memory = DecisionMemory(capacity: 3)
+        for seq: UInt64 in [50, 10, 40, 20, 30] { memory.record(seq, .committed) }
+        XCTAssertNil(memory[10])
+        XCTAssertNil(memory[20])
+        XCTAssertEqual(memory.maxForgottenSeq, 20)
+        XCTAssertEqual(Set(memory.entries.map(\.seq)), [30, 40, 50])
+    }
 }

@@ -26,6 +26,7 @@ final class RecordTests: XCTestCase {
         .join(since: 2_000_000_001),
         .join(since: 0),
         .reset(transfer: 12),
+        .fence(epoch: 41, master: "m-ü"),
     ]
 
     private let decisionSamples: [DecisionRecord] = [
@@ -41,7 +42,7 @@ final class RecordTests: XCTestCase {
         for record in replicaSamples {
             XCTAssertEqual(try ReplicaRecord.decode(record.encoded()), record)
         }
-        XCTAssertEqual(replicaSamples.map(\.seq), [1, UInt64.max, 42, 7, 7, 0x0102_0304_0506_0708, 8, 9, 10, 0, 0, 0])
+        XCTAssertEqual(replicaSamples.map(\.seq), [1, UInt64.max, 42, 7, 7, 0x0102_0304_0506_0708, 8, 9, 10, 0, 0, 0, 0])
     }
 
     func testReplicaRecordLayoutIsLittleEndian() {

@@ -41,6 +41,10 @@ final class SimMaster {
     private var queries: [TransactionManager.QueryID: (connection: Int, call: UInt64)] = [:]
     private var reads: [UInt64: (read: Int, key: [UInt8], replica: String)] = [:]
     private var nextID: UInt64 = 1
+    /// The seq epoch as last persisted, which a new link's handshake states (as `MasterNode`'s `LinkEpoch`).
+    private var linkEpoch: UInt64 = 0
+    private var starts = 0
+    private var handshakeLink: MasterLink { MasterLink(master: manager!.linkIdentity, epoch: linkEpoch) }
     /// The participants of the last view this process published (kept across its crashes).
     private(set) var lastParticipants: [ClusterConfig.Replica] = []
     /// Crash right after this many more persist points (nil: not armed).
@@ -75,7 +79,9 @@ final class SimMaster {
             context.trace("\(node): refused to start, the decision log directory is held by master #\(holder)")
             return
         }
-        let candidate = TransactionManager(settings: settings(), recovered: disk.state, decisions: disk.generations)
+        starts += 1
+        let candidate = TransactionManager(settings: settings(), recovered: disk.state, decisions: disk.generations,
+                                           run: "\(instance).\(starts)")
         if let refusal = candidate.startRefusal {
             context.trace("\(node): refused to start: \(refusal)")
             return
@@ -249,6 +255,7 @@ final class SimMaster {
                 persistPoint("decision log \(file)")
             case .persist(let state):
                 disk.write(state)
+                linkEpoch = state.seqEpoch
                 persistPoint("state file \(state.seqEpoch)/\(state.configEpoch)")
             case .startTimer(let timer, _):
                 if !timers.contains(timer) { timers.append(timer) }
@@ -310,7 +317,7 @@ final class SimMaster {
         }
         // Connect: the connection is up at once here, and `.connected` is handled before this call goes out (its
         // `stat` leads on the new connection, as `ReplicaLink` makes it).
-        links[replica] = Link(connection: network.open(client: node, server: replica.host))
+        links[replica] = Link(connection: network.open(client: node, server: replica.host, link: handshakeLink))
         execute(manager!.handle(.connected(replica)))
         guard up else { return }
         send(request, to: replica, call)

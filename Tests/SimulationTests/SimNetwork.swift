@@ -32,6 +32,8 @@ final class SimNetwork {
         let client: String
         let server: String
         var open: Bool
+        /// A master's link: the id and seq epoch its handshake proved (what `ReplicaConnectionHandler` passes on).
+        var link: MasterLink?
 
         func peer(of node: String) -> String { node == client ? server : client }
     }
@@ -43,8 +45,8 @@ final class SimNetwork {
 
     var isEmpty: Bool { inFlight.isEmpty }
 
-    func open(client: String, server: String) -> Int {
-        connections.append(Connection(client: client, server: server, open: true))
+    func open(client: String, server: String, link: MasterLink? = nil) -> Int {
+        connections.append(Connection(client: client, server: server, open: true, link: link))
         return connections.count - 1
     }
 

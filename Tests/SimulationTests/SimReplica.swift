@@ -119,7 +119,7 @@ final class SimReplica {
         if let seq = request.seq, request.command == .put || request.command == .del {
             checker.prepareArrived(seq, request, at: name)
         }
-        execute(participant.handle(.request(request, id, nowMs: context.nowMs)))
+        execute(participant.handle(.request(request, id, nowMs: context.nowMs, link: network.connection(connection).link)))
     }
 
     func timeOutRead() {

@@ -10,20 +10,6 @@ from crash_helpers import Ledger, Writers, check_identical, check_ledger, wait_h
 from kvcluster import free_port, wait_until
 
 
-def preload(cluster, keys, value_bytes=32):
-    """Writes `keys` keys straight into every replica with the same seqs (fast, and identical everywhere)."""
-    value = b"p" * value_bytes
-    for rid in cluster.replica_ids:
-        lines = []
-        for i in range(keys):
-            seq = i + 1
-            lines.append(b"%d;put;pre%d;%s" % (seq, i, value))
-            lines.append(b"%d;com;;" % seq)
-        for start in range(0, len(lines), 4000):
-            replies = cluster.wire(rid, *lines[start:start + 4000])
-            assert all(r["status"] for r in replies), [r for r in replies if not r["status"]][:3]
-
-
 def add_replica(cluster, rid):
     config = copy.deepcopy(cluster.config)
     config["replicas"].append({"id": rid, "host": "127.0.0.1", "port": free_port(), "data_dir": f"data/{rid}"})
@@ -71,7 +57,7 @@ class Readers:
 
 def test_add_a_fresh_replica_under_write_load(cluster):
     keys = 50_000
-    preload(cluster, keys)
+    cluster.preload(keys, key_format=b"pre%d")
     add_replica(cluster, "r4")
     cluster.start_replica("r4")
     assert cluster.stat("r4")["joined"] is False

@@ -2,6 +2,7 @@
 processes): a connection must pass the link handshake over the cluster key before anything it sends is executed,
 and each command is allowed only to the roles that need it."""
 import os
+import signal
 import socket
 
 import pytest
@@ -49,7 +50,8 @@ def test_an_unauthenticated_write_is_refused_and_changes_nothing(cluster):
     assert "authenticated link" in reply["message"], reply
     for rid in cluster.replica_ids:
         assert cluster.wire(rid, ";get;k;")[0]["message"] == "real", rid
-    assert cluster.http("GET", "/kv/k?raw")[1] in (b"real", {"raw": "real"}) or True
+    status, body = cluster.http("GET", "/kv/k")
+    assert status == 200 and body["message"] == "real", body
     verify_identical(cluster)
 
 
@@ -170,3 +172,116 @@ def test_the_operator_tool_reads_with_the_derived_key(cluster, tmp_path):
                           "1;put;tool;x"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert '"message": "hello"' in out[0], out
     assert '"unauthorized"' in out[1], out
+
+
+# ----- fencing: a stale master is locked out ---------------------------------------------------------------
+
+SEQS_PER_EPOCH = 1_000_000_000
+
+
+def fence(cluster, rid):
+    stat = cluster.stat(rid)
+    return stat["fence_epoch"], stat["fence_master"]
+
+
+def as_master(cluster, rid, client_id, epoch):
+    host, port = replica_address(cluster, rid)
+    return WireClient(host, port, key=cluster.wire_key("master"), role="master", client_id=client_id,
+                      expected_server=rid, epoch=epoch)
+
+
+def test_a_master_with_an_old_epoch_is_fenced(cluster):
+    assert cluster.http("PUT", "/kv/f", body=b"real")[0] == 200
+    epoch, master = fence(cluster, "r1")
+    assert epoch >= 1 and master.startswith("m1/"), (epoch, master)
+    before = [cluster.stat(rid)["digest"] for rid in cluster.replica_ids]
+    for client_id, stale_epoch in (("m-old", epoch - 1), (master, epoch - 1), ("m-other", epoch)):
+        stale = as_master(cluster, "r1", client_id, stale_epoch)
+        try:
+            seq = stale_epoch * SEQS_PER_EPOCH + 777
+            replies = stale.call(f"{seq};put;f;stale", f"{seq};com;;", f"{seq + 1};abrt;;", "1;memb;;r1@127.0.0.1:1",
+                                 ";reset;;", ";join;;")
+            for reply in replies:
+                assert reply["status"] is False and reply["code"] == "fenced", (client_id, reply)
+                assert reply["seq"] == epoch, reply
+            get, = stale.call(";get;f;")
+            assert get["message"] == "real", "a fenced master may still read"
+        finally:
+            stale.close()
+    assert [cluster.stat(rid)["digest"] for rid in cluster.replica_ids] == before
+    assert fence(cluster, "r1") == (epoch, master), "refused links do not move the fence"
+    assert cluster.http("PUT", "/kv/f", body=b"after")[0] == 200
+    verify_identical(cluster)
+
+
+def test_no_message_moves_the_forgotten_seq_watermark(cluster):
+    """From the review: `18446744073709551615;abrt;;` and a million aborts made every later prepare 'too old', for
+    good. Even the master's own key cannot decide a seq beyond its epoch."""
+    assert cluster.http("PUT", "/kv/w", body=b"1")[0] == 200
+    epoch, master = fence(cluster, "r2")
+    client = as_master(cluster, "r2", master, epoch)
+    try:
+        future = (epoch + 1) * SEQS_PER_EPOCH + 5
+        replies = client.call("18446744073709551615;abrt;;", f"{future};abrt;;", f"{future};com;;", f"{future};qry;;",
+                              f"{future};put;w;x", f"{epoch * SEQS_PER_EPOCH - 1};put;w;x")
+        for reply in replies:
+            assert reply["status"] is False and reply["code"] == "bad_request", reply
+            assert "epoch" in reply["message"], reply
+    finally:
+        client.close()
+    assert cluster.stat("r2")["max_seq"] < (epoch + 1) * SEQS_PER_EPOCH, "nothing beyond the epoch was recorded"
+    status, body = cluster.http("PUT", "/kv/w", body=b"2")
+    assert status == 200, body
+    verify_identical(cluster)
+
+
+def start_second_master(cluster, name):
+    """Starts another kv-master on the same replicas with its own decision log and ports (a copy of the master
+    run by mistake, or a failover that left the old one running)."""
+    import copy
+    import yaml
+    from kvcluster import free_port
+    config = copy.deepcopy(cluster.config)
+    config["master"].update(listen=f"127.0.0.1:{free_port()}", decision_log_dir=f"data/{name}",
+                            query_listen=f"127.0.0.1:{free_port()}")
+    path = os.path.join(os.path.dirname(cluster.config_path), f"{name}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    cluster._spawn(name, [os.path.join(cluster.bin_dir, "kv-master"), "--config", path])
+
+
+def test_a_master_started_later_takes_over_and_the_first_is_fenced(cluster):
+    from kvcluster import wait_until
+    assert cluster.http("PUT", "/kv/t", body=b"from-a")[0] == 200
+    old_epoch, old_master = fence(cluster, "r1")
+    start_second_master(cluster, "master-b")
+
+    def taken_over():
+        assert cluster.is_running("master-b"), cluster.log("master-b")[-3000:]
+        fences = [fence(cluster, rid) for rid in cluster.replica_ids]
+        return all(e > old_epoch and m.startswith("m1/") and m != old_master for e, m in fences) and fences
+    wait_until(taken_over, 30, "the second master to take over every replica")
+    assert "takes over at seq epoch" in cluster.log("master-b")
+
+    # The first master's next write meets the fence and fails; from then on it refuses writes and says why.
+    status, body = cluster.http("PUT", "/kv/t", body=b"stale")
+    assert status == 503 and body["status"] is False and "fenced" in body["message"], (status, body)
+    status, body = cluster.http("PUT", "/kv/t2", body=b"stale")
+    assert status == 503 and "this master is fenced" in body["message"], (status, body)
+    status, body = cluster.http("GET", "/status")
+    assert body["status"] is False and "fenced" in body, body
+    assert cluster.http("GET", "/kv/t")[1]["message"] == "from-a"
+
+    # Stopping the newer master does not unfence the old one: it never moves its epoch by itself.
+    cluster._signal("master-b", signal.SIGTERM)
+    status, body = cluster.http("PUT", "/kv/t", body=b"stale")
+    assert status == 503 and "fenced" in body["message"], (status, body)
+
+    # Restarted, it takes over again.
+    cluster.stop_master()
+    cluster.start_master()
+    cluster.wait_cluster_ready()
+    assert cluster.http("PUT", "/kv/t", body=b"after")[0] == 200
+    assert cluster.http("GET", "/kv/t")[1]["message"] == "after"
+    assert cluster.http("GET", "/kv/t2")[0] == 404, "the refused write is nowhere"
+    verify_identical(cluster)

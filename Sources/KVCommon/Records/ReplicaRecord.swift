@@ -23,12 +23,14 @@ public enum ReplicaRecord: Equatable, Sendable {
     /// State transfer finished: the replica holds the committed state and takes part again in transactions
     /// with seqs above `since` (it knows nothing of those at or below it).
     case join(since: UInt64)
+    /// The replica takes 2PC commands only from `master` at seq epoch `epoch` or a newer one (`MasterFence`).
+    case fence(epoch: UInt64, master: String)
 
     public var seq: UInt64 {
         switch self {
         case .prepare(let seq, _, _), .commit(let seq), .abort(let seq), .prepareTxn(let seq, _, _, _): return seq
         case .load(_, _, let version, _): return version
-        case .drop, .reset, .join: return 0
+        case .drop, .reset, .join, .fence: return 0
         }
     }
 
@@ -97,6 +99,10 @@ public enum ReplicaRecord: Equatable, Sendable {
         case .join(let since):
             writer.u8(7)
             writer.u64(since)
+        case .fence(let epoch, let master):
+            writer.u8(12)
+            writer.u64(epoch)
+            writer.blob(Array(master.utf8))
         case .prepareTxn(let seq, let ops, let locked, let members):
             writer.u8(members.isEmpty ? 8 : 11)
             writer.u64(seq)
@@ -123,6 +129,7 @@ public enum ReplicaRecord: Equatable, Sendable {
         case 5: record = .drop(key: try reader.blob())
         case 6: record = .reset(transfer: seq)
         case 7: record = .join(since: seq)
+        case 12: record = .fence(epoch: seq, master: String(decoding: try reader.blob(limit: 1024), as: UTF8.self))
         case 8, 11:
             var ops: [WriteOp] = []
             for _ in 0..<min(try reader.u32(), 1 << 20) { ops.append(try Self.readOp(&reader)) }

@@ -8,6 +8,8 @@ public enum SnapshotRecord: Equatable, Sendable {
     case joinedSince(UInt64)
     /// The transfer that reset an out-of-sync replica (`Participant.resetBy`), after the header; absent means 0.
     case resetBy(UInt64)
+    /// The master fence (`Participant.fence`), after the header; absent means none.
+    case fence(epoch: UInt64, master: String)
     case entry(key: [UInt8], value: [UInt8], version: UInt64, created: UInt64)
     /// An in-doubt transaction: its `prepare` or `prepareTxn` record.
     case prepared(ReplicaRecord)
@@ -42,6 +44,10 @@ public enum SnapshotRecord: Equatable, Sendable {
         case .resetBy(let transfer):
             writer.u8(8)
             writer.u64(transfer)
+        case .fence(let epoch, let master):
+            writer.u8(9)
+            writer.u64(epoch)
+            writer.blob(Array(master.utf8))
         case .entry(let key, let value, let version, let created):
             writer.u8(2)
             writer.blob(key)
@@ -84,6 +90,7 @@ public enum SnapshotRecord: Equatable, Sendable {
             }
         case 6: record = .joinedSince(try reader.u64())
         case 8: record = .resetBy(try reader.u64())
+        case 9: record = .fence(epoch: try reader.u64(), master: String(decoding: try reader.blob(limit: 1024), as: UTF8.self))
         case 7: record = .committed(seq: try reader.u64(), fingerprint: try reader.u32())
         case 4: record = .decided(seq: try reader.u64(), committed: try reader.u8() == 1)
         case 5: record = .trailer(entries: try reader.u64(), prepared: try reader.u64(), decided: try reader.u64(),

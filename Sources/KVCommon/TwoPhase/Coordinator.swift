@@ -285,7 +285,7 @@ public struct Coordinator {
         switch code {
         case .conflict: return .conflict
         case .notFound: return .notFound
-        case .timeout, .busy, .notSynced, .unauthorized: return .unavailable
+        case .timeout, .busy, .notSynced, .unauthorized, .fenced: return .unavailable
         case .ok, .aborted, .badRequest, .unknownTransaction, .committed, .inDoubt: return .aborted
         }
     }

@@ -135,7 +135,7 @@ extension Participant {
             joined = true
             replayedJoin = true
             joinedSince = since
-        case .prepare, .prepareTxn, .commit, .abort:
+        case .prepare, .prepareTxn, .commit, .abort, .fence:
             break
         }
     }

@@ -44,7 +44,9 @@ public struct Participant {
 
     public enum Event: Equatable {
         /// A parsed request; `nowMs` is the caller's monotonic clock, used only to age in-doubt transactions.
-        case request(WireRequest, RequestID, nowMs: UInt64)
+        /// `link`: the master and seq epoch the connection's handshake proved (nil for other peers, and on a
+        /// cluster without a key), which `fence` judges.
+        case request(WireRequest, RequestID, nowMs: UInt64, link: MasterLink? = nil)
         /// A parked read (see `Action.awaitDecision`) waited as long as allowed.
         case readTimedOut(RequestID)
     }
@@ -94,6 +96,8 @@ public struct Participant {
     public private(set) var membership: [Member] = []
     /// The epoch of `membership` (the seq field of its `memb`).
     public private(set) var membershipEpoch: UInt64 = 0
+    /// The newest master taken 2PC commands from (`MasterFence`); persisted as `fence` records.
+    public internal(set) var fence = MasterFence()
     /// Open state-transfer snapshots (`snap`/`page`).
     var scans = SyncScans()
     var locks: [[UInt8]: UInt64] = [:]
@@ -137,6 +141,8 @@ public struct Participant {
                                  inDoubt: inDoubtItems(nowMs: nowMs))
         result.joined = joined
         result.joinedSince = joinedSince
+        result.fenceEpoch = fence.epoch
+        result.fenceMaster = fence.master
         result.maxSeq = max(lastCommittedSeq, decided.maxRecordedSeq, prepared.keys.max() ?? 0, joinedSince)
         return result
     }
@@ -160,6 +166,7 @@ public struct Participant {
                          maxForgottenSeq: decided.maxForgottenSeq, joined: joined))
         if joinedSince > 0 { try body(.joinedSince(joinedSince)) }
         if resetBy > 0 { try body(.resetBy(resetBy)) }
+        if fence.epoch > 0 { try body(.fence(epoch: fence.epoch, master: fence.master)) }
         for (key, entry) in store {
             try body(.entry(key: key, value: entry.value, version: entry.version, created: entry.created))
         }
@@ -188,6 +195,8 @@ public struct Participant {
             joinedSince = seq
         case .resetBy(let transfer):
             resetBy = transfer
+        case .fence(let epoch, let master):
+            fence.restore(MasterFence(epoch: epoch, master: master))
         case .entry(let key, let value, let version, let created):
             setEntry(key, value: value, version: version, created: created)
         case .prepared(let record):
@@ -223,6 +232,8 @@ public struct Participant {
             decided.record(seq, .aborted)
         case .load, .drop, .reset, .join:
             applySync(record)
+        case .fence(let epoch, let master):
+            fence.restore(MasterFence(epoch: epoch, master: master))
         }
     }
 
@@ -243,44 +254,57 @@ public struct Participant {
             if parkedReads[key]?.isEmpty == true { parkedReads[key] = nil }
             let holder = locks[key].map(String.init) ?? "?"
             return [.reply(id, reply(false, .timeout, "key is locked by undecided transaction \(holder); retry later"))]
-        case .request(let request, let id, let nowMs):
-            if !joined, [.get, .put, .del, .txn].contains(request.command) {
-                return [.reply(id, reply(false, .notSynced, "replica \(server) is not in sync with the cluster yet",
-                                         seq: request.seq))]
+        case .request(let request, let id, let nowMs, let link):
+            guard let link else { return handle(request, id: id, nowMs: nowMs) }
+            switch fence.judge(request, on: link) {
+            case .accept:
+                return handle(request, id: id, nowMs: nowMs)
+            case .advance(let newer):
+                fence = newer
+                return [.persist(.fence(epoch: newer.epoch, master: newer.master))] + handle(request, id: id, nowMs: nowMs)
+            case .refuse(let code, let message):
+                return [.reply(id, reply(false, code, message, seq: code == .fenced ? fence.epoch : request.seq))]
             }
-            switch request.command {
-            case .get: return read(request.key, id: id)
-            case .put: return prepare(request.seq!, .put(key: request.key, value: request.value), id: id, nowMs: nowMs)
-            case .del: return prepare(request.seq!, .delete(key: request.key), id: id, nowMs: nowMs)
-            case .snap, .page, .load, .drop, .reset, .join: return sync(request, id: id)
-            case .txn: return prepareTxn(request.seq!, request.value, id: id, nowMs: nowMs)
-            case .list:
-                guard joined else { return [.reply(id, reply(false, .notSynced, "replica \(server) is not in sync"))] }
-                return list(prefix: request.key, after: request.value, limit: Int(min(request.seq!, 100_000)), id: id)
-            case .memb:
-                guard let members = Member.decode(request.value) else {
-                    return [.reply(id, reply(false, .badRequest, "memb value must be 'id@host:port,...'"))]
-                }
-                // Epochs only move forward: an older announcement still in flight (a dead master's last
-                // messages, read after the new master's) must not replace a newer one.
-                guard request.seq! >= membershipEpoch else {
-                    return [.reply(id, reply(true, .ok, "membership epoch \(request.seq!) is older than the one in force: "
-                        + "ignored", seq: membershipEpoch))]
-                }
-                membership = members
-                membershipEpoch = request.seq!
-                return [.reply(id, reply(true, .ok, "\(members.count) participants from membership epoch \(request.seq!)",
-                                         seq: request.seq))]
-            case .hello, .auth:
-                return [.reply(id, reply(false, .badRequest, "the handshake comes first on a connection, and once"))]
-            case .com: return commit(request.seq!, id: id)
-            case .abrt: return abort(request.seq!, id: id)
-            case .qry: return query(request.seq!, id: id)
-            case .stat:
-                var answer = reply(true, .ok, "ok", seq: lastCommittedSeq)
-                answer.stat = stat(nowMs: nowMs)
-                return [.reply(id, answer)]
+        }
+    }
+
+    private mutating func handle(_ request: WireRequest, id: RequestID, nowMs: UInt64) -> [Action] {
+        if !joined, [.get, .put, .del, .txn].contains(request.command) {
+            return [.reply(id, reply(false, .notSynced, "replica \(server) is not in sync with the cluster yet",
+                                     seq: request.seq))]
+        }
+        switch request.command {
+        case .get: return read(request.key, id: id)
+        case .put: return prepare(request.seq!, .put(key: request.key, value: request.value), id: id, nowMs: nowMs)
+        case .del: return prepare(request.seq!, .delete(key: request.key), id: id, nowMs: nowMs)
+        case .snap, .page, .load, .drop, .reset, .join: return sync(request, id: id)
+        case .txn: return prepareTxn(request.seq!, request.value, id: id, nowMs: nowMs)
+        case .list:
+            guard joined else { return [.reply(id, reply(false, .notSynced, "replica \(server) is not in sync"))] }
+            return list(prefix: request.key, after: request.value, limit: Int(min(request.seq!, 100_000)), id: id)
+        case .memb:
+            guard let members = Member.decode(request.value) else {
+                return [.reply(id, reply(false, .badRequest, "memb value must be 'id@host:port,...'"))]
             }
+            // Epochs only move forward: an older announcement still in flight (a dead master's last
+            // messages, read after the new master's) must not replace a newer one.
+            guard request.seq! >= membershipEpoch else {
+                return [.reply(id, reply(true, .ok, "membership epoch \(request.seq!) is older than the one in force: "
+                    + "ignored", seq: membershipEpoch))]
+            }
+            membership = members
+            membershipEpoch = request.seq!
+            return [.reply(id, reply(true, .ok, "\(members.count) participants from membership epoch \(request.seq!)",
+                                     seq: request.seq))]
+        case .hello, .auth:
+            return [.reply(id, reply(false, .badRequest, "the handshake comes first on a connection, and once"))]
+        case .com: return commit(request.seq!, id: id)
+        case .abrt: return abort(request.seq!, id: id)
+        case .qry: return query(request.seq!, id: id)
+        case .stat:
+            var answer = reply(true, .ok, "ok", seq: lastCommittedSeq)
+            answer.stat = stat(nowMs: nowMs)
+            return [.reply(id, answer)]
         }
     }
 

@@ -124,6 +124,7 @@ extension TransactionManager {
 
     mutating func replied(_ replica: ClusterConfig.Replica, _ call: Call, _ reply: WireReply,
                           into actions: inout [Action]) {
+        if reply.code == .fenced { observeRefusal(replica, reply, into: &actions) }
         switch call {
         case .txn(let seq):
             drive(seq, .reply(replica: replica.id, reply), into: &actions)
@@ -138,7 +139,9 @@ extension TransactionManager {
         case .connect, .probe:
             guard let stat = reply.stat else { return }
             // An answer proves the connection is up, also for a link that a reload took over already connected.
-            floorSeqs(replica, stat, into: &actions)
+            observeFence(replica, stat, into: &actions)
+            // A fenced master must not move above the seqs the newer one issued: it would fence that one in turn.
+            if fencedBy == nil { floorSeqs(replica, stat, into: &actions) }
             if let index = slotIndex(replica) {
                 reported.insert(replica)
                 let slot = slots[index]

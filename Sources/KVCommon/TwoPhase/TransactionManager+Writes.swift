@@ -3,6 +3,10 @@
 
 extension TransactionManager {
     mutating func write(_ id: WriteID, _ intent: WriteIntent, into actions: inout [Action]) {
+        if let fencedBy {
+            actions.append(.answerWrite(id, .refused(fencedBy)))
+            return
+        }
         guard pausedBy == nil, pauseQueue.isEmpty, admissionOpen else {
             admissions.append((id, intent))
             actions.append(.startTimer(.admission(id), ms: settings.timeouts.prepareTimeoutMs))
@@ -63,6 +67,7 @@ extension TransactionManager {
         state.presumeAbortFrom = epoch * Self.seqsPerEpoch
         counter = 0
         actions.append(.persist(state))
+        reopenLinks(into: &actions)
     }
 
     /// The next seq; a new epoch (persisted first) when the counter runs out.
@@ -73,6 +78,7 @@ extension TransactionManager {
             state.seqEpoch += 1
             counter = 1
             actions.append(.persist(state))
+            reopenLinks(into: &actions)
         }
         let seq = lastIssued
         precondition(seq > previous, "seqs only grow: \(seq) issued after \(previous)")

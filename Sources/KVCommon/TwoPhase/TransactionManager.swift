@@ -243,6 +243,10 @@ public struct TransactionManager {
     private(set) var participantIDs: [String] = []
     /// Whether every in-sync replica has reported since the start (see `floorSeqs`).
     private(set) var admissionOpen = false
+    /// Until every in-sync replica has reported once: a master may take over from another only while starting.
+    private(set) var starting = true
+    /// Why this master takes no more writes: another master took over (see `TransactionManager+Fencing`).
+    var fencedBy: String?
     /// Whether the state file was missing at start (a new or lost directory).
     let fresh: Bool
     /// Numbers the bootstraps: a late `join` ack of an earlier round (before a replica was found out of sync
@@ -252,9 +256,16 @@ public struct TransactionManager {
     var transferAttempts = 0
     var closing: [ReloadID: [ClusterConfig.Replica]] = [:]
 
-    /// `recovered` is the state file as found (nil if there was none), `decisions` the decision log's files.
-    public init(settings: Settings, recovered: MasterState?, decisions: [DecisionJournal.Generation]) {
+    /// Who this process says it is in every link's handshake, and so in the replicas' fences: the master's id and
+    /// a token of this run, so that two processes of one id (one started on a copy of the other's decision log)
+    /// never pass for each other even at one seq epoch.
+    public let linkIdentity: String
+
+    /// `recovered` is the state file as found (nil if there was none), `decisions` the decision log's files,
+    /// `run` a token unique to this run of the process (see `linkIdentity`).
+    public init(settings: Settings, recovered: MasterState?, decisions: [DecisionJournal.Generation], run: String = "") {
         self.settings = settings
+        linkIdentity = run.isEmpty ? settings.masterID : "\(settings.masterID)/\(run)"
         state = recovered ?? MasterState()
         fresh = recovered == nil
         journal = DecisionJournal(recovered: decisions, compactBytes: settings.compactBytes)
@@ -277,6 +288,7 @@ public struct TransactionManager {
         participantReplicas = participating.map(\.replica)
         participantIDs = participating.map(\.replica.id)
         admissionOpen = participating.allSatisfy { reported.contains($0.replica) }
+        if admissionOpen && !reported.isEmpty { starting = false }
     }
 
     /// Why the master must not start with these settings: cluster.yaml names none of the replicas the persisted
@@ -360,6 +372,8 @@ public struct TransactionManager {
 
     /// The seq epoch of this run.
     public var seqEpoch: UInt64 { state.seqEpoch }
+    /// Why this master is fenced (another one took over), nil while it runs the cluster.
+    public var fenced: String? { fencedBy }
 
     public var configEpoch: UInt64 { state.configEpoch }
 

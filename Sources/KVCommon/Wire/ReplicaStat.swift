@@ -18,6 +18,9 @@ public struct ReplicaStat: Equatable, Sendable {
     /// The highest seq this replica knows of (prepared, committed or aborted here, or its join point): a master
     /// issues only seqs above it.
     public var maxSeq: UInt64 = 0
+    /// The master fence (`MasterFence`): the newest master's seq epoch and id accepted here (0 and "": none).
+    public var fenceEpoch: UInt64 = 0
+    public var fenceMaster = ""
 
     public struct InDoubt: Equatable, Sendable {
         public var seq: UInt64

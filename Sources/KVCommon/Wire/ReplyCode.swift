@@ -24,4 +24,7 @@ public enum ReplyCode: String, Sendable, CaseIterable {
     case inDoubt = "in_doubt"
     /// The link's handshake failed or the peer's role may not send this command; the connection is closed.
     case unauthorized
+    /// A master that another one took over from (an older seq epoch) may not run transactions here (`MasterFence`);
+    /// `seq` carries the epoch in force.
+    case fenced
 }

@@ -66,6 +66,8 @@ public struct WireReply: Equatable, Sendable {
             writer.field("joined", stat.joined)
             writer.field("joined_since", stat.joinedSince)
             writer.field("max_seq", stat.maxSeq)
+            writer.field("fence_epoch", stat.fenceEpoch)
+            writer.field("fence_master", stat.fenceMaster)
         }
         if let page {
             writer.field("entries", rawJSON: page.json())
@@ -95,7 +97,7 @@ public struct WireReply: Equatable, Sendable {
         var status: Bool?, message: String?, server: String?, seq: UInt64?, code: String?, created: UInt64?
         var base64 = false
         var keys: UInt64?, digest: String?, lastCommitted: UInt64?, inDoubt: [JSONValue]?, logSyncs: UInt64?
-        var joined: Bool?, joinedSince: UInt64?, maxSeq: UInt64?
+        var joined: Bool?, joinedSince: UInt64?, maxSeq: UInt64?, fenceEpoch: UInt64?, fenceMaster: String?
         var entries: [JSONValue]?, done: Bool?
         var succeeded: Bool?, reads: [JSONValue]?
 
@@ -116,6 +118,8 @@ public struct WireReply: Equatable, Sendable {
             case "joined": joined = value.boolValue
             case "joined_since": joinedSince = value.uint64Value
             case "max_seq": maxSeq = value.uint64Value
+            case "fence_epoch": fenceEpoch = value.uint64Value
+            case "fence_master": fenceMaster = value.stringValue
             case "entries": entries = value.arrayValue
             case "done": done = value.boolValue
             case "succeeded": succeeded = value.boolValue
@@ -153,6 +157,8 @@ public struct WireReply: Equatable, Sendable {
                 stat.joined = joined ?? true
                 stat.joinedSince = joinedSince ?? 0
                 stat.maxSeq = maxSeq ?? max(lastCommitted ?? 0, items.map(\.seq).max() ?? 0)
+                stat.fenceEpoch = fenceEpoch ?? 0
+                stat.fenceMaster = fenceMaster ?? ""
                 reply.stat = stat
             }
             if let entries, let done {
