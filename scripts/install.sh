@@ -3,6 +3,7 @@
 #   /usr/local/bin/kv-master, /usr/local/bin/kv-replicad      release binaries (built first if missing)
 #   /etc/systemd/system/kv-master.{service,socket}, kv-replica@.service, kv.target
 #   /etc/kv/cluster.yaml            only if absent: master on /run/kv/master.sock, data in /var/lib/kv/<id>
+#   /etc/kv/cluster.key             only if absent: the cluster key (root, mode 0600)
 #   /etc/nginx/sites-available/kv.conf (+ sites-enabled link)   only if absent: 127.0.0.1:8080 -> the socket
 #   /usr/local/share/doc/kv/OPERATIONS.md
 # then, if systemd runs: daemon-reload, enable kv.target, the socket and one kv-replica@<id> per replica in
@@ -72,16 +73,22 @@ done
 echo "install: /etc/systemd/system/{${UNITS// /,}}"
 install -m 0644 docs/OPERATIONS.md /usr/local/share/doc/kv/OPERATIONS.md
 
-# cluster.yaml: the repository's, with the master on the systemd socket and the data in the units' state
-# directories (StateDirectory=kv/<id> -> /var/lib/kv/<id>). Without its security section for now: the units'
-# dynamic user cannot read a root-owned key yet (docs/OPERATIONS.md, Security).
+# The cluster key: root's, mode 0600; each unit hands a copy to its dynamic user (ExecStartPre in the units).
+KEY=/etc/kv/cluster.key
+if [ ! -e "$KEY" ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KEY.tmp" && mv "$KEY.tmp" "$KEY")
+    echo "install: wrote $KEY (the cluster key; docs/OPERATIONS.md, Security)"
+fi
+
+# cluster.yaml: the repository's, with the master on the systemd socket, the data in the units' state
+# directories (StateDirectory=kv/<id> -> /var/lib/kv/<id>) and the cluster key above.
 config="$(render cluster.yaml "
 1i # Installed by kv scripts/install.sh. Reload after editing: systemctl reload kv-master
 s|^\(  listen:\) .*|\1 $SOCKET|
 s|^\(  decision_log_dir:\) data/\(.*\)|\1 /var/lib/kv/\2|
 s|^\(    data_dir:\) data/\(.*\)|\1 /var/lib/kv/\2|
-/^security:/,/^$/d
-" "listen: $SOCKET" "decision_log_dir: /var/lib/kv/master" "data_dir: /var/lib/kv/r1")"
+s|^\(  cluster_key_file:\) .*|\1 $KEY|
+" "listen: $SOCKET" "decision_log_dir: /var/lib/kv/master" "data_dir: /var/lib/kv/r1" "cluster_key_file: $KEY")"
 install_config /etc/kv/cluster.yaml <<<"$config"
 
 site="$(render nginx/kv-site.conf "

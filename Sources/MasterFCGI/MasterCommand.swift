@@ -18,6 +18,10 @@ struct MasterCommand: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(help: ArgumentHelp("Read the cluster key from this file instead of the one cluster.yaml names (the systemd unit "
+        + "hands the key over this way); cluster.yaml still decides whether links are authenticated.", valueName: "path"))
+    var clusterKeyFile: String?
+
     func run() throws {
         LogSetup.bootstrap(levelName: logLevel)
         let logger = Logger(label: "kv-master")
@@ -50,7 +54,7 @@ struct MasterCommand: ParsableCommand {
         // One event loop runs the master's state machine and every replica connection: its rules need one
         // thread, and on a small machine a second loop would only add hand-offs.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let node = try MasterNode(config: cluster, loop: group.next(), logger: logger)
+        let node = try MasterNode(config: cluster, loop: group.next(), logger: logger, clusterKeyFile: clusterKeyFile)
         try node.start()
         let server = try FastCGIServer(listen: cluster.master.listen, bodyBytesMax: cluster.limits.httpBodyBytesMax,
                                        logger: logger)

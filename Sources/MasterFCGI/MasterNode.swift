@@ -41,11 +41,12 @@ final class MasterNode: @unchecked Sendable {
     private let linkEpoch = LinkEpoch()
     private let reloading = NSLock()
 
-    init(config: ClusterConfig, loop: EventLoop, logger: Logger) throws {
+    /// `clusterKeyFile`: where the key is read instead of the file cluster.yaml names (`--cluster-key-file`).
+    init(config: ClusterConfig, loop: EventLoop, logger: Logger, clusterKeyFile: String? = nil) throws {
         self.config = config
         self.loop = loop
         self.logger = logger
-        clusterKey = try config.clusterKey()
+        clusterKey = try config.clusterKey(handedOver: clusterKeyFile)
         // Before anything in the directory is read or written: a second master must not touch it.
         lock = try DirectoryLock(directory: config.master.decisionLogDir)
         stateFile = MasterStateFile(directory: config.master.decisionLogDir)

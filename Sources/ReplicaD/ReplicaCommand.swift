@@ -24,6 +24,10 @@ struct ReplicaCommand: ParsableCommand {
     @Option(help: "Event-loop threads for connections.")
     var threads: Int = 1
 
+    @Option(help: ArgumentHelp("Read the cluster key from this file instead of the one cluster.yaml names (the systemd unit "
+        + "hands the key over this way); cluster.yaml still decides whether links are authenticated.", valueName: "path"))
+    var clusterKeyFile: String?
+
     func run() throws {
         LogSetup.bootstrap(levelName: logLevel)
         var logger = Logger(label: "kv-replicad")
@@ -42,7 +46,7 @@ struct ReplicaCommand: ParsableCommand {
         }
         let clusterKey: ClusterKey?
         do {
-            clusterKey = try cluster.clusterKey()
+            clusterKey = try cluster.clusterKey(handedOver: clusterKeyFile)
         } catch {
             logger.critical("\(error)")
             throw ExitCode(78)

@@ -76,4 +76,16 @@ final class ClusterKeyFileTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("security: unknown field 'key'"), "\(error)")
         }
     }
+
+    /// `--cluster-key-file`: the systemd units read a copy of the key handed to their dynamic user.
+    func testAHandedOverKeyFileIsReadInsteadButOnlyWhereClusterYamlAsksForAKey() throws {
+        let copy = try write(String(repeating: "ab", count: 32) + "\n", mode: 0o400)
+        let keyed = try config(keyFile: "/nonexistent/cluster.key")
+        XCTAssertNotNil(try keyed.clusterKey(handedOver: copy))
+        XCTAssertNil(try config(keyFile: nil).clusterKey(handedOver: copy), "cluster.yaml decides whether there is a key")
+        XCTAssertThrowsError(try keyed.clusterKey(handedOver: copy + ".missing")) { error in
+            XCTAssertTrue("\(error)".contains("--cluster-key-file"), "\(error)")
+            XCTAssertTrue("\(error)".contains("cluster.yaml:11:21"), "\(error)")
+        }
+    }
 }

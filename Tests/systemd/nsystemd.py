@@ -268,6 +268,21 @@ class NamespacedSystemd:
         return kvcluster.exchange(_NetnsHTTPConnection(self._sockets, "127.0.0.1", self.http_port, timeout_s),
                                   method, path, body)
 
+    def raw_wire(self, port, payload, timeout_s=10):
+        """Sends `payload` to 127.0.0.1:port inside without a handshake, as `nc` would; the reply lines until the
+        server closes."""
+        sock = self._sockets.connect("127.0.0.1", port, timeout_s)
+        try:
+            sock.sendall(payload)
+            chunks = []
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return [json.loads(line) for line in b"".join(chunks).splitlines()]
+                chunks.append(data)
+        finally:
+            sock.close()
+
     def wire(self, port, *lines, timeout_s=10):
         """Sends wire-protocol lines to a replica on 127.0.0.1:port inside; returns the JSON replies."""
         sock = self._sockets.connect("127.0.0.1", port, timeout_s)

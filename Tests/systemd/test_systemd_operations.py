@@ -152,6 +152,7 @@ def test_install(system):
     before = host_state(INSTALLED_PATHS)
     out = system.run("/run/kvtest/src/scripts/install.sh", env={"KV_BIN_DIR": "/run/kvtest/bin"}).stdout
     assert "install: wrote /etc/kv/cluster.yaml" in out, out
+    assert "install: wrote /etc/kv/cluster.key" in out, out
     for path in INSTALLED_PATHS[:-2] + ["/usr/local/share/doc/kv/OPERATIONS.md"]:
         assert system.exists(path), path
     assert system.run("readlink", "/etc/nginx/sites-enabled/kv.conf").stdout.strip() == "../sites-available/kv.conf"
@@ -161,6 +162,8 @@ def test_install(system):
     assert cfg["master"]["listen"] == "/run/kv/master.sock"
     assert cfg["master"]["query_listen"].startswith("127.0.0.1:")
     assert cfg["master"]["decision_log_dir"] == "/var/lib/kv/master"
+    assert cfg["security"]["cluster_key_file"] == "/etc/kv/cluster.key"
+    assert system.run("stat", "-c", "%U %a", "/etc/kv/cluster.key").stdout.strip() == "root 600"
     assert [(r["id"], r["data_dir"]) for r in cfg["replicas"]] == [(r, f"/var/lib/kv/{r}") for r in REPLICAS]
     for unit in KV_UNITS:
         assert system.systemctl("is-enabled", unit).stdout.strip() == "enabled", unit
@@ -200,6 +203,31 @@ def test_start(system):
         caps = system.run("grep", "CapEff", f"/proc/{pid}/status").stdout.split()[1]
         assert int(caps, 16) == 0, (unit, caps)
     assert system.exists("/var/lib/kv/r1") and system.exists("/var/lib/kv/master")
+
+
+def test_the_installed_links_are_authenticated(system):
+    """The attacks of the security issue against the install: nothing a stranger sends to a replica port or the
+    query port is executed, and the data stays as it was."""
+    for unit, copy in (("kv-replica@r1.service", "/run/kv/replica-r1/cluster.key"),
+                       ("kv-master.service", "/run/kv/master-key/cluster.key")):
+        # Each daemon reads a copy of the root-owned key handed to its dynamic user.
+        uid = system.run("ps", "-o", "uid=", "-p", system.show(unit, "MainPID")).stdout.strip()
+        assert system.run("stat", "-c", "%u %a", copy).stdout.split() == [uid, "400"], unit
+    assert "security.cluster_key_file is not set" not in system.journal("kv-replica@r1")
+    cfg = config(system)
+    ports = {r["id"]: int(r["port"]) for r in cfg["replicas"]}
+    before = [system.wire(port, ";stat;;")[0]["digest"] for port in ports.values()]
+    attacks = [(ports["r2"], b"123456789012;put;greeting;intruder\n123456789012;com;;\n"),
+               (ports["r3"], b";reset;;\n;join;;\n"),
+               (int(cfg["master"]["query_listen"].rsplit(":", 1)[1]), b"1000000001;qry;;\n")]
+    for port, payload in attacks:
+        replies = system.raw_wire(port, payload)
+        assert len(replies) == 1 and replies[0]["code"] == "unauthorized", (port, replies)
+    assert [system.wire(port, ";stat;;")[0]["digest"] for port in ports.values()] == before
+    status, body = system.http("GET", "/kv/greeting")
+    assert status == 200 and body["message"] == "hello", body
+    status, body = system.http("GET", "/status?verify=1")
+    assert status == 200 and body["verify"]["identical"], body
 
 
 def test_stop_a_replica(system):

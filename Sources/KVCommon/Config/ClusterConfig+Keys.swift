@@ -3,12 +3,17 @@ import Foundation
 extension ClusterConfig {
     /// The cluster key `security.cluster_key_file` names, read and checked; nil when none is configured (the links
     /// are then open to anyone who can reach them). A key file that is missing, unreadable, readable by group or
-    /// others, or not a key is a configuration error at the place cluster.yaml names it.
-    public func clusterKey() throws -> ClusterKey? {
-        guard let file = security.clusterKeyFile else { return nil }
+    /// others, or not a key is a configuration error at the place cluster.yaml names it. `handedOver`: where the
+    /// key is read instead (a systemd unit copies the root-owned file for its dynamic user); cluster.yaml still
+    /// decides whether there is a key at all.
+    public func clusterKey(handedOver: String? = nil) throws -> ClusterKey? {
+        guard let configured = security.clusterKeyFile else { return nil }
+        let file = handedOver ?? configured
         let mark = security.clusterKeyMark
         func failure(_ message: String) -> KVError {
-            .config(file: path, line: mark.line, column: mark.column, message: "security.cluster_key_file \(file): \(message)")
+            let source = handedOver.map { "\(configured), read as \($0) (--cluster-key-file)" } ?? file
+            return .config(file: path, line: mark.line, column: mark.column,
+                           message: "security.cluster_key_file \(source): \(message)")
         }
         var info = stat()
         guard stat(file, &info) == 0 else {
