@@ -14,11 +14,40 @@ public final class LinkAuthServerHandler: ChannelInboundHandler {
     private var authenticated = false
     private var closing = false
     private let onRejected: (String) -> Void
+    private let timeoutMs: Int
+    private var deadline: Scheduled<Void>?
 
-    /// `onRejected` gets the reason of every refused handshake (for the log).
-    public init(responder: HandshakeResponder, onRejected: @escaping (String) -> Void = { _ in }) {
+    /// `onRejected` gets the reason of every refused handshake (for the log); a connection that has not finished
+    /// its handshake after `timeoutMs` is refused too (a silent connection must not hold a place for ever).
+    public init(responder: HandshakeResponder, timeoutMs: Int = 5000, onRejected: @escaping (String) -> Void = { _ in }) {
         self.responder = responder
+        self.timeoutMs = timeoutMs
         self.onRejected = onRejected
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: .milliseconds(Int64(timeoutMs))) {
+            let (handler, context) = bound.value
+            guard !handler.authenticated, !handler.closing else { return }
+            let (line, reason) = handler.responder.timedOut(afterMs: handler.timeoutMs)
+            handler.reject(line, reason: reason, context: context)
+        }
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        context.fireChannelInactive()
+    }
+
+    private func reject(_ bytes: [UInt8], reason: String, context: ChannelHandlerContext) {
+        closing = true
+        deadline?.cancel()
+        onRejected(reason)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes))).whenComplete { _ in
+            context.close(promise: nil)
+        }
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -33,14 +62,11 @@ public final class LinkAuthServerHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
         case .accepted(let peer, let bytes):
             authenticated = true
+            deadline?.cancel()
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
             context.fireUserInboundEventTriggered(LinkAuthenticated(peer: peer))
         case .rejected(let bytes, let reason):
-            closing = true
-            onRejected(reason)
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes))).whenComplete { _ in
-                context.close(promise: nil)
-            }
+            reject(bytes, reason: reason, context: context)
         }
     }
 

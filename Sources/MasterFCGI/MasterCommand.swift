@@ -61,7 +61,8 @@ struct MasterCommand: ParsableCommand {
         var queries: QueryServer?
         if let host = cluster.master.queryHost, let port = cluster.master.queryPort {
             queries = try QueryServer(group: group, host: host, port: port, node: node, serverID: cluster.master.id,
-                                      clusterKey: node.clusterKey, logger: logger)
+                                      clusterKey: node.clusterKey, limits: cluster.limits, timeouts: cluster.timeouts,
+                                      logger: logger)
         }
         let reads = ReplicaReads()
         server.start(workers: cluster.master.workerThreads) { KVRouter(node: node, reads: reads).handle($0) }

@@ -10,20 +10,26 @@ import NIOPosix
 final class QueryServer {
     private let channel: Channel
 
-    /// With `clusterKey`, only replicas that pass the link handshake may ask.
+    /// With `clusterKey`, only replicas that pass the link handshake (within `timeouts.handshakeTimeoutMs`) may ask;
+    /// at most `limits.replicaConnectionsMax` connections are held at once.
     init(group: EventLoopGroup, host: String, port: Int, node: MasterNode, serverID: String, clusterKey: ClusterKey?,
-         logger: Logger) throws {
+         limits: ClusterConfig.Limits, timeouts: ClusterConfig.Timeouts, logger: Logger) throws {
+        let connections = ConnectionCount(limit: limits.replicaConnectionsMax)
+        let refusal = WireReply(status: false, code: .busy, message: "too many connections to \(serverID)'s query_listen "
+                                    + "(limits.replica_connections_max)", seq: nil, server: serverID).encoded()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ConnectionLimitHandler(count: connections, refusal: refusal))
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LineFrameDecoder(maxLineBytes: 256)))
                     if let clusterKey {
                         let peer = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
                         let responder = HandshakeResponder(serverID: serverID, clusterKey: clusterKey, allowedRoles: [.replica])
-                        try channel.pipeline.syncOperations.addHandler(LinkAuthServerHandler(responder: responder) {
+                        try channel.pipeline.syncOperations.addHandler(LinkAuthServerHandler(
+                            responder: responder, timeoutMs: timeouts.handshakeTimeoutMs) {
                             logger.warning("query_listen refused a connection from \(peer): \($0)")
                         })
                     }

@@ -44,6 +44,7 @@ struct ReplicaCommand: ParsableCommand {
             logger.critical("config: \(config): no replica with id '\(id)' (known: \(known))")
             throw ExitCode(78)
         }
+        let listen = cluster.listenAddress(of: me)
         let clusterKey: ClusterKey?
         do {
             clusterKey = try cluster.clusterKey(handedOver: clusterKeyFile)
@@ -53,7 +54,7 @@ struct ReplicaCommand: ParsableCommand {
         }
         if clusterKey == nil {
             logger.warning("""
-                security.cluster_key_file is not set: anyone who can reach \(me.address) can read, write and wipe \
+                security.cluster_key_file is not set: anyone who can reach \(listen) can read, write and wipe \
                 this replica (see docs/OPERATIONS.md, Security)
                 """)
         }
@@ -63,9 +64,9 @@ struct ReplicaCommand: ParsableCommand {
             node = try ReplicaNode(server: me.id, dataDir: me.dataDir, lockWaitMs: cluster.timeouts.lockWaitTimeoutMs,
                                    snapshotLogBytesMax: cluster.storage.snapshotLogBytesMax,
                                    limits: cluster.limits, logger: logger)
-            server = try ReplicaServer(node: node, host: me.host, port: me.port,
-                                       maxLineBytes: cluster.limits.wireRequestBytesMax, threads: max(1, threads),
-                                       clusterKey: clusterKey, serverID: me.id, logger: logger)
+            server = try ReplicaServer(node: node, host: listen.host, port: listen.port, limits: cluster.limits,
+                                       timeouts: cluster.timeouts, threads: max(1, threads), clusterKey: clusterKey,
+                                       serverID: me.id, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
@@ -74,8 +75,8 @@ struct ReplicaCommand: ParsableCommand {
                                        clusterKey: clusterKey, logger: logger)
         resolver.start()
         let inDoubt = node.inDoubt().count
-        SystemdNotify.send("READY=1\nSTATUS=serving on \(me.address); \(inDoubt) transaction(s) in doubt")
-        logger.info("replica \(me.id) ready on \(me.address), data in \(me.dataDir)")
+        SystemdNotify.send("READY=1\nSTATUS=serving on \(listen); \(inDoubt) transaction(s) in doubt")
+        logger.info("replica \(me.id) ready on \(listen) (dialled as \(me.address)), data in \(me.dataDir)")
         let signals = SignalTrap(signals: [SIGTERM, SIGINT]) { signal in
             logger.info("signal \(signal): stopping")
             SystemdNotify.send("STOPPING=1")

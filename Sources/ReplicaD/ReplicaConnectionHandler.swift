@@ -4,6 +4,12 @@ import NIOCore
 
 /// One client connection to a replica. Requests may be pipelined; replies go out in request order even
 /// when a later request (a read) is answered before an earlier one (a prepare waiting for its fsync).
+///
+/// Backpressure: a peer that does not read its replies must not make the replica buffer them without end. Once
+/// the socket's outbound buffer passes its high-water mark, or `outstandingMax` requests wait for their replies,
+/// the connection stops reading (autoRead off) and holds the lines it already decoded unexecuted; it goes on when
+/// the buffer drains below the low-water mark. So one connection holds at most about one read's worth of requests
+/// and the replies of `outstandingMax` requests.
 final class ReplicaConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -28,6 +34,15 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     private var role: LinkRole?
     /// For a master's connection, its id and seq epoch, which the fence judges (nil without authentication).
     private var masterLink: MasterLink?
+    private var peerID = ""
+    /// Decoded lines not yet executed because the connection is paused (see Backpressure above).
+    private var held: [ByteBuffer] = []
+    private var paused = false
+    private var resumeScheduled = false
+    /// Replies waiting to be written before this many bytes are handed to the socket at once.
+    private static let flushBytes = 64 << 10
+    /// Requests executed whose replies have not gone out yet (parked reads, prepares waiting for their fsync).
+    static let outstandingMax = 1024
 
     init(node: ReplicaNode, maxLineBytes: Int, role: LinkRole?) {
         self.node = node
@@ -38,7 +53,23 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let authenticated = event as? LinkAuthenticated {
             role = authenticated.peer.role
+            peerID = authenticated.peer.id
             if role == .master { masterLink = MasterLink(master: authenticated.peer.id, epoch: authenticated.peer.epoch) }
+        }
+        // The master's links stay open between writes; a peer's or an operator's idle connection is closed.
+        if let idle = event as? IdleStateHandler.IdleStateEvent {
+            let peer = "\(role?.rawValue ?? "peer") \(peerID) from \(context.remoteAddress.map { "\($0)" } ?? "?")"
+            if idle == .write, paused, !context.channel.isWritable {
+                // Its replies have not drained for the whole time-out: a peer that does not read is not coming back.
+                node.logger.warning("closed the stuck connection of \(peer): it read none of its replies for the idle time-out")
+                context.close(promise: nil)
+                return
+            }
+            if idle == .read, let role, role != .master, nextSlot == nextToWrite, held.isEmpty {
+                node.logger.info("closed the idle connection of \(peer)")
+                context.close(promise: nil)
+                return
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -46,6 +77,15 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         inReadBatch = true
         let line = unwrapInboundIn(data)
+        if paused || !held.isEmpty {
+            held.append(line)
+            return
+        }
+        execute(line, context: context)
+        if nextSlot - nextToWrite >= Self.outstandingMax { pause(context: context) }
+    }
+
+    private func execute(_ line: ByteBuffer, context: ChannelHandlerContext) {
         let slot = nextSlot
         nextSlot += 1
         switch WireRequest.parse(Array(line.readableBytesView), maxLineBytes: maxLineBytes) {
@@ -76,6 +116,49 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
 
     /// The end of a read batch: one write and fsync for every record its requests queued, made right here on
     /// the event loop (no hand-off to another thread), then their replies go out.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { scheduleResume(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Resumes from the event loop's next turn: never from inside a write or a reply's completion, which the
+    /// executed lines would re-enter.
+    private func scheduleResume(context: ChannelHandlerContext) {
+        guard paused, !resumeScheduled else { return }
+        resumeScheduled = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = bound.value
+            handler.resumeScheduled = false
+            handler.resume(context: context)
+        }
+    }
+
+    private func pause(context: ChannelHandlerContext) {
+        guard !paused else { return }
+        paused = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+    }
+
+    /// Executes the held lines while neither the socket nor the outstanding requests say stop, then reads again.
+    private func resume(context: ChannelHandlerContext) {
+        guard paused, context.channel.isWritable, nextSlot - nextToWrite < Self.outstandingMax else { return }
+        paused = false
+        var index = 0
+        while index < held.count, !paused {
+            execute(held[index], context: context)
+            index += 1
+            if nextSlot - nextToWrite >= Self.outstandingMax || !context.channel.isWritable { pause(context: context) }
+        }
+        held.removeFirst(index)
+        node.flushLog(force: !ready.isEmpty)
+        send(context: context)
+        if !paused {
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+            context.read()
+        }
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         // Replies that are ready but held behind an earlier one (a `com` whose unforced COMMIT record is not
         // durable yet) must not wait for the lazy flush: then flush everything now.
@@ -107,9 +190,13 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
             nextToWrite += 1
             wrote = true
         }
+        if paused, wrote, nextSlot - nextToWrite < Self.outstandingMax / 2 { scheduleResume(context: context) }
         if votes && Self.afterVoteArmed {
             send(context: context)
             Failpoints.hit("replica-after-vote")
+        } else if wrote, let pending = outgoing, pending.readableBytes >= Self.flushBytes {
+            // Large replies go out at once, so the socket's water marks see them (and pause reading).
+            send(context: context)
         } else if wrote && inReadBatch {
             unflushed = true  // channelReadComplete flushes
         } else if wrote && !flushScheduled {
@@ -129,5 +216,6 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
         guard let bytes = outgoing else { return }
         outgoing = nil
         context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+        if !context.channel.isWritable { pause(context: context) }
     }
 }

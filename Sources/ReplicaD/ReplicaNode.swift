@@ -17,7 +17,7 @@ final class ReplicaNode: @unchecked Sendable {
     private var nextRequestID: Participant.RequestID = 1
     private let log: GroupCommitLog
     private let lockWaitMs: Int
-    private let logger: Logger
+    let logger: Logger
     private let timers = DispatchQueue(label: "kv.replica.timers")
     /// In-doubt seqs that neither the master nor any peer could resolve at the last attempt.
     private var blocked: Set<UInt64> = []

@@ -9,24 +9,41 @@ final class ReplicaServer {
     let group: MultiThreadedEventLoopGroup
     private let channel: Channel
 
-    /// With `clusterKey`, every connection must pass the link handshake (as replica `serverID`) before anything
-    /// it sends is executed, and each command is checked against the peer's role; without one, the port is open.
-    init(node: ReplicaNode, host: String, port: Int, maxLineBytes: Int, threads: Int, clusterKey: ClusterKey?,
-         serverID: String, logger: Logger) throws {
+    /// Connections held now (for `stat` and the tests of the limit).
+    let connections: ConnectionCount
+
+    /// With `clusterKey`, every connection must pass the link handshake (as replica `serverID`) within
+    /// `timeouts.handshakeTimeoutMs` before anything it sends is executed, and each command is checked against the
+    /// peer's role; without one, the port is open. At most `limits.replicaConnectionsMax` connections are held; a
+    /// peer's or operator's connection idle for `timeouts.peerIdleTimeoutMs` is closed.
+    init(node: ReplicaNode, host: String, port: Int, limits: ClusterConfig.Limits, timeouts: ClusterConfig.Timeouts,
+         threads: Int, clusterKey: ClusterKey?, serverID: String, logger: Logger) throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let connections = ConnectionCount(limit: limits.replicaConnectionsMax)
+        self.connections = connections
+        let maxLineBytes = limits.wireRequestBytesMax
+        let refusal = WireReply(status: false, code: .busy, message: "too many connections: replica \(serverID) holds "
+                                    + "\(limits.replicaConnectionsMax) (limits.replica_connections_max)", seq: nil,
+                                server: serverID).encoded()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(ChannelOptions.writeBufferWaterMark,
+                                value: ChannelOptions.Types.WriteBufferWaterMark(low: 32 << 10, high: 256 << 10))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxLineBytes)))
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(ConnectionLimitHandler(count: connections, refusal: refusal))
+                    let idle = TimeAmount.milliseconds(Int64(timeouts.peerIdleTimeoutMs))
+                    try sync.addHandler(IdleStateHandler(readTimeout: idle, writeTimeout: idle))
+                    try sync.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxLineBytes)))
                     if let clusterKey {
                         let peer = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
                         let responder = HandshakeResponder(serverID: serverID, clusterKey: clusterKey,
                                                            allowedRoles: [.master, .replica, .operator])
-                        try channel.pipeline.syncOperations.addHandler(LinkAuthServerHandler(responder: responder) {
+                        try sync.addHandler(LinkAuthServerHandler(responder: responder,
+                                                                  timeoutMs: timeouts.handshakeTimeoutMs) {
                             logger.warning("refused a connection from \(peer): \($0)")
                         })
                     }

@@ -211,4 +211,23 @@ final class ClusterConfigTests: XCTestCase {
                                    message: "replicas[1].port must be 1-65535")
         XCTAssertEqual(error.description, "config: cluster.yaml:12:11: replicas[1].port must be 1-65535")
     }
+
+    // MARK: - Where a replica binds
+
+    func testAReplicaBindsLoopbackUnlessToldOtherwise() throws {
+        let config = try parse(text(replacing: 11, with: "    host: 127.0.0.1"))
+        XCTAssertEqual(config.listenAddress(of: config.replicas[0]), ClusterConfig.Endpoint(host: "127.0.0.1", port: 7001))
+        let exposed = try parse(text(replacing: 11, with: "    host: 10.0.0.2", "    listen: 0.0.0.0:7102"))
+        XCTAssertEqual(exposed.listenAddress(of: exposed.replicas[1]), ClusterConfig.Endpoint(host: "0.0.0.0", port: 7102))
+        XCTAssertEqual(exposed.replicas[1].address, "10.0.0.2:7002", "others still dial host:port")
+        let v6 = try parse(text(replacing: 11, with: "    host: ::1", "    listen: '[::1]:7002'"))
+        XCTAssertEqual(v6.listenAddress(of: v6.replicas[1]).host, "::1")
+    }
+
+    func testAReplicaOnAnotherHostMustSayWhereItBinds() {
+        assertConfigError(text(replacing: 11, with: "    host: 10.0.0.2"), line: 10, column: 5, "replicas[1].host 10.0.0.2 is not loopback",
+                          "replicas[1].listen")
+        assertConfigError(text(replacing: 11, with: "    host: 10.0.0.2", "    listen: 10.0.0.2"), line: 12, column: 13,
+                          "replicas[1].listen must be host:port")
+    }
 }

@@ -75,10 +75,27 @@ final class SimReplica {
     }
 
     /// The in-doubt seqs a restart would find (the durable log replayed).
-    var inDoubtOnDisk: [UInt64] {
+    var inDoubtOnDisk: [UInt64] { replayedDurableLog.inDoubt }
+
+    /// The nodes named as participants of the transactions this replica holds in doubt: the replicas whose
+    /// answers ("prepared", "never prepared") may be all that can decide them. Up, the live participant's
+    /// (a superset of what its durable log holds); down, what its durable log holds, replayed once per crash.
+    var inDoubtParticipants: Set<String> {
+        if up {
+            guard !participant.inDoubt.isEmpty else { return [] }
+            return Set(participant.stat(nowMs: 0).inDoubt.flatMap { $0.members.map(\.host) })
+        }
+        if let cached = inDoubtParticipantsWhileDown { return cached }
+        let onDisk = Set(replayedDurableLog.stat(nowMs: 0).inDoubt.flatMap { $0.members.map(\.host) })
+        inDoubtParticipantsWhileDown = onDisk
+        return onDisk
+    }
+    private var inDoubtParticipantsWhileDown: Set<String>?
+
+    private var replayedDurableLog: Participant {
         var replayed = Participant(server: name)
         for record in log[..<durable] { replayed.replay(record, nowMs: 0) }
-        return replayed.inDoubt
+        return replayed
     }
 
     /// Whether the durable log leaves this replica in sync (its last RESET or JOIN is a JOIN): it holds a copy
@@ -249,6 +266,7 @@ final class SimReplica {
 
     func crash() {
         up = false
+        inDoubtParticipantsWhileDown = nil
         let lost = log.count - durable
         log.removeSubrange(durable...)
         commitAt = commitAt.filter { $0.value < durable }

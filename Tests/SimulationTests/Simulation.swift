@@ -163,12 +163,19 @@ final class Simulation {
                 }
             }
         }
+        let inDoubtNames = replicas.map { ($0.name, $0.inDoubtParticipants) }
         for replica in replicas {
             if replica.up {
                 option(weight) { self.crash(replica) }
                 // A disk is lost only while another participant holds the data: destroying the last copy loses
                 // writes by definition, and is not what the checker looks for.
-                if holdersOtherThan(replica.name) > 0 { option(weight) { self.wipe(replica) } }
+                // Nor while it is a participant of a transaction another replica holds in doubt: its answer may be
+                // the only evidence left (a master whose decision log was restored from a backup does not know the
+                // outcome), and a transaction no one can decide blocks by definition.
+                let witness = inDoubtNames.contains { $0.0 != replica.name && $0.1.contains(replica.name) }
+                if !witness, holdersOtherThan(replica.name) > 0 {
+                    option(weight) { self.wipe(replica) }
+                }
             } else {
                 option(50) { self.restart(replica) }
             }
@@ -219,10 +226,13 @@ final class Simulation {
         }.count
     }
 
-    /// Whether cluster.yaml as `changed` still names a participant of the last view that holds the data (an edit
-    /// that replaces every such replica at once leaves nothing to copy from).
+    /// Whether cluster.yaml as `changed` still names an in-sync replica that holds the data (an edit that replaces
+    /// every such replica at once leaves nothing to copy from). In sync is what the decision-log directory says
+    /// (the membership persisted last, by whichever master ran), not the last view of one master process: that
+    /// can be older than a later run's, and name a replica that run found out of sync.
     private func keepsAHolder(_ changed: [(id: String, node: String)]) -> Bool {
-        master.lastParticipants.contains { member in
+        let members = disk.state?.members?.map(\.replica) ?? master.lastParticipants
+        return members.contains { member in
             changed.contains { $0.id == member.id && $0.node == member.host } && replica(member.host)?.holdsData == true
         }
     }
@@ -371,7 +381,9 @@ final class Simulation {
         let members = Set((disk.state?.members ?? []).map(\.replica))
         let allInSync = settings().replicas.allSatisfy(members.contains)
         let usable = allInSync ? backups.filter { $0.state?.members == disk.state?.members } : []
-        if context.faultsEnabled && !usable.isEmpty && nothingInDoubt && context.random.percent(10) {
+        // And never under a running master: the second one may hold the directory while this one is down.
+        let noMasterRuns = !master.up && !second.up
+        if context.faultsEnabled && !usable.isEmpty && nothingInDoubt && noMasterRuns && context.random.percent(10) {
             context.stats.backupRestores += 1
             context.trace("master: decision log directory restored from a backup")
             disk.restore(usable[context.random.below(usable.count)])

@@ -58,6 +58,11 @@ public struct ClusterConfig: Equatable, Sendable {
         public var commitTimeoutMs: Int = 2000
         public var readTimeoutMs: Int = 2000
         public var lockWaitTimeoutMs: Int = 1000
+        /// A connection to a replica port or `query_listen` that has not finished its handshake by then is closed.
+        public var handshakeTimeoutMs: Int = 5000
+        /// A peer's or operator's connection to a replica that sends nothing for this long is closed (the master's
+        /// links are not: they stay open between writes).
+        public var peerIdleTimeoutMs: Int = 300_000
 
         public init() {}
     }
@@ -72,6 +77,8 @@ public struct ClusterConfig: Equatable, Sendable {
         public var txnBytesMax: Int = 1 << 20
         /// Entries in one page of `GET /kv?prefix=`.
         public var listLimitMax: Int = 1000
+        /// Connections one replica holds at once; past it a connection gets one error line and is closed.
+        public var replicaConnectionsMax: Int = 1024
 
         public init() {}
 
@@ -127,8 +134,28 @@ public struct ClusterConfig: Equatable, Sendable {
     public var limits: Limits
     public var storage = Storage()
     public var security = Security()
+    /// `replicas[].listen` by replica id: where a replica binds, when not on loopback at its `port`.
+    public var replicaListen: [String: Endpoint] = [:]
+
+    /// A host and port to bind.
+    public struct Endpoint: Equatable, Sendable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
 
     public func replica(id: String) -> Replica? { replicas.first { $0.id == id } }
+
+    /// Where `replica` binds: its `listen`, or loopback at its port (a replica is reachable from other hosts
+    /// only where cluster.yaml says so).
+    public func listenAddress(of replica: Replica) -> Endpoint {
+        replicaListen[replica.id] ?? Endpoint(host: "127.0.0.1", port: replica.port)
+    }
+
+    /// Whether `host` names this machine's loopback interface.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
 
     /// Reads and validates `path`. Relative paths inside are resolved against the file's directory.
     public static func load(path: String) throws -> ClusterConfig {

@@ -16,8 +16,10 @@ struct ClusterConfigLoader {
         }
         guard !items.isEmpty else { throw error(listMark, "replicas must list at least one replica") }
         var replicas: [ClusterConfig.Replica] = []
+        var listens: [String: ClusterConfig.Endpoint] = [:]
         for (index, item) in items.enumerated() {
-            let replica = try loadReplica(item, index: index)
+            let (replica, listen) = try loadReplica(item, index: index)
+            listens[replica.id] = listen
             if let other = replicas.firstIndex(where: { $0.id == replica.id }) {
                 throw error(item.mark, "replicas[\(index)].id '\(replica.id)' is already used by replicas[\(other)]")
             }
@@ -33,7 +35,7 @@ struct ClusterConfigLoader {
         if let node = top.node("timeouts") {
             let fields = try Fields(node, path: "timeouts", loader: self, known: [
                 "connect_timeout_ms", "prepare_timeout_ms", "commit_timeout_ms", "read_timeout_ms",
-                "lock_wait_timeout_ms",
+                "lock_wait_timeout_ms", "handshake_timeout_ms", "peer_idle_timeout_ms",
             ])
             timeouts.connectTimeoutMs = try fields.int("connect_timeout_ms", in: 1...60_000) ?? timeouts.connectTimeoutMs
             timeouts.prepareTimeoutMs = try fields.int("prepare_timeout_ms", in: 1...600_000) ?? timeouts.prepareTimeoutMs
@@ -41,12 +43,16 @@ struct ClusterConfigLoader {
             timeouts.readTimeoutMs = try fields.int("read_timeout_ms", in: 1...600_000) ?? timeouts.readTimeoutMs
             timeouts.lockWaitTimeoutMs = try fields.int("lock_wait_timeout_ms", in: 1...600_000)
                 ?? timeouts.lockWaitTimeoutMs
+            timeouts.handshakeTimeoutMs = try fields.int("handshake_timeout_ms", in: 10...600_000)
+                ?? timeouts.handshakeTimeoutMs
+            timeouts.peerIdleTimeoutMs = try fields.int("peer_idle_timeout_ms", in: 100...86_400_000)
+                ?? timeouts.peerIdleTimeoutMs
         }
         var limits = ClusterConfig.Limits()
         if let node = top.node("limits") {
             let fields = try Fields(node, path: "limits", loader: self, known: [
                 "key_bytes_max", "value_bytes_max", "in_flight_transactions_max", "txn_ops_max", "txn_bytes_max",
-                "list_limit_max",
+                "list_limit_max", "replica_connections_max",
             ])
             limits.keyBytesMax = try fields.int("key_bytes_max", in: 1...65_536) ?? limits.keyBytesMax
             limits.valueBytesMax = try fields.int("value_bytes_max", in: 0...(64 << 20)) ?? limits.valueBytesMax
@@ -55,6 +61,8 @@ struct ClusterConfigLoader {
             limits.txnOpsMax = try fields.int("txn_ops_max", in: 1...10_000) ?? limits.txnOpsMax
             limits.txnBytesMax = try fields.int("txn_bytes_max", in: 1...(64 << 20)) ?? limits.txnBytesMax
             limits.listLimitMax = try fields.int("list_limit_max", in: 1...100_000) ?? limits.listLimitMax
+            limits.replicaConnectionsMax = try fields.int("replica_connections_max", in: 1...1_000_000)
+                ?? limits.replicaConnectionsMax
         }
         var storage = ClusterConfig.Storage()
         if let node = top.node("storage") {
@@ -71,7 +79,7 @@ struct ClusterConfigLoader {
             }
         }
         return ClusterConfig(path: path, master: master, replicas: replicas, timeouts: timeouts, limits: limits,
-                             storage: storage, security: security)
+                             storage: storage, security: security, replicaListen: listens)
     }
 
     private func loadMaster(_ node: YAMLNode) throws -> ClusterConfig.Master {
@@ -107,13 +115,32 @@ struct ClusterConfigLoader {
             queryPort: queryPort)
     }
 
-    private func loadReplica(_ node: YAMLNode, index: Int) throws -> ClusterConfig.Replica {
-        let fields = try Fields(node, path: "replicas[\(index)]", loader: self, known: ["id", "host", "port", "data_dir"])
+    /// A replica, and its `listen` address when it has one.
+    private func loadReplica(_ node: YAMLNode, index: Int) throws -> (ClusterConfig.Replica, ClusterConfig.Endpoint?) {
+        let fields = try Fields(node, path: "replicas[\(index)]", loader: self,
+                                known: ["id", "host", "port", "data_dir", "listen"])
         guard let port = try fields.int("port", in: 1...65_535) else {
             throw error(node.mark, "replicas[\(index)]: missing field 'port'")
         }
-        return ClusterConfig.Replica(id: try fields.identifier("id"), host: try fields.string("host"), port: port,
-                                     dataDir: resolve(try fields.string("data_dir")))
+        let replica = ClusterConfig.Replica(id: try fields.identifier("id"), host: try fields.string("host"), port: port,
+                                            dataDir: resolve(try fields.string("data_dir")))
+        guard let listenNode = fields.node("listen") else {
+            // Binding loopback where others dial another address would leave the replica unreachable, silently.
+            guard ClusterConfig.isLoopback(replica.host) else {
+                throw error(node.mark, "replicas[\(index)].host \(replica.host) is not loopback: set replicas[\(index)].listen "
+                    + "to the address to bind (such as \(replica.host):\(port), or 0.0.0.0:\(port) for every interface); "
+                    + "a replica binds loopback unless cluster.yaml says otherwise")
+            }
+            return (replica, nil)
+        }
+        let text = try fields.string("listen")
+        guard let colon = text.lastIndex(of: ":"), colon != text.startIndex,
+              let listenPort = Int(text[text.index(after: colon)...]), (1...65_535).contains(listenPort) else {
+            throw error(listenNode.mark, "replicas[\(index)].listen must be host:port with port 1-65535")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (replica, ClusterConfig.Endpoint(host: host, port: listenPort))
     }
 
     private func resolve(_ path: String) -> String {

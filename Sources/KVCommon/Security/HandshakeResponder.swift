@@ -75,6 +75,13 @@ public struct HandshakeResponder {
         }
     }
 
+    /// The connection did not finish its handshake within `ms`: the error line to send before it is closed.
+    public mutating func timedOut(afterMs ms: Int) -> (line: [UInt8], reason: String) {
+        let reason = "no handshake within \(ms) ms"
+        guard case .rejected(let line, _) = reject(reason) else { preconditionFailure("reject always rejects") }
+        return (line, reason)
+    }
+
     private mutating func reject(_ reason: String) -> Step {
         state = .done
         return .rejected(LinkHandshake.replyLine(status: false, code: ReplyCode.unauthorized.rawValue,
