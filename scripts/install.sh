@@ -4,6 +4,7 @@
 #   /etc/systemd/system/kv-master.{service,socket}, kv-replica@.service, kv.target
 #   /etc/kv/cluster.yaml            only if absent: master on /run/kv/master.sock, data in /var/lib/kv/<id>
 #   /etc/kv/cluster.key             only if absent: the cluster key (root, mode 0600)
+#   /etc/kv/tokens.yaml, admin.token  only if absent: HTTP API tokens (digests, 0644) and the admin token (0600)
 #   /etc/nginx/sites-available/kv.conf (+ sites-enabled link)   only if absent: 127.0.0.1:8080 -> the socket
 #   /usr/local/share/doc/kv/OPERATIONS.md
 # then, if systemd runs: daemon-reload, enable kv.target, the socket and one kv-replica@<id> per replica in
@@ -80,15 +81,30 @@ if [ ! -e "$KEY" ]; then
     echo "install: wrote $KEY (the cluster key; docs/OPERATIONS.md, Security)"
 fi
 
+# The HTTP API's tokens: the file holds SHA-256 digests only (readable by the master's dynamic user); the admin
+# token itself goes to a root-only file for the operator (scripts/kv-token makes more).
+TOKENS=/etc/kv/tokens.yaml
+if [ ! -e "$TOKENS" ]; then
+    token="kv_$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    digest="$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)"
+    (umask 077; printf '%s\n' "$token" >/etc/kv/admin.token)
+    printf '# kv HTTP API tokens (SHA-256 of each; scripts/kv-token makes them). Reload the master after editing.\ntokens:\n- {name: admin, role: admin, sha256: %s}\n' \
+        "$digest" >"$TOKENS.tmp"
+    chmod 0644 "$TOKENS.tmp" && mv "$TOKENS.tmp" "$TOKENS"
+    echo "install: wrote $TOKENS and the admin token /etc/kv/admin.token (curl -H \"Authorization: Bearer \$(cat /etc/kv/admin.token)\")"
+fi
+
 # cluster.yaml: the repository's, with the master on the systemd socket, the data in the units' state
-# directories (StateDirectory=kv/<id> -> /var/lib/kv/<id>) and the cluster key above.
+# directories (StateDirectory=kv/<id> -> /var/lib/kv/<id>), the cluster key and the tokens above.
 config="$(render cluster.yaml "
 1i # Installed by kv scripts/install.sh. Reload after editing: systemctl reload kv-master
 s|^\(  listen:\) .*|\1 $SOCKET|
 s|^\(  decision_log_dir:\) data/\(.*\)|\1 /var/lib/kv/\2|
 s|^\(    data_dir:\) data/\(.*\)|\1 /var/lib/kv/\2|
-s|^\(  cluster_key_file:\) .*|\1 $KEY|
-" "listen: $SOCKET" "decision_log_dir: /var/lib/kv/master" "data_dir: /var/lib/kv/r1" "cluster_key_file: $KEY")"
+s|^\(  cluster_key_file:\) .*|\1 $KEY\\
+  tokens_file: $TOKENS|
+" "listen: $SOCKET" "decision_log_dir: /var/lib/kv/master" "data_dir: /var/lib/kv/r1" "cluster_key_file: $KEY" \
+    "tokens_file: $TOKENS")"
 install_config /etc/kv/cluster.yaml <<<"$config"
 
 site="$(render nginx/kv-site.conf "

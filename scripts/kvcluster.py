@@ -136,6 +136,8 @@ class Cluster:
         os.makedirs(os.path.join(self.run_dir, "logs"), exist_ok=True)
         os.makedirs(os.path.join(self.run_dir, "pids"), exist_ok=True)
         self.http_port = http_port or 8080
+        # The bearer token http() sends when the request names none (the API needs one with security.tokens_file).
+        self.token = None
 
     @property
     def replica_ids(self):
@@ -144,9 +146,11 @@ class Cluster:
     # ----- generated configurations for tests -------------------------------------------------------------
 
     @staticmethod
-    def generate(root, replicas=3, timeouts=None, limits=None, storage=None, worker_threads=96, authenticated=True):
+    def generate(root, replicas=3, timeouts=None, limits=None, storage=None, worker_threads=96, authenticated=True,
+                 tokens=False):
         """Writes a cluster.yaml on free loopback ports under `root` and returns a Cluster for it; `authenticated`:
-        with a cluster key (created on first start), as the shipped configuration has."""
+        with a cluster key (created on first start), as the shipped configuration has; `tokens`: the HTTP API
+        needs bearer tokens (security.tokens_file: tokens.yaml, with an admin token the Cluster then sends)."""
         os.makedirs(root, exist_ok=True)
         lines = [
             "master:",
@@ -163,12 +167,31 @@ class Cluster:
             if values:
                 lines.append(f"{section}:")
                 lines += [f"  {k}: {v}" for k, v in values.items()]
+        if authenticated or tokens:
+            lines.append("security:")
         if authenticated:
-            lines += ["security:", "  cluster_key_file: keys/cluster.key"]
+            lines.append("  cluster_key_file: keys/cluster.key")
+        if tokens:
+            lines.append("  tokens_file: tokens.yaml")
         path = os.path.join(root, "cluster.yaml")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
-        return Cluster(path, os.path.join(root, "run"), http_port=free_port())
+        cluster = Cluster(path, os.path.join(root, "run"), http_port=free_port())
+        if tokens:
+            cluster.token = cluster.add_token("harness", "admin")
+        return cluster
+
+    @property
+    def tokens_path(self):
+        name = (self.config.get("security") or {}).get("tokens_file")
+        return os.path.join(os.path.dirname(self.config_path), name) if name else None
+
+    def add_token(self, name, role, prefixes=()):
+        """Adds a token to the tokens file (as scripts/kv-token does) and returns it; reload to use it if running."""
+        import kvtoken
+        token = kvtoken.make_token()
+        kvtoken.save(self.tokens_path, kvtoken.load(self.tokens_path) + [kvtoken.entry(name, role, prefixes, token)])
+        return token
 
     def write_config(self, config=None, text=None):
         """Replaces cluster.yaml with `config` (a dict, dumped as YAML) or raw `text`; reload to apply."""
@@ -419,6 +442,9 @@ http {{
 
     def http(self, method, path, body=None, headers=None, timeout_s=30):
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout_s)
+        headers = dict(headers or {})
+        if self.token and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {self.token}"
         return exchange(conn, method, path, body, headers)
 
     def wire(self, rid, *lines, role="master"):

@@ -79,7 +79,7 @@ final class FastCGIServer {
             FCGX_GetParam(name, request.envp).map { String(cString: $0) }
         }
         var headers: [String: String] = [:]
-        for name in ["CONTENT_TYPE", "HTTP_ACCEPT", "HTTP_IF_MATCH"] {
+        for name in ["CONTENT_TYPE", "HTTP_ACCEPT", "HTTP_IF_MATCH", "HTTP_AUTHORIZATION"] {
             if let value = param(name) { headers[name] = value }
         }
         let length = param("CONTENT_LENGTH").flatMap(Int.init) ?? 0

@@ -117,9 +117,10 @@ extension KVRouter {
         }
         if let problem = checkKey(key) { return problem }
         switch (verb, parts.count) {
-        case ("get", 2): return read(key, request)
-        case ("del", 2): return write(.delete(key: key))
+        case ("get", 2): return permit(.read(key: key)) ?? read(key, request)
+        case ("del", 2): return permit(.write(key: key)) ?? write(.delete(key: key))
         case ("put", 3):
+            if let denied = permit(.write(key: key)) { return denied }
             if parts[2].count > limits.valueBytesMax { return valueTooLarge() }
             return write(.put(key: key, value: Array(parts[2])))
         default: return json(400, false, "malformed command '\(verb)': \(usage)", seq: nil)

@@ -12,6 +12,7 @@ extension KVRouter {
             return json(400, false, "GET /kv lists keys: give ?prefix= (may be empty), &limit=, &after=", seq: nil)
         }
         let prefix = query["prefix"] ?? []
+        if let denied = permit(.list(prefix: prefix)) { return denied }
         let after = query["after"] ?? []
         let limit = Int(request.query("limit") ?? "100") ?? -1
         guard (1...limits.listLimitMax).contains(limit) else {

@@ -27,6 +27,7 @@ extension KVRouter {
         for key in spec.keys {
             if let problem = checkKey(key) { return problem }
         }
+        if let denied = permit(spec) { return denied }
         let result = node.write(WriteRequest.txn(spec).intent)
         guard case .outcome(let outcome) = result else { return answer(result, op: nil) }
         var report = WriteReport(outcome: outcome, op: nil)

@@ -16,38 +16,56 @@ import KVCommon
 /// | GET /ping                    | 200 without touching replicas (a ceiling for benchmarks)                |
 /// | POST /admin/reload           | re-read cluster.yaml: 200 in force, 400 rejected (old one stays)        |
 ///
-/// A router is made per request, taking the configuration in force at that moment.
+/// With `security.tokens_file`, every request but `/ping` needs `Authorization: Bearer <token>`: 401 without a
+/// known one, 403 outside its role (`KVRouter+Access`).
+///
+/// A router is made per request, taking the configuration and the tokens in force at that moment.
 struct KVRouter {
     let node: MasterNode
     let reads: ReplicaReads
     let view: MasterView
+    let tokens: AccessTokens?
+    /// The token the request proved (nil while tokens are off).
+    var caller: AccessToken?
 
     init(node: MasterNode, reads: ReplicaReads) {
         self.node = node
         self.reads = reads
-        view = node.view
+        (view, tokens) = node.viewAndTokens
     }
 
     var serverID: String { view.config.master.id }
     var limits: ClusterConfig.Limits { view.config.limits }
 
     func handle(_ request: HTTPRequest) -> HTTPResponse {
+        if request.rawPath == "/ping" {
+            guard request.method == "GET" || request.method == "HEAD" else { return methodNotAllowed("GET") }
+            return json(200, true, "pong", seq: nil)
+        }
+        var router = self
+        switch authenticate(request) {
+        case .success(let token): router.caller = token
+        case .failure(let refusal): return refusal.response
+        }
+        return router.route(request)
+    }
+
+    private func route(_ request: HTTPRequest) -> HTTPResponse {
         let path = request.rawPath
         guard request.queryBytes != nil else {
             return json(400, false, "malformed percent-encoding in the query string (a '%' must be followed by two "
                 + "hex digits)", seq: nil)
         }
         switch path {
-        case "/ping":
-            guard request.method == "GET" || request.method == "HEAD" else { return methodNotAllowed("GET") }
-            return json(200, true, "pong", seq: nil)
         case "/admin/reload":
             guard request.method == "POST" else { return methodNotAllowed("POST") }
+            if let denied = permit(.admin) { return denied }
             let report = node.reload()
             return json(report.ok ? 200 : 400, report.ok, report.message, seq: nil)
         case "/status":
             guard request.method == "GET" else { return methodNotAllowed("GET") }
             let verify = ["1", "true", "yes"].contains(request.query("verify") ?? "")
+            if let denied = permit(verify ? .admin : .status) { return denied }
             return StatusReport(node: node, view: view, verify: verify).response()
         case "/txn":
             guard request.method == "POST" else { return methodNotAllowed("POST") }
@@ -69,8 +87,8 @@ struct KVRouter {
         }
         if let problem = checkKey(key) { return problem }
         switch request.method {
-        case "GET", "HEAD": return read(key, request)
-        case "PUT", "DELETE": return keyWrite(key, request)
+        case "GET", "HEAD": return permit(.read(key: key)) ?? read(key, request)
+        case "PUT", "DELETE": return permit(.write(key: key)) ?? keyWrite(key, request)
         default: return methodNotAllowed("GET, PUT, DELETE")
         }
     }

@@ -36,7 +36,7 @@ final class MasterNode: @unchecked Sendable {
     private var config: ClusterConfig
     private var configLoadedAt = Date()
     // Readable from any thread.
-    private let published = Mutex<(view: MasterView?, reloadError: String?)>((nil, nil))
+    private let published = Mutex<(view: MasterView?, reloadError: String?, tokens: AccessTokens?)>((nil, nil, nil))
     /// The seq epoch as last persisted: every new link's handshake states it (see `MasterFence`).
     private let linkEpoch = LinkEpoch()
     private let reloading = NSLock()
@@ -47,6 +47,8 @@ final class MasterNode: @unchecked Sendable {
         self.loop = loop
         self.logger = logger
         clusterKey = try config.clusterKey(handedOver: clusterKeyFile)
+        let tokens = try config.security.tokensFile.map(TokenFile.load)
+        published.withLock { $0.tokens = tokens }
         // Before anything in the directory is read or written: a second master must not touch it.
         lock = try DirectoryLock(directory: config.master.decisionLogDir)
         stateFile = MasterStateFile(directory: config.master.decisionLogDir)
@@ -73,6 +75,9 @@ final class MasterNode: @unchecked Sendable {
 
     /// The configuration and membership in force.
     var view: MasterView { published.withLock { $0.view! } }
+
+    /// The view and the HTTP tokens in force, read together (once per request).
+    var viewAndTokens: (MasterView, AccessTokens?) { published.withLock { ($0.view!, $0.tokens) } }
 
     var reloadError: String? { published.withLock { $0.reloadError } }
 
@@ -109,14 +114,21 @@ final class MasterNode: @unchecked Sendable {
         defer { reloading.unlock() }
         let old = view.config
         var loaded: ClusterConfig
+        let tokens: AccessTokens?
         do {
             loaded = try ClusterConfig.load(path: old.path)
+            // The tokens file is read again at every reload: a token is revoked by removing it and reloading.
+            tokens = try loaded.security.tokensFile.map(TokenFile.load)
         } catch {
             published.withLock { $0.reloadError = "\(error)" }
             logger.error("reload rejected, configuration epoch \(view.membership.configEpoch) stays in force: \(error)")
             return (false, "reload rejected, the old configuration stays in force: \(error)")
         }
+        published.withLock { $0.tokens = tokens }
         var notes: [String] = []
+        if loaded.security.tokensFile != nil || old.security.tokensFile != nil {
+            notes.append("HTTP tokens: \(tokens.map { "\($0.count) in force" } ?? "off (security.tokens_file unset)")")
+        }
         if loaded.master != old.master {
             loaded.master = old.master
             notes.append("master settings need a restart (systemctl restart kv-master)")

@@ -139,6 +139,8 @@ class NamespacedSystemd:
         self.repo = os.path.abspath(repo)
         self.bin_dir = os.path.abspath(bin_dir)
         self.http_port = http_port
+        # The installed admin token, read once it exists (http() sends it).
+        self._admin_token = None
         self.id = uuid.uuid4().hex[:12]
         self.console_log = os.path.join(workdir, "console.log")
         self.output_log = os.path.join(workdir, "unshare.log")
@@ -263,10 +265,17 @@ class NamespacedSystemd:
 
     # ----- network ------------------------------------------------------------------------------------------
 
-    def http(self, method, path, body=None, timeout_s=30):
-        """One HTTP request to nginx inside; returns (status, parsed JSON body or {"raw": text})."""
+    def http(self, method, path, body=None, timeout_s=30, token=True):
+        """One HTTP request to nginx inside; returns (status, parsed JSON body or {"raw": text}). With `token`,
+        it carries the installed admin token (/etc/kv/admin.token) once there is one."""
+        headers = {}
+        if token:
+            if self._admin_token is None and self.exists("/etc/kv/admin.token"):
+                self._admin_token = self.read_file("/etc/kv/admin.token").strip()
+            if self._admin_token:
+                headers["Authorization"] = f"Bearer {self._admin_token}"
         return kvcluster.exchange(_NetnsHTTPConnection(self._sockets, "127.0.0.1", self.http_port, timeout_s),
-                                  method, path, body)
+                                  method, path, body, headers)
 
     def raw_wire(self, port, payload, timeout_s=10):
         """Sends `payload` to 127.0.0.1:port inside without a handshake, as `nc` would; the reply lines until the

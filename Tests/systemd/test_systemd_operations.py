@@ -153,6 +153,7 @@ def test_install(system):
     out = system.run("/run/kvtest/src/scripts/install.sh", env={"KV_BIN_DIR": "/run/kvtest/bin"}).stdout
     assert "install: wrote /etc/kv/cluster.yaml" in out, out
     assert "install: wrote /etc/kv/cluster.key" in out, out
+    assert "install: wrote /etc/kv/tokens.yaml" in out, out
     for path in INSTALLED_PATHS[:-2] + ["/usr/local/share/doc/kv/OPERATIONS.md"]:
         assert system.exists(path), path
     assert system.run("readlink", "/etc/nginx/sites-enabled/kv.conf").stdout.strip() == "../sites-available/kv.conf"
@@ -164,6 +165,10 @@ def test_install(system):
     assert cfg["master"]["decision_log_dir"] == "/var/lib/kv/master"
     assert cfg["security"]["cluster_key_file"] == "/etc/kv/cluster.key"
     assert system.run("stat", "-c", "%U %a", "/etc/kv/cluster.key").stdout.strip() == "root 600"
+    assert cfg["security"]["tokens_file"] == "/etc/kv/tokens.yaml"
+    assert system.run("stat", "-c", "%U %a", "/etc/kv/admin.token").stdout.strip() == "root 600"
+    assert system.run("stat", "-c", "%U %a", "/etc/kv/tokens.yaml").stdout.strip() == "root 644"
+    assert system.read_file("/etc/kv/admin.token").strip() not in system.read_file("/etc/kv/tokens.yaml")
     assert [(r["id"], r["data_dir"]) for r in cfg["replicas"]] == [(r, f"/var/lib/kv/{r}") for r in REPLICAS]
     for unit in KV_UNITS:
         assert system.systemctl("is-enabled", unit).stdout.strip() == "enabled", unit
@@ -228,6 +233,12 @@ def test_the_installed_links_are_authenticated(system):
     assert status == 200 and body["message"] == "hello", body
     status, body = system.http("GET", "/status?verify=1")
     assert status == 200 and body["verify"]["identical"], body
+    # The HTTP API needs a token in the install: without one every endpoint but /ping is 401.
+    for method, path in (("GET", "/kv/greeting"), ("PUT", "/kv/greeting"), ("GET", "/status?verify=1"),
+                         ("POST", "/admin/reload")):
+        status, body = system.http(method, path, body=b"x" if method == "PUT" else None, token=False)
+        assert status == 401 and body["status"] is False, (method, path, body)
+    assert system.http("GET", "/ping", token=False)[0] == 200
 
 
 def test_stop_a_replica(system):

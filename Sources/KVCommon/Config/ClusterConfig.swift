@@ -124,6 +124,8 @@ public struct ClusterConfig: Equatable, Sendable {
         public var clusterKeyFile: String?
         /// Where cluster.yaml names it, for errors about the file.
         public var clusterKeyMark = YAMLMark(line: 1, column: 1)
+        /// The HTTP API's bearer tokens (`TokenFile`); nil: the API is open to whoever reaches nginx.
+        public var tokensFile: String?
     }
 
     /// The file this configuration came from (absolute).

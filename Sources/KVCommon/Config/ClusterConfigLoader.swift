@@ -72,7 +72,8 @@ struct ClusterConfigLoader {
         }
         var security = ClusterConfig.Security()
         if let node = top.node("security") {
-            let fields = try Fields(node, path: "security", loader: self, known: ["cluster_key_file"])
+            let fields = try Fields(node, path: "security", loader: self, known: ["cluster_key_file", "tokens_file"])
+            if fields.node("tokens_file") != nil { security.tokensFile = resolve(try fields.string("tokens_file")) }
             if let keyNode = fields.node("cluster_key_file") {
                 security.clusterKeyFile = resolve(try fields.string("cluster_key_file"))
                 security.clusterKeyMark = keyNode.mark
