@@ -40,7 +40,9 @@ final class FastCGIServer {
         }
         let fd = FCGX_OpenSocket(address, 1024)
         guard fd >= 0 else { throw MasterError.fastCGI("cannot listen on \(address): \(String(cString: strerror(errno)))") }
-        if case .unix(let path) = listen { chmod(path, 0o666) }
+        // Owner and group only: nginx connects as a member of the socket's group (put its user in the master's
+        // group, or run both as one user); any other local user would otherwise reach the master past nginx.
+        if case .unix(let path) = listen { chmod(path, 0o660) }
         listenFD = fd
         listenDescription = address
     }

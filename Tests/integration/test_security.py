@@ -285,3 +285,27 @@ def test_a_master_started_later_takes_over_and_the_first_is_fenced(cluster):
     assert cluster.http("GET", "/kv/t")[1]["message"] == "after"
     assert cluster.http("GET", "/kv/t2")[0] == 404, "the refused write is nowhere"
     verify_identical(cluster)
+
+
+def test_the_masters_fastcgi_socket_is_not_world_writable(tmp_path):
+    """From the review: outside systemd the master made its unix socket mode 0666, so any local user could talk
+    FastCGI to it past nginx (and past its tokens and limits)."""
+    import stat
+    import kvcluster
+    from kvcluster import wait_until
+    os.chmod(tmp_path, 0o755)
+    c = kvcluster.Cluster.generate(str(tmp_path / "kv"))
+    socket_path = str(tmp_path / "kv" / "master.sock")
+    config = dict(c.config)
+    config["master"] = dict(config["master"], listen=socket_path)
+    c.write_config(config)
+    try:
+        for rid in c.replica_ids:
+            c.start_replica(rid)
+        c._spawn("master", [os.path.join(c.bin_dir, "kv-master"), "--config", c.config_path])
+        wait_until(lambda: os.path.exists(socket_path) and "ready" in c.log("master"), 30, "the master's socket")
+        mode = stat.S_IMODE(os.stat(socket_path).st_mode)
+        assert mode & 0o002 == 0, f"socket mode {oct(mode)} lets every local user connect"
+        assert mode & 0o660 == 0o660, f"socket mode {oct(mode)}: the owner and its group (nginx's) must connect"
+    finally:
+        c.kill_all()
