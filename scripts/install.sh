@@ -5,7 +5,9 @@
 #   /etc/kv/cluster.yaml            only if absent: master on /run/kv/master.sock, data in /var/lib/kv/<id>
 #   /etc/kv/cluster.key             only if absent: the cluster key (root, mode 0600)
 #   /etc/kv/tokens.yaml, admin.token  only if absent: HTTP API tokens (digests, 0644) and the admin token (0600)
-#   /etc/nginx/sites-available/kv.conf (+ sites-enabled link)   only if absent: 127.0.0.1:8080 -> the socket
+#   /etc/nginx/sites-available/kv.conf (+ sites-enabled link)   only if absent: 127.0.0.1:8080 and :8443 (TLS,
+#                                   HTTP/2) -> the socket; /etc/nginx/snippets/kv-locations.conf, what both serve
+#   /etc/kv/tls/server.{crt,key}    only if absent: a self-signed certificate for :8443 (replace with yours)
 #   /usr/local/share/doc/kv/OPERATIONS.md
 # then, if systemd runs: daemon-reload, enable kv.target, the socket and one kv-replica@<id> per replica in
 # /etc/kv/cluster.yaml, and reload nginx. Nothing is started: `systemctl start kv.target` does that.
@@ -112,7 +114,19 @@ s|server 127.0.0.1:9000;|server unix:$SOCKET;|
 s|# master.listen in cluster.yaml.*|# kv-master.socket: systemd owns this socket (/etc/systemd/system/kv-master.socket)|
 " "server unix:$SOCKET;")"
 install_config /etc/nginx/sites-available/kv.conf <<<"$site"
+install -d -m 0755 /etc/nginx/snippets
+install_config /etc/nginx/snippets/kv-locations.conf <nginx/kv-locations.conf
 ln -sfn ../sites-available/kv.conf /etc/nginx/sites-enabled/kv.conf
+
+# The HTTPS listener's certificate: the operator's, in /etc/kv/tls; a self-signed one until there is one.
+if [ ! -e /etc/kv/tls/server.crt ]; then
+    install -d -m 0755 /etc/kv/tls
+    (umask 077; openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=$(hostname)" \
+        -addext "subjectAltName=DNS:$(hostname),DNS:localhost,IP:127.0.0.1" \
+        -keyout /etc/kv/tls/server.key -out /etc/kv/tls/server.crt 2>/dev/null)
+    chmod 0644 /etc/kv/tls/server.crt
+    echo "install: wrote a self-signed /etc/kv/tls/server.crt for https://:8443; replace it and server.key with yours"
+fi
 
 # The replica ids of the installed configuration: "  - id: r1" entries under "replicas:".
 replica_ids() {

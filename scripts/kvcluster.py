@@ -26,6 +26,7 @@ from kvwire import WireClient, read_key, role_key  # noqa: E402,F401  (WireClien
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SITE_FILE = os.path.join(REPO, "nginx", "kv-site.conf")
+LOCATIONS_FILE = os.path.join(REPO, "nginx", "kv-locations.conf")
 # seq = seq epoch × this + a counter (TransactionManager.seqsPerEpoch).
 SEQS_PER_EPOCH = 1_000_000_000
 
@@ -138,6 +139,10 @@ class Cluster:
         self.http_port = http_port or 8080
         # The bearer token http() sends when the request names none (the API needs one with security.tokens_file).
         self.token = None
+        # nginx's HTTPS listener (TLS, HTTP/2), beside http_port.
+        self.https_port = free_port() if http_port else 8443
+        # Whether nginx's per-address request limits count loopback clients too (the tests of those limits).
+        self.limit_loopback = False
 
     @property
     def replica_ids(self):
@@ -337,13 +342,37 @@ class Cluster:
                 return False
         wait_until(ready, timeout_s, "the master's FastCGI socket")
 
+    @property
+    def tls_dir(self):
+        return os.path.join(os.path.dirname(self.config_path), "keys", "tls")
+
+    def ensure_tls(self):
+        """A self-signed certificate for the dev cluster's HTTPS listener (keys/tls/, made on first start)."""
+        crt, key = os.path.join(self.tls_dir, "server.crt"), os.path.join(self.tls_dir, "server.key")
+        if not os.path.exists(crt):
+            os.makedirs(self.tls_dir, exist_ok=True)
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+                            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                            "-keyout", key, "-out", crt], check=True, capture_output=True)
+            os.chmod(key, 0o600)
+        return crt, key
+
     def render_nginx(self):
         with open(SITE_FILE) as f:
             site = f.read()
-        site = site.replace("server 127.0.0.1:9000;", f"server {self.master_listen()};")
-        site = site.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{self.http_port};")
         tmp = os.path.join(self.run_dir, "nginx")
         os.makedirs(tmp, exist_ok=True)
+        crt, key = self.ensure_tls()
+        site = site.replace("server 127.0.0.1:9000;", f"server {self.master_listen()};")
+        site = site.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{self.http_port};")
+        site = site.replace("listen 8443 ssl http2;", f"listen 127.0.0.1:{self.https_port} ssl http2;")
+        site = site.replace("/etc/kv/tls/server.crt", crt).replace("/etc/kv/tls/server.key", key)
+        site = site.replace("/etc/nginx/snippets/kv-locations.conf", os.path.join(tmp, "kv-locations.conf"))
+        if self.limit_loopback:
+            # For the tests of the limits: loopback clients are counted like any other.
+            site = site.replace("    127.0.0.0/8 0;\n", "").replace("    ::1 0;\n", "")
+        with open(LOCATIONS_FILE) as src, open(os.path.join(tmp, "kv-locations.conf"), "w") as dst:
+            dst.write(src.read())
         with open(os.path.join(tmp, "kv-site.conf"), "w") as f:
             f.write(site)
         user = "user root;\n" if os.geteuid() == 0 else ""
@@ -369,6 +398,7 @@ http {{
 
     def start_nginx(self, wait=True):
         self._require_free("127.0.0.1", self.http_port, "nginx")
+        self._require_free("127.0.0.1", self.https_port, "nginx (https)")
         conf = self.render_nginx()
         self._spawn("nginx", ["nginx", "-e", os.path.join(self.run_dir, "logs", "nginx-error.log"), "-p",
                               os.path.join(self.run_dir, "nginx"), "-c", conf, "-g", "daemon off;"])

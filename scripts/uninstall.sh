@@ -24,6 +24,7 @@ rm -rf /etc/systemd/system/kv.target.wants
 rm -f /usr/local/bin/kv-master /usr/local/bin/kv-replicad
 rm -rf /usr/local/share/doc/kv
 rm -f /etc/nginx/sites-enabled/kv.conf /etc/nginx/sites-available/kv.conf /etc/nginx/sites-available/kv.conf.dist
+rm -f /etc/nginx/snippets/kv-locations.conf /etc/nginx/snippets/kv-locations.conf.dist
 echo "uninstall: removed the units, /usr/local/bin/kv-master, /usr/local/bin/kv-replicad, the nginx site"
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload

@@ -71,7 +71,7 @@ final class ClusterKeyFileTests: XCTestCase {
 
     func testUnknownSecurityFieldsAreRefused() {
         let text = "master:\n  id: m1\n  listen: 127.0.0.1:9000\n  decision_log_dir: d\nreplicas:\n  - id: r1\n"
-            + "    host: h\n    port: 1\n    data_dir: d1\nsecurity:\n  key: x\n"
+            + "    host: 127.0.0.1\n    port: 1\n    data_dir: d1\nsecurity:\n  key: x\n"
         XCTAssertThrowsError(try ClusterConfig.parse(text, fileName: "cluster.yaml", baseDirectory: "/")) { error in
             XCTAssertTrue("\(error)".contains("security: unknown field 'key'"), "\(error)")
         }

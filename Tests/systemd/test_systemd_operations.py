@@ -241,6 +241,17 @@ def test_the_installed_links_are_authenticated(system):
     assert system.http("GET", "/ping", token=False)[0] == 200
 
 
+def test_https_with_http2_and_the_admin_token(system):
+    token = system.read_file("/etc/kv/admin.token").strip()
+    out = system.run("curl", "-sS", "--http2", "--cacert", "/etc/kv/tls/server.crt", "-H", f"Authorization: Bearer {token}",
+                     "-w", "\n%{http_version} %{http_code}", "https://127.0.0.1:8443/kv/greeting").stdout
+    body, meta = out.rsplit("\n", 1)
+    assert meta == "2 200" and '"message":"hello"' in body, out
+    out = system.run("curl", "-sS", "--cacert", "/etc/kv/tls/server.crt", "-w", "\n%{http_code}",
+                     "https://127.0.0.1:8443/kv/greeting").stdout
+    assert out.endswith("\n401"), out
+
+
 def test_stop_a_replica(system):
     keys = [f"before-stop-{i}" for i in range(20)]
     for key in keys:
