@@ -47,6 +47,9 @@ def test_replica_sigkill_keeps_every_committed_write(cluster):
         assert cluster.http("PUT", f"/kv/d{i}", body=f"{i}".encode())[0] == 200
     for i in range(0, 200, 3):
         assert cluster.http("DELETE", f"/kv/d{i}")[0] == 200
+    # A 200 comes once the master's decision is durable; the last `com` may still be on its way to r3. The state to
+    # compare with is the one after every commit was delivered.
+    wait_healthy(cluster)
     before = cluster.stat("r3")
     cluster.kill_replica("r3")
     cluster.start_replica("r3")
