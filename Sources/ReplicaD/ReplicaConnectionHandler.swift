@@ -59,7 +59,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
         // The master's links stay open between writes; a peer's or an operator's idle connection is closed.
         if let idle = event as? IdleStateHandler.IdleStateEvent {
             let peer = "\(role?.rawValue ?? "peer") \(peerID) from \(context.remoteAddress.map { "\($0)" } ?? "?")"
-            if idle == .write, paused, !context.channel.isWritable {
+            if idle == .read, paused, !context.channel.isWritable {
                 // Its replies have not drained for the whole time-out: a peer that does not read is not coming back.
                 node.logger.warning("closed the stuck connection of \(peer): it read none of its replies for the idle time-out")
                 context.close(promise: nil)

@@ -35,8 +35,9 @@ final class ReplicaServer {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ConnectionLimitHandler(count: connections, refusal: refusal))
-                    let idle = TimeAmount.milliseconds(Int64(timeouts.peerIdleTimeoutMs))
-                    try sync.addHandler(IdleStateHandler(readTimeout: idle, writeTimeout: idle))
+                    // Reads only: a write time-out would wrap every reply's write in a promise. A connection paused
+                    // for a reader that does not read reads nothing either, so the read time-out finds it too.
+                    try sync.addHandler(IdleStateHandler(readTimeout: .milliseconds(Int64(timeouts.peerIdleTimeoutMs))))
                     try sync.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxLineBytes)))
                     if let clusterKey {
                         let peer = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
