@@ -126,11 +126,19 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     private func scheduleResume(context: ChannelHandlerContext) {
         guard paused, !resumeScheduled else { return }
         resumeScheduled = true
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.eventLoop.execute {
-            let (handler, context) = bound.value
+        onNextTurn(context) { handler, context in
             handler.resumeScheduled = false
             handler.resume(context: context)
+        }
+    }
+
+    /// Runs `body` on this connection's event loop once the current turn is over.
+    private func onNextTurn(_ context: ChannelHandlerContext,
+                            _ body: @escaping (ReplicaConnectionHandler, ChannelHandlerContext) -> Void) {
+        let bound = NIOLoopBound((self, context, body), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context, body) = bound.value
+            body(handler, context)
         }
     }
 
@@ -202,9 +210,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
         } else if wrote && !flushScheduled {
             // One flush for every reply completed in this event-loop tick (a group commit completes many).
             flushScheduled = true
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            context.eventLoop.execute {
-                let (handler, context) = bound.value
+            onNextTurn(context) { handler, context in
                 handler.flushScheduled = false
                 handler.send(context: context)
             }
