@@ -292,7 +292,7 @@ class NamespacedSystemd:
         finally:
             sock.close()
 
-    def wire(self, port, *lines, timeout_s=10):
+    def wire(self, port, *lines, timeout_s=10, client_id="tests", epoch=0):
         """Sends wire-protocol lines to a replica on 127.0.0.1:port inside; returns the JSON replies."""
         sock = self._sockets.connect("127.0.0.1", port, timeout_s)
         try:
@@ -300,7 +300,7 @@ class NamespacedSystemd:
             if self.exists("/etc/kv/cluster.key"):
                 # The installed cluster authenticates its links: prove the master's role with the installed key.
                 key = kvcluster.role_key(bytes.fromhex(self.read_file("/etc/kv/cluster.key").strip()), "master")
-                kvwire.handshake(f, key, "master", "tests")
+                kvwire.handshake(f, key, "master", client_id, epoch=epoch)
             for line in lines:
                 f.write((line if isinstance(line, bytes) else line.encode()) + b"\n")
             f.flush()

@@ -231,6 +231,17 @@ def test_the_installed_links_are_authenticated(system):
     assert [system.wire(port, ";stat;;")[0]["digest"] for port in ports.values()] == before
     status, body = system.http("GET", "/kv/greeting")
     assert status == 200 and body["message"] == "hello", body
+    # With the key, but as a master older than the fence, or past the running master's epoch: refused.
+    stat = system.wire(ports["r1"], ";stat;;")[0]
+    epoch, master = stat["fence_epoch"], stat["fence_master"]
+    assert epoch >= 1 and master.startswith("m1/"), stat
+    stale = system.wire(ports["r1"], f"{epoch * 10**9 - 5};put;greeting;stale", f"{epoch * 10**9 - 5};com;;",
+                        client_id="m-old", epoch=epoch - 1)
+    assert [r["code"] for r in stale] == ["fenced", "fenced"], stale
+    beyond = system.wire(ports["r1"], "18446744073709551615;abrt;;", f"{(epoch + 1) * 10**9 + 1};abrt;;",
+                         client_id=master, epoch=epoch)
+    assert [r["code"] for r in beyond] == ["bad_request", "bad_request"], beyond
+    assert [system.wire(port, ";stat;;")[0]["digest"] for port in ports.values()] == before
     status, body = system.http("GET", "/status?verify=1")
     assert status == 200 and body["verify"]["identical"], body
     # The HTTP API needs a token in the install: without one every endpoint but /ping is 401.
