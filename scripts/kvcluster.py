@@ -124,7 +124,7 @@ def wire_escape(data):
 class Cluster:
     """A cluster described by a cluster.yaml; processes are started from `bin_dir`."""
 
-    def __init__(self, config_path, run_dir, bin_dir=None, http_port=None, detached=False):
+    def __init__(self, config_path, run_dir, bin_dir=None, http_port=None, detached=False, https_port=None):
         import yaml  # PyYAML; installed by scripts/setup.sh
 
         self.config_path = os.path.abspath(config_path)
@@ -140,7 +140,7 @@ class Cluster:
         # The bearer token http() sends when the request names none (the API needs one with security.tokens_file).
         self.token = None
         # nginx's HTTPS listener (TLS, HTTP/2), beside http_port.
-        self.https_port = free_port() if http_port else 8443
+        self.https_port = https_port or 8443
         # Whether nginx's per-address request limits count loopback clients too (the tests of those limits).
         self.limit_loopback = False
 
@@ -181,7 +181,7 @@ class Cluster:
         path = os.path.join(root, "cluster.yaml")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
-        cluster = Cluster(path, os.path.join(root, "run"), http_port=free_port())
+        cluster = Cluster(path, os.path.join(root, "run"), http_port=free_port(), https_port=free_port())
         if tokens:
             cluster.token = cluster.add_token("harness", "admin")
         return cluster
@@ -528,8 +528,9 @@ def main():
     parser.add_argument("--config", default=os.path.join(REPO, "cluster.yaml"))
     parser.add_argument("--run-dir", default=os.path.join(REPO, "run"))
     parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--https-port", type=int, default=8443)
     args = parser.parse_args()
-    cluster = Cluster(args.config, args.run_dir, http_port=args.http_port, detached=True)
+    cluster = Cluster(args.config, args.run_dir, http_port=args.http_port, detached=True, https_port=args.https_port)
     names = ["nginx", "master"] + cluster.replica_ids
     if args.command == "start":
         running = [n for n in names if cluster.is_running(n)]
@@ -546,6 +547,8 @@ def main():
         print(f"  curl -s -X DELETE {base}/kv/greeting")
         print(f"  curl -s -X POST --data-binary 'put;colour;blue' {base}/kv")
         print(f"  curl -s {base}/status")
+        print(f"  curl -s --http2 --cacert {os.path.relpath(cluster.ensure_tls()[0])} "
+              f"https://127.0.0.1:{cluster.https_port}/ping")
         print("stop with: scripts/cluster.sh stop")
     elif args.command == "stop":
         cluster.stop()
