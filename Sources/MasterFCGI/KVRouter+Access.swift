@@ -4,12 +4,14 @@ import KVCommon
 /// Bearer tokens (`AccessTokens`, `security.tokens_file`): every request but `/ping` names a token; each handler
 /// asks `permit` before it reads or writes. Without a tokens file the API is open, as on the loopback dev cluster.
 extension KVRouter {
-    /// The caller's token, or the 401 answer; `.success(nil)` when tokens are off.
-    func authenticate(_ request: HTTPRequest) -> Result<AccessToken?, HTTPResponseBox> {
-        guard let tokens else { return .success(nil) }
+    /// Sets `caller` to the request's token and returns nil, or returns the 401 answer. Nothing to check (and
+    /// `caller` stays nil) when tokens are off.
+    func authenticate(_ request: HTTPRequest, as caller: inout AccessToken?) -> HTTPResponse? {
+        guard let tokens else { return nil }
         switch tokens.authenticate(request.headers["HTTP_AUTHORIZATION"]) {
         case .success(let token):
-            return .success(token)
+            caller = token
+            return nil
         case .failure(let failure):
             let reason: String
             switch failure {
@@ -19,7 +21,7 @@ extension KVRouter {
             }
             var response = json(401, false, reason + " (see docs/OPERATIONS.md, Security)", seq: nil)
             response.headers.append(("WWW-Authenticate", "Bearer realm=\"kv\""))
-            return .failure(HTTPResponseBox(response))
+            return response
         }
     }
 
@@ -52,10 +54,4 @@ extension KVRouter {
         }
         return nil
     }
-}
-
-/// An `HTTPResponse` as an `Error`, so an answer can travel in a `Result`.
-struct HTTPResponseBox: Error {
-    let response: HTTPResponse
-    init(_ response: HTTPResponse) { self.response = response }
 }

@@ -43,10 +43,7 @@ struct KVRouter {
             return json(200, true, "pong", seq: nil)
         }
         var router = self
-        switch authenticate(request) {
-        case .success(let token): router.caller = token
-        case .failure(let refusal): return refusal.response
-        }
+        if let refusal = authenticate(request, as: &router.caller) { return refusal }
         return router.route(request)
     }
 

@@ -43,6 +43,8 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     private static let flushBytes = 64 << 10
     /// Requests executed whose replies have not gone out yet (parked reads, prepares waiting for their fsync).
     static let outstandingMax = 1024
+    /// Requests executed and not yet answered on the wire.
+    private var outstanding: Int { nextSlot - nextToWrite }
 
     init(node: ReplicaNode, maxLineBytes: Int, role: LinkRole?) {
         self.node = node
@@ -65,7 +67,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
                 context.close(promise: nil)
                 return
             }
-            if idle == .read, let role, role != .master, nextSlot == nextToWrite, held.isEmpty {
+            if idle == .read, let role, role != .master, outstanding == 0, held.isEmpty {
                 node.logger.info("closed the idle connection of \(peer)")
                 context.close(promise: nil)
                 return
@@ -82,7 +84,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
             return
         }
         execute(line, context: context)
-        if nextSlot - nextToWrite >= Self.outstandingMax { pause(context: context) }
+        if outstanding >= Self.outstandingMax { pause(context: context) }
     }
 
     private func execute(_ line: ByteBuffer, context: ChannelHandlerContext) {
@@ -114,8 +116,6 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// The end of a read batch: one write and fsync for every record its requests queued, made right here on
-    /// the event loop (no hand-off to another thread), then their replies go out.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { scheduleResume(context: context) }
         context.fireChannelWritabilityChanged()
@@ -150,13 +150,13 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
 
     /// Executes the held lines while neither the socket nor the outstanding requests say stop, then reads again.
     private func resume(context: ChannelHandlerContext) {
-        guard paused, context.channel.isWritable, nextSlot - nextToWrite < Self.outstandingMax else { return }
+        guard paused, context.channel.isWritable, outstanding < Self.outstandingMax else { return }
         paused = false
         var index = 0
         while index < held.count, !paused {
             execute(held[index], context: context)
             index += 1
-            if nextSlot - nextToWrite >= Self.outstandingMax || !context.channel.isWritable { pause(context: context) }
+            if outstanding >= Self.outstandingMax || !context.channel.isWritable { pause(context: context) }
         }
         held.removeFirst(index)
         node.flushLog(force: !ready.isEmpty)
@@ -167,6 +167,8 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// The end of a read batch: one write and fsync for every record its requests queued, made right here on
+    /// the event loop (no hand-off to another thread), then their replies go out.
     func channelReadComplete(context: ChannelHandlerContext) {
         // Replies that are ready but held behind an earlier one (a `com` whose unforced COMMIT record is not
         // durable yet) must not wait for the lazy flush: then flush everything now.
@@ -198,7 +200,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
             nextToWrite += 1
             wrote = true
         }
-        if paused, wrote, nextSlot - nextToWrite < Self.outstandingMax / 2 { scheduleResume(context: context) }
+        if paused, wrote, outstanding < Self.outstandingMax / 2 { scheduleResume(context: context) }
         if votes && Self.afterVoteArmed {
             send(context: context)
             Failpoints.hit("replica-after-vote")
