@@ -238,7 +238,8 @@ class KvSystem:
 
         def load(rid):
             r = self.cluster.replica(rid)
-            client = kvcluster.WireClient(r["host"], int(r["port"]), timeout_s=120, key=self.cluster.wire_key(), client_id="bench")
+            client = kvcluster.WireClient(r["host"], int(r["port"]), timeout_s=120, key=self.cluster.wire_key(),
+                                          client_id="bench", tls=self.cluster.link_tls_context())
             try:
                 join_fresh_replica(client, rid)
                 seq = 1

@@ -48,7 +48,8 @@ def fsyncs_per_write(root, seconds, connections):
 def load_replica_directly(cluster, rid, keys, value_bytes=64):
     """Writes `keys` keys straight into one replica over the wire (prepare + commit, pipelined)."""
     r = cluster.replica(rid)
-    client = kvcluster.WireClient(r["host"], int(r["port"]), timeout_s=120, key=cluster.wire_key(), client_id="bench")
+    client = kvcluster.WireClient(r["host"], int(r["port"]), timeout_s=120, key=cluster.wire_key(),
+                                  client_id="bench", tls=cluster.link_tls_context())
     value = b"v" * value_bytes
     batch = 2000
     seq = 1

@@ -22,7 +22,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kvwire import WireClient, read_key, role_key  # noqa: E402,F401  (WireClient is re-exported for the tests)
+from kvwire import WireClient, client_tls_context, read_key, role_key  # noqa: E402,F401  (re-exported for the tests)
+import linkpki  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SITE_FILE = os.path.join(REPO, "nginx", "kv-site.conf")
@@ -152,10 +153,11 @@ class Cluster:
 
     @staticmethod
     def generate(root, replicas=3, timeouts=None, limits=None, storage=None, worker_threads=96, authenticated=True,
-                 tokens=False):
+                 tokens=False, link_tls=False):
         """Writes a cluster.yaml on free loopback ports under `root` and returns a Cluster for it; `authenticated`:
         with a cluster key (created on first start), as the shipped configuration has; `tokens`: the HTTP API
-        needs bearer tokens (security.tokens_file: tokens.yaml, with an admin token the Cluster then sends)."""
+        needs bearer tokens (security.tokens_file: tokens.yaml, with an admin token the Cluster then sends);
+        `link_tls`: mutual TLS on the cluster links (security.tls, a loopback CA made on first start)."""
         os.makedirs(root, exist_ok=True)
         lines = [
             "master:",
@@ -178,6 +180,9 @@ class Cluster:
             lines.append("  cluster_key_file: keys/cluster.key")
         if tokens:
             lines.append("  tokens_file: tokens.yaml")
+        if link_tls:
+            lines += ["  tls:", "    cert_file: keys/link-tls/node.crt", "    key_file: keys/link-tls/node.key",
+                      "    ca_file: keys/link-tls/ca.crt"]
         path = os.path.join(root, "cluster.yaml")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -422,13 +427,19 @@ http {{
         return os.path.join(os.path.dirname(self.config_path), name) if name else None
 
     def ensure_key(self):
-        """Creates the cluster key on first start (256 random bits, hex, mode 0600), as scripts/cluster.sh does."""
+        """Creates the cluster key on first start (256 random bits, hex, mode 0600), as scripts/cluster.sh does, and
+        the loopback link certificates when cluster.yaml names security.tls files that do not exist yet."""
+        linkpki.ensure_dev_files(self.config, os.path.dirname(self.config_path))
         path = self.key_path
         if path and not os.path.exists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(os.urandom(32).hex() + "\n")
+
+    def link_tls_context(self):
+        """The ssl context the cluster links take (None: plain TCP)."""
+        return client_tls_context(self.config, os.path.dirname(self.config_path))
 
     def wire_key(self, role="master"):
         """The key this harness proves `role` with (None when the cluster's links are not authenticated)."""
@@ -481,7 +492,7 @@ http {{
         """Sends wire lines to replica `rid` (authenticated as `role` when the cluster has a key); the replies."""
         r = self.replica(rid)
         client = WireClient(r["host"], int(r["port"]), key=self.wire_key(role), role=role, client_id="tests",
-                            expected_server=rid)
+                            expected_server=rid, tls=self.link_tls_context())
         try:
             return client.call(*lines)
         finally:
@@ -504,7 +515,8 @@ http {{
         for rid in self.replica_ids:
             r = self.replica(rid)
             client = WireClient(r["host"], int(r["port"]), timeout_s=timeout_s, key=self.wire_key("master"),
-                                role="master", client_id="preload", expected_server=rid, epoch=epoch)
+                                role="master", client_id="preload", expected_server=rid, epoch=epoch,
+                                tls=self.link_tls_context())
             try:
                 for start in range(0, keys, 4000):
                     lines = []

@@ -9,6 +9,9 @@ key and `--role master`, anything (for repairs and tests; the master must be sto
 
     scripts/kv-wire [--config cluster.yaml] r1 ';stat;;' ';get;k'      # lines as arguments
     printf ';get;a\\n;get;b\\n' | scripts/kv-wire r2                     # or one per line on stdin
+
+With `security.tls` in cluster.yaml the connection is mutual TLS first, with the certificate, key and CA that
+section names (Python's ssl module), and the replica's certificate must name the host dialled.
 """
 import argparse
 import hashlib
@@ -17,6 +20,7 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import struct
 import sys
 
@@ -30,6 +34,20 @@ def read_key(path):
     if len(key) < 32:
         raise ValueError(f"{path}: a key has at least 64 hex digits")
     return key
+
+
+def client_tls_context(config, config_dir, cert_file=None, key_file=None):
+    """The ssl context for cluster links under cluster.yaml's `security.tls` (None without it): TLS 1.3, the
+    server verified against `ca_file` and by host name or IP, this side's certificate presented.
+    `cert_file`/`key_file` replace the configured pair (the tests present a foreign certificate this way)."""
+    tls = (config.get("security") or {}).get("tls")
+    if not tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.path.join(config_dir, tls["ca_file"]))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(cert_file or os.path.join(config_dir, tls["cert_file"]),
+                            key_file or os.path.join(config_dir, tls["key_file"]))
+    return context
 
 
 def role_key(cluster_key, role):
@@ -87,8 +105,14 @@ class WireClient:
     key) it authenticates first as `role`/`client_id`."""
 
     def __init__(self, host, port, timeout_s=5.0, key=None, role="master", client_id="m1", expected_server=None,
-                 epoch=0):
+                 epoch=0, tls=None):
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+            except Exception:
+                self.sock.close()
+                raise
         self.file = self.sock.makefile("rwb")
         self.server = None
         if key is not None:
@@ -155,7 +179,7 @@ def main():
         key = role_key(cluster_key, args.role) if cluster_key else None
     lines = args.lines or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     client = WireClient(replica["host"], int(replica["port"]), key=key, role=args.role, client_id=args.id,
-                        expected_server=replica["id"], epoch=args.epoch)
+                        expected_server=replica["id"], epoch=args.epoch, tls=client_tls_context(config, config_dir))
     try:
         for reply in client.call(*lines):
             print(json.dumps(reply))

@@ -73,6 +73,20 @@ public final class LinkAuthServerHandler: ChannelInboundHandler {
     public func channelReadComplete(context: ChannelHandlerContext) {
         if authenticated { context.fireChannelReadComplete() }
     }
+
+    /// Before the handshake, an error (a failed TLS handshake in front of this handler, a line over the limit)
+    /// refuses the connection like a bad handshake line, and is logged as the reason.
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard !authenticated else {
+            context.fireErrorCaught(error)
+            return
+        }
+        guard !closing else { return }
+        closing = true
+        deadline?.cancel()
+        onRejected("\(error)")
+        context.close(promise: nil)
+    }
 }
 
 /// Fired through the pipeline once a link's peer proved who it is, before any line of it is passed on.

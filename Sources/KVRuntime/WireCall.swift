@@ -5,9 +5,9 @@ import NIOPosix
 /// A one-shot wire-protocol call: connect, send one request, read one reply line, close. For the rare
 /// out-of-band questions (an in-doubt replica asking the master or a peer `seq;qry;;`), not the data path.
 public enum WireCall {
-    /// With `handshake`, the request leaves only after the link handshake succeeded.
+    /// With `handshake`, the request leaves only after the link handshake succeeded; with `tls`, inside mutual TLS.
     public static func call(_ request: WireRequest, host: String, port: Int, timeoutMs: Int, group: EventLoopGroup,
-                            handshake: HandshakeInitiator? = nil) -> Result<WireReply, WireCallError> {
+                            handshake: HandshakeInitiator? = nil, tls: LinkTLS? = nil) -> Result<WireReply, WireCallError> {
         let loop = group.next()
         let promise = loop.makePromise(of: ByteBuffer.self)
         let authenticated = loop.makePromise(of: Void.self)
@@ -15,6 +15,7 @@ public enum WireCall {
             .connectTimeout(.milliseconds(Int64(timeoutMs)))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls.clientHandler(host: host)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LineFrameDecoder(maxLineBytes: 1 << 16)))
                     if let handshake {
@@ -33,7 +34,8 @@ public enum WireCall {
         } catch {
             promise.fail(error)
             authenticated.fail(error)
-            return .failure(WireCallError(reason: "cannot connect to \(host):\(port): \(error)"))
+            return .failure(WireCallError(reason: LinkTLS.describe(error, peer: "\(host):\(port)")
+                ?? "cannot connect to \(host):\(port): \(error)"))
         }
         defer { channel.close(promise: nil) }
         let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(timeoutMs))) {
@@ -45,7 +47,7 @@ public enum WireCall {
         do {
             try authenticated.futureResult.wait()
         } catch {
-            return .failure(WireCallError(reason: "\(host):\(port): \(error)"))
+            return .failure(WireCallError(reason: LinkTLS.describe(error, peer: "\(host):\(port)") ?? "\(host):\(port): \(error)"))
         }
         channel.writeAndFlush(channel.allocator.buffer(bytes: request.encoded()), promise: nil)
         do {

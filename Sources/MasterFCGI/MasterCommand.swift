@@ -22,6 +22,10 @@ struct MasterCommand: ParsableCommand {
         + "hands the key over this way); cluster.yaml still decides whether links are authenticated.", valueName: "path"))
     var clusterKeyFile: String?
 
+    @Option(help: ArgumentHelp("Read the link TLS private key from this file instead of security.tls.key_file (the systemd "
+        + "unit hands the key over this way).", valueName: "path"))
+    var tlsKeyFile: String?
+
     func run() throws {
         LogSetup.bootstrap(levelName: logLevel)
         let logger = Logger(label: "kv-master")
@@ -54,14 +58,15 @@ struct MasterCommand: ParsableCommand {
         // One event loop runs the master's state machine and every replica connection: its rules need one
         // thread, and on a small machine a second loop would only add hand-offs.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let node = try MasterNode(config: cluster, loop: group.next(), logger: logger, clusterKeyFile: clusterKeyFile)
+        let node = try MasterNode(config: cluster, loop: group.next(), logger: logger, clusterKeyFile: clusterKeyFile,
+                                  tlsKeyFile: tlsKeyFile)
         try node.start()
         let server = try FastCGIServer(listen: cluster.master.listen, bodyBytesMax: cluster.limits.httpBodyBytesMax,
                                        logger: logger)
         var queries: QueryServer?
         if let host = cluster.master.queryHost, let port = cluster.master.queryPort {
             queries = try QueryServer(group: group, host: host, port: port, node: node, serverID: cluster.master.id,
-                                      clusterKey: node.clusterKey, limits: cluster.limits, timeouts: cluster.timeouts,
+                                      clusterKey: node.clusterKey, tls: node.linkTLS, limits: cluster.limits, timeouts: cluster.timeouts,
                                       logger: logger)
         }
         let reads = ReplicaReads()

@@ -18,6 +18,8 @@ final class MasterNode: @unchecked Sendable {
     private let stateFile: MasterStateFile
     /// The cluster key (nil: links are not authenticated); the master proves itself with its role's key.
     let clusterKey: ClusterKey?
+    /// Mutual TLS on every replica link and on `query_listen` (nil: plain TCP).
+    let linkTLS: LinkTLS?
     private let ids = Atomic<UInt64>(1)
     // Event-loop state.
     private var manager: TransactionManager
@@ -41,12 +43,15 @@ final class MasterNode: @unchecked Sendable {
     private let linkEpoch = LinkEpoch()
     private let reloading = NSLock()
 
-    /// `clusterKeyFile`: where the key is read instead of the file cluster.yaml names (`--cluster-key-file`).
-    init(config: ClusterConfig, loop: EventLoop, logger: Logger, clusterKeyFile: String? = nil) throws {
+    /// `clusterKeyFile`, `tlsKeyFile`: where the keys are read instead of the files cluster.yaml names
+    /// (`--cluster-key-file`, `--tls-key-file`).
+    init(config: ClusterConfig, loop: EventLoop, logger: Logger, clusterKeyFile: String? = nil,
+         tlsKeyFile: String? = nil) throws {
         self.config = config
         self.loop = loop
         self.logger = logger
         clusterKey = try config.clusterKey(handedOver: clusterKeyFile)
+        linkTLS = try LinkTLS.load(config, keyFile: tlsKeyFile)
         let tokens = try config.security.tokensFile.map(TokenFile.load)
         published.withLock { $0.tokens = tokens }
         // Before anything in the directory is read or written: a second master must not touch it.
@@ -277,6 +282,7 @@ final class MasterNode: @unchecked Sendable {
         }
         let link = ReplicaLink(replica: replica, loop: loop, connectTimeoutMs: config.timeouts.connectTimeoutMs,
                                maxLineBytes: config.limits.wireReplyBytesMax, handshake: handshake,
+                               tls: linkTLS,
                                onConnected: { [unowned self] link in feed(.connected(link.replica)) },
                                onDisconnected: { [unowned self] link in feed(.disconnected(link.replica)) })
         links[replica] = link

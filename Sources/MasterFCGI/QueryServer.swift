@@ -13,7 +13,7 @@ final class QueryServer {
     /// With `clusterKey`, only replicas that pass the link handshake (within `timeouts.handshakeTimeoutMs`) may ask;
     /// at most `limits.replicaConnectionsMax` connections are held at once.
     init(group: EventLoopGroup, host: String, port: Int, node: MasterNode, serverID: String, clusterKey: ClusterKey?,
-         limits: ClusterConfig.Limits, timeouts: ClusterConfig.Timeouts, logger: Logger) throws {
+         tls: LinkTLS?, limits: ClusterConfig.Limits, timeouts: ClusterConfig.Timeouts, logger: Logger) throws {
         let connections = ConnectionCount(limit: limits.replicaConnectionsMax)
         let refusal = WireReply(status: false, code: .busy, message: "too many connections to \(serverID)'s query_listen "
                                     + "(limits.replica_connections_max)", seq: nil, server: serverID).encoded()
@@ -23,6 +23,7 @@ final class QueryServer {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ConnectionLimitHandler(count: connections, refusal: refusal))
+                    if let tls { try channel.pipeline.syncOperations.addHandler(tls.serverHandler()) }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LineFrameDecoder(maxLineBytes: 256)))
                     if let clusterKey {

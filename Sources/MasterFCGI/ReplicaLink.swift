@@ -19,6 +19,8 @@ final class ReplicaLink: @unchecked Sendable {
     let maxLineBytes: Int
     /// A fresh handshake for each new connection (nil: the replica port is not authenticated).
     let handshake: (@Sendable () -> HandshakeInitiator)?
+    /// Mutual TLS on the connection (nil: plain TCP). Reads then take this link too, not a blocking connection.
+    let tls: LinkTLS?
     private let onConnected: (ReplicaLink) -> Void
     private let onDisconnected: (ReplicaLink) -> Void
     // Event-loop state.
@@ -34,10 +36,11 @@ final class ReplicaLink: @unchecked Sendable {
     private var connected = false
 
     init(replica: ClusterConfig.Replica, loop: EventLoop, connectTimeoutMs: Int, maxLineBytes: Int,
-         handshake: (@Sendable () -> HandshakeInitiator)?,
+         handshake: (@Sendable () -> HandshakeInitiator)?, tls: LinkTLS?,
          onConnected: @escaping (ReplicaLink) -> Void, onDisconnected: @escaping (ReplicaLink) -> Void) {
         self.replica = replica
         self.handshake = handshake
+        self.tls = tls
         self.loop = loop
         self.connectTimeoutMs = connectTimeoutMs
         self.maxLineBytes = maxLineBytes
@@ -96,12 +99,13 @@ final class ReplicaLink: @unchecked Sendable {
         let address = replica.address
         // Nothing but the handshake goes out before the replica proved it holds the key: queued calls wait.
         let authenticated = loop.makePromise(of: Void.self)
-        let handshake = handshake
+        let (handshake, tls, host) = (handshake, tls, replica.host)
         let connecting = ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(connectTimeoutMs)))
             .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { [maxLineBytes] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls.clientHandler(host: host)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxLineBytes)))
                     if let handshake {
@@ -190,6 +194,7 @@ final class ReplicaLink: @unchecked Sendable {
             }
         }
         if let kvError = error as? KVError { return "\(kvError) (\(address))" }
+        if let tls = LinkTLS.describe(error, peer: address) { return tls }
         if error is ChannelError { return "connect timed out (\(address))" }
         return "cannot connect (\(address)): \(error)"
     }

@@ -16,12 +16,14 @@ final class InDoubtResolver {
     private let me: ClusterConfig.Replica
     /// The cluster key (nil: links are not authenticated); this replica asks as role replica.
     private let clusterKey: ClusterKey?
+    private let tls: LinkTLS?
     private let interval: TimeInterval = 0.2
     private var termination: InDoubtTermination
 
     init(node: ReplicaNode, cluster: ClusterConfig, me: ClusterConfig.Replica, group: EventLoopGroup,
-         clusterKey: ClusterKey?, logger: Logger) {
+         clusterKey: ClusterKey?, tls: LinkTLS?, logger: Logger) {
         self.node = node
+        self.tls = tls
         self.me = me
         self.clusterKey = clusterKey
         self.cluster = cluster
@@ -76,7 +78,8 @@ final class InDoubtResolver {
                                             expectedServer: who == "master" ? cluster.master.id : who)
         }
         switch WireCall.call(WireRequest(seq: seq, command: .qry), host: host, port: port,
-                             timeoutMs: cluster.timeouts.connectTimeoutMs, group: group, handshake: handshake) {
+                             timeoutMs: cluster.timeouts.connectTimeoutMs, group: group, handshake: handshake,
+                             tls: tls) {
         case .success(let reply):
             logger.debug("qry \(seq) to \(who): \(reply.code.rawValue) (\(reply.message))")
             return reply

@@ -28,6 +28,10 @@ struct ReplicaCommand: ParsableCommand {
         + "hands the key over this way); cluster.yaml still decides whether links are authenticated.", valueName: "path"))
     var clusterKeyFile: String?
 
+    @Option(help: ArgumentHelp("Read the link TLS private key from this file instead of security.tls.key_file (the systemd "
+        + "unit hands the key over this way).", valueName: "path"))
+    var tlsKeyFile: String?
+
     func run() throws {
         LogSetup.bootstrap(levelName: logLevel)
         var logger = Logger(label: "kv-replicad")
@@ -46,8 +50,10 @@ struct ReplicaCommand: ParsableCommand {
         }
         let listen = cluster.listenAddress(of: me)
         let clusterKey: ClusterKey?
+        let tls: LinkTLS?
         do {
             clusterKey = try cluster.clusterKey(handedOver: clusterKeyFile)
+            tls = try LinkTLS.load(cluster, keyFile: tlsKeyFile)
         } catch {
             logger.critical("\(error)")
             throw ExitCode(78)
@@ -66,17 +72,18 @@ struct ReplicaCommand: ParsableCommand {
                                    limits: cluster.limits, logger: logger)
             server = try ReplicaServer(node: node, host: listen.host, port: listen.port, limits: cluster.limits,
                                        timeouts: cluster.timeouts, threads: max(1, threads), clusterKey: clusterKey,
+                                       tls: tls,
                                        serverID: me.id, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
         let resolver = InDoubtResolver(node: node, cluster: cluster, me: me, group: server.group,
-                                       clusterKey: clusterKey, logger: logger)
+                                       clusterKey: clusterKey, tls: tls, logger: logger)
         resolver.start()
         let inDoubt = node.inDoubt().count
         SystemdNotify.send("READY=1\nSTATUS=serving on \(listen); \(inDoubt) transaction(s) in doubt")
-        logger.info("replica \(me.id) ready on \(listen) (dialled as \(me.address)), data in \(me.dataDir)")
+        logger.info("replica \(me.id) ready on \(listen)\(tls == nil ? "" : " (mutual TLS)") (dialled as \(me.address)), data in \(me.dataDir)")
         let signals = SignalTrap(signals: [SIGTERM, SIGINT]) { signal in
             logger.info("signal \(signal): stopping")
             SystemdNotify.send("STOPPING=1")

@@ -15,9 +15,10 @@ final class ReplicaServer {
     /// With `clusterKey`, every connection must pass the link handshake (as replica `serverID`) within
     /// `timeouts.handshakeTimeoutMs` before anything it sends is executed, and each command is checked against the
     /// peer's role; without one, the port is open. At most `limits.replicaConnectionsMax` connections are held; a
-    /// peer's or operator's connection idle for `timeouts.peerIdleTimeoutMs` is closed.
+    /// peer's or operator's connection idle for `timeouts.peerIdleTimeoutMs` is closed. With `tls`, every connection
+    /// is mutual TLS first (the handshake time-out covers both).
     init(node: ReplicaNode, host: String, port: Int, limits: ClusterConfig.Limits, timeouts: ClusterConfig.Timeouts,
-         threads: Int, clusterKey: ClusterKey?, serverID: String, logger: Logger) throws {
+         threads: Int, clusterKey: ClusterKey?, tls: LinkTLS?, serverID: String, logger: Logger) throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let connections = ConnectionCount(limit: limits.replicaConnectionsMax)
         self.connections = connections
@@ -38,6 +39,7 @@ final class ReplicaServer {
                     // Reads only: a write time-out would wrap every reply's write in a promise. A connection paused
                     // for a reader that does not read reads nothing either, so the read time-out finds it too.
                     try sync.addHandler(IdleStateHandler(readTimeout: .milliseconds(Int64(timeouts.peerIdleTimeoutMs))))
+                    if let tls { try sync.addHandler(tls.serverHandler()) }
                     try sync.addHandler(ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxLineBytes)))
                     if let clusterKey {
                         let peer = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"

@@ -190,6 +190,24 @@ final class ClusterConfigTests: XCTestCase {
         }
     }
 
+    func testLinkTLSSectionResolvesItsFilesAndNeedsAClusterKey() throws {
+        let tls = ["security:", "  cluster_key_file: keys/cluster.key", "  tls:", "    cert_file: tls/node.crt",
+                   "    key_file: /etc/kv/node.key", "    ca_file: ./tls/ca.crt"]
+        let config = try parse((validLines + tls).joined(separator: "\n") + "\n")
+        XCTAssertEqual(config.security.linkTLS, ClusterConfig.LinkTLSFiles(
+            certFile: "/base/tls/node.crt", keyFile: "/etc/kv/node.key", caFile: "/base/tls/ca.crt",
+            mark: YAMLMark(line: 17, column: 5)))
+        var withoutKey = tls
+        withoutKey.remove(at: 1)
+        assertConfigError((validLines + withoutKey).joined(separator: "\n") + "\n", line: 16, column: 5,
+                          "security.tls needs security.cluster_key_file")
+        var withoutCA = tls
+        withoutCA.removeLast()
+        assertConfigError((validLines + withoutCA).joined(separator: "\n") + "\n", line: 17, column: 5, "ca_file")
+        assertConfigError((validLines + tls + ["    verify: none"]).joined(separator: "\n") + "\n", line: 20,
+                          column: 5, "verify")
+    }
+
     func testBadIdentifier() {
         assertConfigError(text(replacing: 6, with: "  - id: r 1"), line: 6, column: 9,
                           "replicas[0].id must be 1-64 letters, digits")

@@ -53,6 +53,18 @@ def unstarted_cluster(tmp_path):
         c.kill_all()
 
 
+@pytest.fixture
+def unstarted_tls_cluster(tmp_path):
+    """As unstarted_cluster, with mutual TLS on every cluster link (security.tls)."""
+    from crash_helpers import make_cluster
+    c = make_cluster(tmp_path, link_tls=True)
+    print(f"cluster run dir: {c.run_dir}")
+    try:
+        yield c
+    finally:
+        c.kill_all()
+
+
 def pytest_configure(config):
     if not os.environ.get("KV_BIN_DIR"):
         os.environ["KV_BIN_DIR"] = kvcluster.default_bin_dir()

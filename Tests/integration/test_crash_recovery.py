@@ -92,14 +92,16 @@ def test_failpoint_crash_under_load_recovers_consistently(unstarted_cluster, poi
     print(f"{point}@{hit}: {checked} writes checked ({ledger.summary()}); replicas at {stats['r1']['keys']} keys")
 
 
+@pytest.mark.parametrize("links", ["tcp", "tls"])
 @pytest.mark.parametrize("point", ["master-mid-commit-send", "master-after-votes"])
-def test_master_stays_down_replicas_resolve_among_themselves(unstarted_cluster, point):
+def test_master_stays_down_replicas_resolve_among_themselves(request, point, links):
     """One writer, so the crashing transaction is the only one in flight. With the master down longer than
     the coordinator's time limits the replicas' resolvers act alone: after master-mid-commit-send r1 holds the
     commit, so r2 and r3 learn it from their peer and commit without the master; after master-after-votes no
     one knows the outcome, so every replica keeps the key locked and reports the seq blocked until the master
-    is back and resolves it (presumed abort: it has no COMMIT record)."""
-    c = unstarted_cluster
+    is back and resolves it (presumed abort: it has no COMMIT record). With links "tls", every question a
+    replica asks (a peer, then the master's query_listen) goes through mutual TLS."""
+    c = request.getfixturevalue("unstarted_cluster" if links == "tcp" else "unstarted_tls_cluster")
     start_cluster(c, env_for={"master": {"KV_FAILPOINTS": f"{point}@{HIT}"}})
     ledger = Ledger("down")
     writers = Writers(c, ledger, threads=1, max_ops=60, seed=7).start()

@@ -126,6 +126,25 @@ public struct ClusterConfig: Equatable, Sendable {
         public var clusterKeyMark = YAMLMark(line: 1, column: 1)
         /// The HTTP API's bearer tokens (`TokenFile`); nil: the API is open to whoever reaches nginx.
         public var tokensFile: String?
+        /// Mutual TLS on every cluster link (replica ports, `query_listen`, peer queries); nil: plain TCP.
+        public var linkTLS: LinkTLSFiles?
+    }
+
+    /// `security.tls`: this host's certificate and key, and the CA every peer's certificate must chain to. Each
+    /// host reads the paths on its own disk, so one cluster.yaml serves hosts with their own certificates.
+    public struct LinkTLSFiles: Equatable, Sendable {
+        public var certFile: String
+        public var keyFile: String
+        public var caFile: String
+        /// Where cluster.yaml has the section, for errors about the files.
+        public var mark: YAMLMark
+
+        public init(certFile: String, keyFile: String, caFile: String, mark: YAMLMark) {
+            self.certFile = certFile
+            self.keyFile = keyFile
+            self.caFile = caFile
+            self.mark = mark
+        }
     }
 
     /// The file this configuration came from (absolute).

@@ -72,11 +72,22 @@ struct ClusterConfigLoader {
         }
         var security = ClusterConfig.Security()
         if let node = top.node("security") {
-            let fields = try Fields(node, path: "security", loader: self, known: ["cluster_key_file", "tokens_file"])
+            let fields = try Fields(node, path: "security", loader: self, known: ["cluster_key_file", "tokens_file", "tls"])
             if fields.node("tokens_file") != nil { security.tokensFile = resolve(try fields.string("tokens_file")) }
             if let keyNode = fields.node("cluster_key_file") {
                 security.clusterKeyFile = resolve(try fields.string("cluster_key_file"))
                 security.clusterKeyMark = keyNode.mark
+            }
+            if let tlsNode = fields.node("tls") {
+                let tls = try Fields(tlsNode, path: "security.tls", loader: self, known: ["cert_file", "key_file", "ca_file"])
+                security.linkTLS = ClusterConfig.LinkTLSFiles(
+                    certFile: resolve(try tls.string("cert_file")), keyFile: resolve(try tls.string("key_file")),
+                    caFile: resolve(try tls.string("ca_file")), mark: tlsNode.mark)
+                // The roles (master, replica, operator) come from the cluster-key handshake, which runs inside TLS.
+                guard security.clusterKeyFile != nil else {
+                    throw error(tlsNode.mark, "security.tls needs security.cluster_key_file too: TLS says a peer holds a "
+                        + "certificate of the cluster's CA, the cluster key says which role it has")
+                }
             }
         }
         return ClusterConfig(path: path, master: master, replicas: replicas, timeouts: timeouts, limits: limits,
