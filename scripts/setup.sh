@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libfcgi-dev libyaml-dev nginx-light pkg-config python3-yaml python3-pytest wrk; do
+for pkg in libfcgi-dev libyaml-dev nginx-light openssl pkg-config python3-yaml python3-pytest wrk; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
