@@ -9,6 +9,7 @@ build per case and in how many rounds the second build was faster.
 
     bench/ab.py --base /tmp/base/.build/release                    # base vs this checkout's release build
     bench/ab.py --base A --head B --rounds 10 --cases put:1,put:16,put:64,get:16,get:64
+    bench/ab.py --base B --head B --link-tls head                  # what mutual TLS on the cluster links costs
 
 Build the base in a worktree first: git worktree add /tmp/base <commit> && (cd /tmp/base && swift build -c release).
 Every process it starts is stopped by PID at the end, also on failure or Ctrl-C. Every wrk run is bounded by -d.
@@ -55,6 +56,9 @@ def main():
     parser.add_argument("--no-key", choices=["base", "head", "both"],
                         help="run that build's cluster without a cluster key (a build from before link "
                              "authentication does not know the setting; or to measure what it costs)")
+    parser.add_argument("--link-tls", choices=["base", "head", "both"],
+                        help="run that build's cluster with mutual TLS on its cluster links (security.tls); with the "
+                             "same --base and --head, what TLS costs")
     args = parser.parse_args()
     cases = [(op, int(n)) for op, n in (case.split(":") for case in args.cases.split(","))]
     builds = {"base": args.base, "head": args.head}
@@ -67,7 +71,7 @@ def main():
             cluster = kvcluster.Cluster.generate(
                 os.path.join(root, "kv"), timeouts=shipped.get("timeouts"), limits=shipped.get("limits"),
                 storage=shipped.get("storage"), worker_threads=shipped["master"].get("worker_threads", 96),
-                authenticated=args.no_key not in (name, "both"))
+                authenticated=args.no_key not in (name, "both"), link_tls=args.link_tls in (name, "both"))
             cluster.bin_dir = bin_dir
             cluster.start()
             clusters[name] = cluster

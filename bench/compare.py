@@ -181,13 +181,14 @@ class KvSystem:
 
     name = "kv"
 
-    def __init__(self, root, monitor, tag=""):
+    def __init__(self, root, monitor, tag="", link_tls=False):
         import yaml
         with open(os.path.join(REPO, "cluster.yaml")) as f:
             shipped = yaml.safe_load(f)
         self.cluster = kvcluster.Cluster.generate(
             root, replicas=len(shipped["replicas"]), timeouts=shipped.get("timeouts"), limits=shipped.get("limits"),
-            storage=shipped.get("storage"), worker_threads=shipped["master"].get("worker_threads", 96))
+            storage=shipped.get("storage"), worker_threads=shipped["master"].get("worker_threads", 96),
+            link_tls=link_tls)
         self.monitor = monitor
         self.tag = tag
         self.procs = []
@@ -849,7 +850,7 @@ def kv_preload_mode(args, keys):
 
 def run_compare(args, workdir, monitor, cleanups):
     runner = Runner(args, monitor)
-    kv = KvSystem(os.path.join(workdir, "kv"), monitor)
+    kv = KvSystem(os.path.join(workdir, "kv"), monitor, link_tls=args.link_tls)
     cleanups.append(kv.stop)
     etcd = EtcdSystem(os.path.join(workdir, "etcd"), monitor)
     cleanups.append(etcd.stop)
@@ -887,7 +888,7 @@ def run_growth(args, workdir, monitor_factory, cleanups):
         monitor = monitor_factory()
         runner = Runner(args, monitor)
         root = os.path.join(workdir, f"growth-{idx + 1}")
-        kv = KvSystem(os.path.join(root, "kv"), monitor)
+        kv = KvSystem(os.path.join(root, "kv"), monitor, link_tls=args.link_tls)
         etcd = EtcdSystem(os.path.join(root, "etcd"), monitor)
         cleanups.append(kv.stop)
         cleanups.append(etcd.stop)
@@ -936,6 +937,9 @@ def int_list(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=["compare", "growth", "all"], default="compare")
+    p.add_argument("--link-tls", action="store_true",
+                   help="kv with mutual TLS on its cluster links (security.tls; etcd's peers stay plain, as kv's "
+                        "HTTP side does)")
     p.add_argument("--smoke", action="store_true",
                    help="quick end-to-end check: 2 s runs, 1 s warm-up, 1 round (explicit flags still win)")
     p.add_argument("--duration", type=int, help="seconds per measured run (default 10; smoke 2)")

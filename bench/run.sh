@@ -4,6 +4,7 @@
 #   bench/run.sh                      # kv vs etcd vs ceiling: put/get at 1, 16, 64 connections, 10 s runs, 2 rounds
 #   bench/run.sh --mode growth        # cost growth: 64 B / 4 KiB / 256 KiB values, 10k vs 1M keys
 #   bench/run.sh --mode all           # both
+#   bench/run.sh --link-tls           # kv with mutual TLS on its cluster links (security.tls)
 #   bench/run.sh --smoke              # 2 s runs, 1 round: proves the harness end to end (numbers are not results)
 #   bench/run.sh --help               # every option (durations, rounds, connections, key counts, ...)
 #

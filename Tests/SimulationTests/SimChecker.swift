@@ -241,6 +241,12 @@ final class SimChecker {
             fail("replay", "\(replica.name): replaying the synced log gives digest \(replayed.digestHex) keys \(replayed.keys) "
                 + "in doubt \(shadow.inDoubt), live has \(liveStat.digestHex) keys \(liveStat.keys) in doubt \(live.inDoubt)")
         }
+        var indexed: [[UInt8]] = []
+        live.keyIndex.forEach(prefix: [], after: []) { indexed.append($0); return true }
+        if indexed != live.store.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            fail("index", "\(replica.name): the ordered key index holds \(indexed.count) keys out of step with the "
+                + "store's \(live.store.count)")
+        }
         for key in context.config.keys where live.lockHolder(of: key) != shadow.lockHolder(of: key) {
             fail("replay", "\(replica.name): key \(key.brief) locked by \(String(describing: live.lockHolder(of: key))) "
                 + "live, \(String(describing: shadow.lockHolder(of: key))) after replay")

@@ -127,6 +127,7 @@ extension Participant {
         case .reset(let transfer):
             resetBy = transfer
             store = [:]
+            keyIndex.removeAll()
             digest = 0
             lastCommittedSeq = 0
             joined = false

@@ -79,6 +79,8 @@ public struct Participant {
 
     public let server: String
     public internal(set) var store: [[UInt8]: Entry] = [:]
+    /// The keys of `store` in byte order, for listings; kept in step by `setEntry` and `removeEntry`.
+    public internal(set) var keyIndex = SortedKeyIndex()
     public internal(set) var digest: UInt64 = 0
     public internal(set) var lastCommittedSeq: UInt64 = 0
     /// Holds the committed state of the cluster and takes part in transactions and reads.
@@ -331,16 +333,20 @@ public struct Participant {
         if let locked = locks.keys.first(where: inRange) {
             return park(id, on: locked, .list(prefix: prefix, after: after, limit: limit))
         }
-        let keys = store.keys.filter(inRange).sorted { $0.lexicographicallyPrecedes($1) }
         var entries: [SyncPage.Entry] = []
         var budget = SyncPageBudget(bytesMax: pageBytesMax)
-        for key in keys.prefix(limit) {
+        var done = true
+        keyIndex.forEach(prefix: prefix, after: after) { key in
             let entry = store[key]!
-            guard budget.admit(key: key, value: entry.value) else { break }
+            guard entries.count < limit, budget.admit(key: key, value: entry.value) else {
+                done = false
+                return false
+            }
             entries.append(SyncPage.Entry(key: key, value: entry.value, version: entry.version, created: entry.created))
+            return true
         }
         var answer = reply(true, .ok, "\(entries.count) keys")
-        answer.page = SyncPage(entries: entries, done: entries.count == keys.count)
+        answer.page = SyncPage(entries: entries, done: done)
         return [.reply(id, answer)]
     }
 
@@ -545,13 +551,18 @@ public struct Participant {
         if let old = store.updateValue(Entry(value: value, version: version, created: created, digestTerm: term),
                                        forKey: key) {
             digest &-= old.digestTerm
+        } else {
+            keyIndex.insert(key)
         }
         digest &+= term
     }
 
     /// Removes `key`, taking its term out of `digest`.
     mutating func removeEntry(_ key: [UInt8]) {
-        if let old = store.removeValue(forKey: key) { digest &-= old.digestTerm }
+        if let old = store.removeValue(forKey: key) {
+            digest &-= old.digestTerm
+            keyIndex.remove(key)
+        }
     }
 
     private mutating func wakeReads(_ key: [UInt8]) -> [Action] {
