@@ -58,6 +58,13 @@ struct MasterCommand: ParsableCommand {
         // One event loop runs the master's state machine and every replica connection: its rules need one
         // thread, and on a small machine a second loop would only add hand-offs.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // query_listen's connections, a link per replica and a read connection per worker and replica, the log.
+        let descriptors = cluster.limits.replicaConnectionsMax + cluster.replicas.count * (cluster.master.workerThreads + 1)
+            + 256
+        if let warning = FileLimit.raise(toFit: descriptors, what: "limits.replica_connections_max and the workers' "
+                                            + "read connections") {
+            logger.warning("\(warning)")
+        }
         let node = try MasterNode(config: cluster, loop: group.next(), logger: logger, clusterKeyFile: clusterKeyFile,
                                   tlsKeyFile: tlsKeyFile)
         try node.start()

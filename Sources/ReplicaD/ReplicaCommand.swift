@@ -64,6 +64,11 @@ struct ReplicaCommand: ParsableCommand {
                 this replica (see docs/OPERATIONS.md, Security)
                 """)
         }
+        // Every connection the limit admits, plus the log, snapshots and event-loop descriptors.
+        if let warning = FileLimit.raise(toFit: cluster.limits.replicaConnectionsMax + 256,
+                                         what: "limits.replica_connections_max (\(cluster.limits.replicaConnectionsMax))") {
+            logger.warning("\(warning)")
+        }
         let node: ReplicaNode
         let server: ReplicaServer
         do {

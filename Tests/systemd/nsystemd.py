@@ -21,7 +21,9 @@ import queue
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import tempfile
 import threading
 import sys
 import time
@@ -292,10 +294,36 @@ class NamespacedSystemd:
         finally:
             sock.close()
 
+    def link_tls_context(self):
+        """The ssl context of the installed cluster links (None unless /etc/kv/cluster.yaml has security.tls): the
+        installed certificate, key and CA, copied out of the namespaces for Python's ssl module."""
+        import yaml
+        config = yaml.safe_load(self.read_file("/etc/kv/cluster.yaml"))
+        tls = (config.get("security") or {}).get("tls")
+        if not tls:
+            return None
+        copies = {}
+        for name in ("cert_file", "key_file", "ca_file"):
+            fd, copies[name] = tempfile.mkstemp(prefix="kv-link-tls-")
+            with os.fdopen(fd, "w") as f:
+                f.write(self.read_file(tls[name]))
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=copies["ca_file"])
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            context.load_cert_chain(copies["cert_file"], copies["key_file"])
+        finally:
+            for path in copies.values():
+                os.remove(path)
+        return context
+
     def wire(self, port, *lines, timeout_s=10, client_id="tests", epoch=0):
-        """Sends wire-protocol lines to a replica on 127.0.0.1:port inside; returns the JSON replies."""
+        """Sends wire-protocol lines to a replica on 127.0.0.1:port inside (through TLS when the install has link
+        TLS on); returns the JSON replies."""
         sock = self._sockets.connect("127.0.0.1", port, timeout_s)
         try:
+            tls = self.link_tls_context()
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
             f = sock.makefile("rwb")
             if self.exists("/etc/kv/cluster.key"):
                 # The installed cluster authenticates its links: prove the master's role with the installed key.

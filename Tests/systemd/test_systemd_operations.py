@@ -10,6 +10,7 @@ import time
 import yaml
 
 from nsystemd import REPORT, wait_until
+import kvwire  # noqa: E402  (nsystemd puts scripts/ on the path)
 
 REPLICAS = ["r1", "r2", "r3"]
 KV_UNITS = ["kv.target", "kv-master.socket", "kv-master.service"] + [f"kv-replica@{r}.service" for r in REPLICAS]
@@ -261,6 +262,121 @@ def test_https_with_http2_and_the_admin_token(system):
     out = system.run("curl", "-sS", "--cacert", "/etc/kv/tls/server.crt", "-w", "\n%{http_code}",
                      "https://127.0.0.1:8443/kv/greeting").stdout
     assert out.endswith("\n401"), out
+
+
+def rss_bytes(system, unit):
+    status = system.read_file(f"/proc/{system.show(unit, 'MainPID')}/status")
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
+
+
+def test_a_connection_flood_and_a_reader_that_never_reads_leave_a_replica_bounded(system):
+    """Against the installed limits (limits.replica_connections_max 1024, handshake time-out 5 s): a flood past the
+    limit is refused, a reader that pipelines gets of a 1 MiB value without reading them is paused, and the
+    replica's memory stays under the bounds stated here while the cluster keeps taking writes."""
+    big = b"b" * (1 << 20)
+    assert system.http("PUT", "/kv/big", body=big)[0] == 200
+    port = replica_port(system, "r2")
+    baseline = rss_bytes(system, "kv-replica@r2.service")
+    flood = []
+    try:
+        for _ in range(1100):
+            flood.append(system._sockets.connect("127.0.0.1", port, 10))
+        answers = [sock.recv(4096) for sock in flood[1030:]]
+        refused = sum(1 for answer in answers if b"too many connections" in answer)
+        assert refused == len(flood) - 1030, (refused, answers[:3])
+        grown = rss_bytes(system, "kv-replica@r2.service") - baseline
+        assert grown < 64 << 20, f"r2 grew by {grown >> 20} MiB for a flood of unauthenticated connections"
+        status, body = system.http("PUT", "/kv/during-flood", body=b"v")
+        assert status == 200, body
+    finally:
+        for sock in flood:
+            sock.close()
+    REPORT.append(f"flood of 1100 connections on r2: {refused} refused past the limit, RSS +{grown >> 20} MiB")
+
+    key = kvcluster_role_key(system, "operator")
+    sock = system._sockets.connect("127.0.0.1", port, 10)
+    try:
+        f = sock.makefile("rwb")
+        kvwire.handshake(f, key, "operator", "slow-reader")
+        request = b";get;big;\n" * 400   # 400 MiB of replies if the replica buffered them
+        sent = 0
+        sock.settimeout(3)
+        deadline = time.monotonic() + 10
+        while sent < len(request) and time.monotonic() < deadline:
+            try:
+                sent += sock.send(request[sent:])
+            except TimeoutError:
+                break
+        assert system.http("PUT", "/kv/during-slow-reader", body=b"v")[0] == 200
+        grown = rss_bytes(system, "kv-replica@r2.service") - baseline
+        assert grown < 96 << 20, f"r2 grew by {grown >> 20} MiB for one reader that does not read"
+        REPORT.append(f"a reader of 400 x 1 MiB replies that never reads: r2 RSS +{grown >> 20} MiB")
+        sock.settimeout(30)
+        for _ in range(sent // len(b";get;big;\n")):
+            line = f.readline()
+            assert line.startswith(b'{"status":true'), line[:200]
+    finally:
+        sock.close()
+    status, body = system.http("GET", "/status?verify=1")
+    assert status == 200 and body["verify"]["identical"], body
+
+
+def kvcluster_role_key(system, role):
+    return kvwire.role_key(bytes.fromhex(system.read_file("/etc/kv/cluster.key").strip()), role)
+
+
+def test_link_tls_under_systemd(system):
+    """The operator's path of docs/OPERATIONS.md (Link TLS) on the install: make a CA and this host's
+    certificate, name them in cluster.yaml, restart; every link is then mutual TLS, the units hand the key to
+    their dynamic user, a plain connection gets nothing executed; then back to plain links."""
+    original = system.read_file("/etc/kv/cluster.yaml")
+    system.run("python3", "/run/kvtest/src/scripts/linkpki.py", "ca", "/root/link-ca")
+    system.run("python3", "/run/kvtest/src/scripts/linkpki.py", "node", "/etc/kv/link-tls", "--ca", "/root/link-ca",
+               "--san", "IP:127.0.0.1")
+    system.run("cp", "/root/link-ca/ca.crt", "/etc/kv/link-tls/ca.crt")
+    assert system.run("stat", "-c", "%U %a", "/etc/kv/link-tls/node.key").stdout.split() == ["root", "600"]
+    tls = ("  tls:\n    cert_file: /etc/kv/link-tls/node.crt\n    key_file: /etc/kv/link-tls/node.key\n"
+           "    ca_file: /etc/kv/link-tls/ca.crt\n")
+    assert "  cluster_key_file: /etc/kv/cluster.key\n" in original
+    system.write_file("/etc/kv/cluster.yaml", original.replace("  cluster_key_file: /etc/kv/cluster.key\n",
+                                                               "  cluster_key_file: /etc/kv/cluster.key\n" + tls))
+    try:
+        system.systemctl("restart", "kv.target")
+        for unit in KV_UNITS:
+            assert system.is_active(unit) == "active", unit
+        for unit, copy in (("kv-replica@r1.service", "/run/kv/replica-r1/link-tls.key"),
+                           ("kv-master.service", "/run/kv/master-key/link-tls.key")):
+            uid = system.run("ps", "-o", "uid=", "-p", system.show(unit, "MainPID")).stdout.strip()
+            assert system.run("stat", "-c", "%u %a", copy).stdout.split() == [uid, "400"], unit
+        assert "(mutual TLS)" in system.journal("kv-replica@r3")
+        wait_until(lambda: system.http("GET", "/status")[1].get("status"), 20, "the master to reach every replica")
+        status, body = system.http("PUT", "/kv/over-tls", body=b"sealed")
+        assert status == 200, body
+        for _ in range(3):
+            status, body = system.http("GET", "/kv/over-tls")
+            assert status == 200 and body["message"] == "sealed", body
+        port = replica_port(system, "r2")
+        before = system.wire(port, ";stat;;")[0]["digest"]   # through TLS (link_tls_context)
+        sock = system._sockets.connect("127.0.0.1", port, 10)
+        try:
+            sock.sendall(b"123456789012;put;over-tls;intruder\n123456789012;com;;\n")
+            answer = b""
+            while data := sock.recv(65536):
+                answer += data
+        except ConnectionResetError:
+            pass
+        finally:
+            sock.close()
+        assert b"{" not in answer, answer
+        assert system.wire(port, ";stat;;")[0]["digest"] == before
+        status, body = system.http("GET", "/status?verify=1")
+        assert status == 200 and body["verify"]["identical"], body
+    finally:
+        system.write_file("/etc/kv/cluster.yaml", original)
+        system.systemctl("restart", "kv.target")
+    wait_until(lambda: system.http("GET", "/status")[1].get("status"), 20, "the master to reach every replica")
+    status, body = system.http("GET", "/kv/over-tls")
+    assert status == 200 and body["message"] == "sealed", body
 
 
 def test_stop_a_replica(system):
