@@ -38,6 +38,11 @@ final class AccessTokenTests: XCTestCase {
         XCTAssertEqual(tokens.authenticate("Bearer other"), .failure(.unknown))
         XCTAssertEqual(try tokens.authenticate("Bearer secret").get().role, .readOnly)
         XCTAssertEqual(try tokens.authenticate("bearer  secret ").get().name, "t")
+        XCTAssertEqual(try tokens.authenticate(" BEARER secret").get().name, "t")
+        XCTAssertEqual(tokens.authenticate("Bearer "), .failure(.malformed))
+        XCTAssertEqual(tokens.authenticate("Bearersecret"), .failure(.malformed))
+        XCTAssertEqual(tokens.authenticate("Bearer " + String(repeating: "s", count: 513)), .failure(.malformed))
+        XCTAssertEqual(tokens.authenticate("Bearer " + String(repeating: "s", count: 512)), .failure(.unknown))
     }
 
     func testTheTokensFileIsCheckedWithPositions() throws {

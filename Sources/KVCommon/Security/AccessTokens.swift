@@ -80,13 +80,27 @@ public struct AccessTokens: Sendable {
     }
 
     /// The token an `Authorization` header value names.
+    /// Parsed on the header's bytes (it runs on every request): the scheme case-insensitively, spaces around the
+    /// secret ignored, at most 512 bytes of secret.
     public func authenticate(_ header: String?) -> Result<AccessToken, Failure> {
-        guard let header, !header.isEmpty else { return .failure(.missing) }
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return .failure(.malformed) }
-        let secret = String(parts[1]).trimmingCharacters(in: .whitespaces)
-        guard !secret.isEmpty, secret.utf8.count <= 512 else { return .failure(.malformed) }
-        guard let token = byDigest[Self.digest(of: secret)] else { return .failure(.unknown) }
-        return .success(token)
+        guard var text = header, !text.isEmpty else { return .failure(.missing) }
+        return text.withUTF8 { bytes -> Result<AccessToken, Failure> in
+            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 }
+            var start = 0
+            while start < bytes.count, isSpace(bytes[start]) { start += 1 }
+            let scheme = Array("bearer".utf8)
+            guard bytes.count - start > scheme.count, isSpace(bytes[start + scheme.count]) else { return .failure(.malformed) }
+            for offset in 0..<scheme.count where bytes[start + offset] | 0x20 != scheme[offset] {
+                return .failure(.malformed)
+            }
+            var from = start + scheme.count
+            var end = bytes.count
+            while from < end, isSpace(bytes[from]) { from += 1 }
+            while end > from, isSpace(bytes[end - 1]) { end -= 1 }
+            guard end > from, end - from <= 512 else { return .failure(.malformed) }
+            let digest = Array(SHA256.hash(data: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[from..<end])))
+            guard let token = byDigest[digest] else { return .failure(.unknown) }
+            return .success(token)
+        }
     }
 }
