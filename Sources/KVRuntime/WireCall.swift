@@ -47,7 +47,8 @@ public enum WireCall {
         do {
             try authenticated.futureResult.wait()
         } catch {
-            return .failure(WireCallError(reason: LinkTLS.describe(error, peer: "\(host):\(port)") ?? "\(host):\(port): \(error)"))
+            return .failure(WireCallError(reason: LinkTLS.describe(error, peer: "\(host):\(port)")
+                ?? "\(host):\(port): \(error)"))
         }
         channel.writeAndFlush(channel.allocator.buffer(bytes: request.encoded()), promise: nil)
         do {

@@ -134,6 +134,15 @@ final class MasterNode: @unchecked Sendable {
         if loaded.security.tokensFile != nil || old.security.tokensFile != nil {
             notes.append("HTTP tokens: \(tokens.map { "\($0.count) in force" } ?? "off (security.tokens_file unset)")")
         }
+        // Read once at start, by every process of the cluster: a change takes a restart of all of them.
+        let files = { (config: ClusterConfig) in
+            [config.security.clusterKeyFile, config.security.linkTLS?.certFile, config.security.linkTLS?.keyFile,
+             config.security.linkTLS?.caFile]
+        }
+        if files(loaded) != files(old) {
+            notes.append("security.cluster_key_file and security.tls need a restart of every process (they are read "
+                + "at start)")
+        }
         if loaded.master != old.master {
             loaded.master = old.master
             notes.append("master settings need a restart (systemctl restart kv-master)")

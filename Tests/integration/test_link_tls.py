@@ -235,3 +235,18 @@ def test_a_bad_tls_section_is_a_config_error(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 78, result
     assert "security.tls needs security.cluster_key_file" in result.stderr + result.stdout, result
+
+
+def test_a_reload_says_that_link_tls_changes_need_a_restart(tls_cluster):
+    c = tls_cluster
+    with open(c.config_path) as f:
+        text = f.read()
+    config_dir = os.path.dirname(c.config_path)
+    os.replace(os.path.join(config_dir, "keys/link-tls/node.crt"), os.path.join(config_dir, "keys/link-tls/other.crt"))
+    c.write_config(text=text.replace("keys/link-tls/node.crt", "keys/link-tls/other.crt"))
+    status, body = c.reload_master()
+    assert status == 200, body
+    assert "security.tls need a restart of every process" in body["message"], body
+    # The links keep the TLS set up at start.
+    status, body = c.http("PUT", "/kv/after-reload", body=b"v")
+    assert status == 200, body
