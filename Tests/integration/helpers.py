@@ -55,3 +55,19 @@ def run_threads(count, target, duration_s, max_ops):
         t.join(30)
     if errors:
         raise errors[0]
+
+
+def exchange_until_close(sock, payload):
+    """Sends `payload` on a connected socket (plain or TLS), as `nc` would; returns every byte until the server
+    closes the connection (or resets it)."""
+    sock.sendall(payload)
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)

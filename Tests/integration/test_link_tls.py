@@ -12,6 +12,7 @@ import pytest
 
 import kvcluster
 import linkpki
+from helpers import exchange_until_close
 from kvcluster import WireClient
 
 
@@ -38,17 +39,7 @@ def digests(cluster):
 def plain_exchange(host, port, payload, timeout_s=10.0):
     """`payload` on a plain TCP connection, as `nc` would send it; every byte until the server closes."""
     with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.sendall(payload)
-        chunks = []
-        while True:
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not data:
-                break
-            chunks.append(data)
-        return b"".join(chunks)
+        return exchange_until_close(sock, payload)
 
 
 def test_the_cluster_works_through_mutual_tls(tls_cluster):
@@ -101,14 +92,8 @@ def tls_exchange(context, host, port, payload, timeout_s=10.0):
     with socket.create_connection((host, port), timeout=timeout_s) as raw:
         try:
             with context.wrap_socket(raw, server_hostname=host) as sock:
-                sock.sendall(payload)
-                chunks = []
-                while True:
-                    data = sock.recv(65536)
-                    if not data:
-                        return b"".join(chunks)
-                    chunks.append(data)
-        except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as error:
+                return exchange_until_close(sock, payload)
+        except (ssl.SSLError, BrokenPipeError) as error:
             return error
 
 

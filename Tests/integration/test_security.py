@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from helpers import exchange_until_close
 from kvcluster import WireClient, role_key, read_key
 import kvwire
 
@@ -14,13 +15,7 @@ import kvwire
 def raw(host, port, payload, timeout_s=5.0):
     """Sends `payload` on a plain TCP connection, as `nc` would; returns every byte until the server closes."""
     with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.sendall(payload)
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                return b"".join(chunks)
-            chunks.append(data)
+        return exchange_until_close(sock, payload)
 
 
 def replica_address(cluster, rid):
