@@ -140,6 +140,8 @@ class Cluster:
         self.http_port = http_port or 8080
         # The bearer token http() sends when the request names none (the API needs one with security.tokens_file).
         self.token = None
+        # (security.tls section, its ssl context), made on first use by link_tls_context().
+        self._link_tls = None
         # nginx's HTTPS listener (TLS, HTTP/2), beside http_port.
         self.https_port = https_port or 8443
         # Whether nginx's per-address request limits count loopback clients too (the tests of those limits).
@@ -438,8 +440,13 @@ http {{
                 f.write(os.urandom(32).hex() + "\n")
 
     def link_tls_context(self):
-        """The ssl context the cluster links take (None: plain TCP)."""
-        return client_tls_context(self.config, os.path.dirname(self.config_path))
+        """The ssl context the cluster links take (None: plain TCP); made once per security.tls section."""
+        section = repr((self.config.get("security") or {}).get("tls"))
+        cached = self._link_tls
+        if cached is None or cached[0] != section:
+            cached = (section, client_tls_context(self.config, os.path.dirname(self.config_path)))
+            self._link_tls = cached
+        return cached[1]
 
     def wire_key(self, role="master"):
         """The key this harness proves `role` with (None when the cluster's links are not authenticated)."""
