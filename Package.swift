@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CFCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
@@ -22,6 +23,7 @@ let package = Package(
         .target(name: "CKVChecksum"),
         .target(name: "KVCommon", dependencies: [
             "CYAML", "CKVChecksum", .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "HeapModule", package: "swift-collections"),
         ]),
         .target(name: "KVRuntime", dependencies: [
             "KVCommon",
