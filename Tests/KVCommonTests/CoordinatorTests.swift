@@ -151,6 +151,25 @@ final class CoordinatorTests: XCTestCase {
         XCTAssertEqual(result?.replicas.map(\.code), [.ok, .timeout, .timeout])
     }
 
+    /// Yes votes that disagree on the key's created seq mean the replicas differ: abort, naming the odd one.
+    func testYesVotesThatDisagreeOnCreatedAbort() {
+        var coordinator = started()
+        func yes(_ replica: String, created: UInt64) -> Coordinator.Event {
+            var reply = WireReply(status: true, code: .ok, message: "prepared", seq: seq, server: replica)
+            reply.created = created
+            return .reply(replica: replica, reply)
+        }
+        XCTAssertEqual(coordinator.handle(yes("r1", created: 7)), [])
+        XCTAssertEqual(coordinator.agreedCreated, 7)
+        XCTAssertEqual(coordinator.handle(yes("r2", created: 7)), [])
+        let actions = coordinator.handle(yes("r3", created: seq))
+        XCTAssertEqual(coordinator.phase, .aborting)
+        XCTAssertEqual(actions, replicas.map { .send(replica: $0, .abrt(seq)) })
+        var agreeing = started()
+        for replica in replicas { _ = agreeing.handle(yes(replica, created: 7)) }
+        XCTAssertEqual(agreeing.phase, .deciding)
+    }
+
     func testNotFoundVote() {
         var coordinator = Coordinator(seq: seq, op: .delete(key: [1]), participants: replicas)
         _ = coordinator.handle(.start)

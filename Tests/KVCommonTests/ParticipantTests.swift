@@ -43,7 +43,7 @@ final class ParticipantTests: XCTestCase {
         var participant = Participant(server: "r1")
         let actions = send(.put(1, key, Array("v".utf8)), to: &participant)
         XCTAssertEqual(actions, [.persist(.prepare(seq: 1, op: .put(key: key, value: Array("v".utf8)))),
-                                 reply(nextID, true, .ok, seq: 1)])
+                                 reply(nextID, true, .ok, seq: 1, created: 1)])
         XCTAssertEqual(participant.lockHolder(of: key), 1)
         XCTAssertEqual(participant.inDoubt, [1])
         XCTAssertNil(participant.store[key], "a prepared value is not visible before commit")
@@ -58,6 +58,29 @@ final class ParticipantTests: XCTestCase {
         XCTAssertEqual(participant.inDoubt, [1])
         // The loser is remembered as aborted: its abrt is acknowledged without a new record.
         XCTAssertEqual(send(.abrt(2), to: &participant), [reply(nextID, true, .ok, seq: 2)])
+    }
+
+    /// A yes vote says the key's created seq: the put's own for a new key, the original one for an existing key
+    /// (after the put) and for a del (before it); a txn's vote lists it for each write of its branch, 0 for a del
+    /// of an absent key (the watch history's `created` comes from these).
+    func testYesVotesReportTheCreatedSeqOfWhatTheyWrite() {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 3, .put(key: key, value: [1]))
+        guard case .reply(_, let overwrite) = send(.put(5, key, [2]), to: &participant).last else { return XCTFail() }
+        XCTAssertEqual(overwrite.created, 3)
+        _ = send(.abrt(5), to: &participant)
+        guard case .reply(_, let delete) = send(.del(6, key), to: &participant).last else { return XCTFail() }
+        XCTAssertEqual(delete.created, 3)
+        _ = send(.abrt(6), to: &participant)
+        let spec = TxnSpec(compare: [], success: [.put(key: other, value: [9]), .delete(key: Array("absent".utf8)),
+                                                  .get(key: key), .delete(key: key)], failure: [])
+        guard case .reply(_, let vote) = send(WireRequest(seq: 8, command: .txn, value: spec.wireJSON()),
+                                              to: &participant).last else { return XCTFail() }
+        XCTAssertEqual(vote.txn?.writeCreated, [8, 0, 3])
+        XCTAssertNil(vote.created)
+        // And on the wire, both ways.
+        XCTAssertEqual(try WireReply.parse(vote.encoded(), valueExpected: false).get().txn?.writeCreated, [8, 0, 3])
+        XCTAssertEqual(try WireReply.parse(overwrite.encoded(), valueExpected: false).get().created, 3)
     }
 
     func testDeleteOfMissingKeyVotesNotFound() {

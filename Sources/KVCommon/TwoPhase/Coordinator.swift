@@ -95,6 +95,9 @@ public struct Coordinator {
     private var started = false
 
     private var txnResult: TxnResult?
+    /// A put's or del's key as the yes votes report it (`WireReply.created`), once they agree: its created seq
+    /// after the put, before the del (what the watch history records).
+    public private(set) var agreedCreated: UInt64?
 
     public init(seq: UInt64, op: WriteOp, participants: [String]) {
         self.init(seq: seq, prepare: op.prepareRequest(seq: seq), participants: participants)
@@ -192,6 +195,16 @@ public struct Coordinator {
                 return beginAbort(because: Self.failure(for: reply.code))
             }
             peers[index].state = .yes
+            if let created = reply.created {
+                // The key's created seq, as every replica holds it: they must agree, as on a txn's branch.
+                if let first = agreedCreated, first != created {
+                    peers[index].report?.status = false
+                    peers[index].report?.message = "holds key \(created == seq ? "absent" : "created at \(created)") "
+                        + "where others differ: replicas differ; run GET /status?verify=1"
+                    return beginAbort(because: .aborted)
+                }
+                agreedCreated = created
+            }
             if let txn = reply.txn {
                 // Every replica holds the same committed state, so every replica must choose the same branch.
                 if let first = txnResult, first != txn {

@@ -397,7 +397,9 @@ public struct Participant {
         precondition(locks[op.key] == nil, "a key is locked by at most one prepared transaction")
         locks[op.key] = seq
         prepared[seq] = Prepared(ops: [op], locked: [op.key], record: record, preparedAtMs: nowMs, members: membership)
-        return [.persist(record), .reply(id, reply(true, .ok, "prepared", seq: seq))]
+        var answer = reply(true, .ok, "prepared", seq: seq)
+        answer.created = store[op.key]?.created ?? seq
+        return [.persist(record), .reply(id, answer)]
     }
 
     /// Prepares a multi-key transaction: lock every key (sorted), evaluate the compares, vote with the branch.
@@ -421,10 +423,15 @@ public struct Participant {
         let branch = succeeded ? spec.success : spec.failure
         var writes: [WriteOp] = []
         var reads: [TxnResult.Read] = []
+        var writeCreated: [UInt64] = []
         for op in branch {
             switch op {
-            case .put(let key, let value): writes.append(.put(key: key, value: value))
-            case .delete(let key): if store[key] != nil { writes.append(.delete(key: key)) }
+            case .put(let key, let value):
+                writes.append(.put(key: key, value: value))
+                writeCreated.append(store[key]?.created ?? seq)
+            case .delete(let key):
+                if store[key] != nil { writes.append(.delete(key: key)) }
+                writeCreated.append(store[key]?.created ?? 0)
             case .get(let key): reads.append(TxnResult.Read(key: key, entry: store[key]))
             }
         }
@@ -439,7 +446,7 @@ public struct Participant {
         }
         prepared[seq] = Prepared(ops: writes, locked: keys, record: record, preparedAtMs: nowMs, members: membership)
         var answer = reply(true, .ok, succeeded ? "prepared: compares hold" : "prepared: compares fail", seq: seq)
-        answer.txn = TxnResult(succeeded: succeeded, reads: reads)
+        answer.txn = TxnResult(succeeded: succeeded, reads: reads, writeCreated: writeCreated)
         return [.persist(record), .reply(id, answer)]
     }
 

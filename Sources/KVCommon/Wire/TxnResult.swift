@@ -1,8 +1,8 @@
 import Foundation
 
-/// What a replica's yes vote on a `txn` prepare reports: which branch it chose and what its `get`s read,
-/// both under the transaction's locks. On the wire: `"succeeded":bool,"reads":[{"key":"<b64>","found":bool,
-/// "value":"<b64>","version":N,"created":N}]`.
+/// What a replica's yes vote on a `txn` prepare reports: which branch it chose, what its `get`s read, both under
+/// the transaction's locks, and the created seq of each key the branch writes. On the wire: `"succeeded":bool,
+/// "reads":[{"key":"<b64>","found":bool,"value":"<b64>","version":N,"created":N}],"write_created":[N,...]`.
 public struct TxnResult: Equatable, Sendable {
     public struct Read: Equatable, Sendable {
         public var key: [UInt8]
@@ -15,10 +15,16 @@ public struct TxnResult: Equatable, Sendable {
 
     public var succeeded: Bool
     public var reads: [Read]
+    /// One per put and del of the chosen branch, in order: the key's created seq after a put (the transaction's
+    /// own seq for a new key), before a del; 0 for a del of a key that is absent (it writes nothing). Every
+    /// replica holds the same state, so every yes vote carries the same list (what a change of the watch
+    /// history records as `created`).
+    public var writeCreated: [UInt64]
 
-    public init(succeeded: Bool, reads: [Read]) {
+    public init(succeeded: Bool, reads: [Read], writeCreated: [UInt64] = []) {
         self.succeeded = succeeded
         self.reads = reads
+        self.writeCreated = writeCreated
     }
 
     func readsJSON() -> [UInt8] {
@@ -35,7 +41,7 @@ public struct TxnResult: Equatable, Sendable {
         })
     }
 
-    static func parse(succeeded: Bool, reads: [JSONValue]) -> TxnResult? {
+    static func parse(succeeded: Bool, reads: [JSONValue], writeCreated: [JSONValue]) -> TxnResult? {
         var result: [Read] = []
         for item in reads {
             guard let key = item["key"]?.stringValue.flatMap({ Data(base64Encoded: $0) }),
@@ -49,6 +55,11 @@ public struct TxnResult: Equatable, Sendable {
             }
             result.append(Read(key: Array(key), entry: entry))
         }
-        return TxnResult(succeeded: succeeded, reads: result)
+        var created: [UInt64] = []
+        for item in writeCreated {
+            guard let seq = item.uint64Value else { return nil }
+            created.append(seq)
+        }
+        return TxnResult(succeeded: succeeded, reads: result, writeCreated: created)
     }
 }

@@ -15,7 +15,8 @@ public struct WireReply: Equatable, Sendable {
     public var server: String
     /// The value bytes of a successful get.
     public var value: [UInt8]?
-    /// For a successful get: the seq of the transaction that created the key.
+    /// For a successful get: the seq of the transaction that created the key. For a yes vote on a put or del
+    /// prepare: the key's created seq after the put (the put's own seq for a new key), before the del.
     public var created: UInt64?
     /// The status of a replica, for `stat`.
     public var stat: ReplicaStat?
@@ -76,6 +77,7 @@ public struct WireReply: Equatable, Sendable {
         if let txn {
             writer.field("succeeded", txn.succeeded)
             writer.field("reads", rawJSON: txn.readsJSON())
+            writer.field("write_created", rawJSON: JSONWriter.array(txn.writeCreated.map { Array(String($0).utf8) }))
         }
         var line = writer.finish()
         line.append(UInt8(ascii: "\n"))
@@ -99,7 +101,7 @@ public struct WireReply: Equatable, Sendable {
         var keys: UInt64?, digest: String?, lastCommitted: UInt64?, inDoubt: [JSONValue]?, logSyncs: UInt64?
         var joined: Bool?, joinedSince: UInt64?, maxSeq: UInt64?, fenceEpoch: UInt64?, fenceMaster: String?
         var entries: [JSONValue]?, done: Bool?
-        var succeeded: Bool?, reads: [JSONValue]?
+        var succeeded: Bool?, reads: [JSONValue]?, writeCreated: [JSONValue]?
 
         mutating func take(_ key: String, _ value: JSONValue) {
             switch key {
@@ -124,6 +126,7 @@ public struct WireReply: Equatable, Sendable {
             case "done": done = value.boolValue
             case "succeeded": succeeded = value.boolValue
             case "reads": reads = value.arrayValue
+            case "write_created": writeCreated = value.arrayValue
             default: break
             }
         }
@@ -168,7 +171,7 @@ public struct WireReply: Equatable, Sendable {
                 reply.page = page
             }
             if let succeeded, let reads {
-                guard let txn = TxnResult.parse(succeeded: succeeded, reads: reads) else {
+                guard let txn = TxnResult.parse(succeeded: succeeded, reads: reads, writeCreated: writeCreated ?? []) else {
                     return .failure(.wireBadReply("malformed txn result"))
                 }
                 reply.txn = txn
