@@ -48,7 +48,7 @@ final class ReplicaReads: Sendable {
     private func direct(_ link: ReplicaLink, _ request: WireRequest, view: MasterView) -> Swift.Result<WireReply, LinkFailure> {
         let replica = link.replica
         // The blocking connection speaks plain TCP only: under TLS the read takes the link's event loop.
-        if link.tls != nil { return Self.call(link, request, timeoutMs: view.config.timeouts.readTimeoutMs) }
+        if link.tls != nil { return Self.callAll([link], request, timeoutMs: view.config.timeouts.readTimeoutMs)[0].1 }
         let connections = Self.threadConnections.currentValue ?? {
             let box = ConnectionBox()
             Self.threadConnections.currentValue = box
@@ -84,15 +84,6 @@ final class ReplicaReads: Sendable {
     }
 
     private static let threadConnections = ThreadSpecificVariable<ConnectionBox>()
-
-    /// `request` on `link` (the event loop's pipelined connection), waiting up to `timeoutMs` for the reply.
-    private static func call(_ link: ReplicaLink, _ request: WireRequest,
-                             timeoutMs: Int) -> Swift.Result<WireReply, LinkFailure> {
-        let mailbox = Mailbox<Swift.Result<WireReply, LinkFailure>>()
-        link.send(request) { mailbox.post($0) }
-        return mailbox.take(before: Date(timeIntervalSinceNow: Double(timeoutMs) / 1000))
-            ?? .failure(LinkFailure(reason: "no answer within \(timeoutMs) ms (\(link.replica.address))"))
-    }
 
     /// Sends `request` on every link at once and waits up to `timeoutMs` for all replies.
     static func callAll(_ links: [ReplicaLink], _ request: WireRequest,

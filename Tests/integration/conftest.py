@@ -14,14 +14,9 @@ import kvcluster  # noqa: E402
 
 @pytest.fixture
 def cluster(tmp_path):
-    # nginx workers run as another user when not root; the temp dir must be reachable for logs only.
-    os.chmod(tmp_path, 0o755)
-    c = kvcluster.Cluster.generate(str(tmp_path / "kv"))
-    try:
-        c.start()
+    from helpers import running_cluster
+    with running_cluster(tmp_path) as c:
         yield c
-    finally:
-        c.kill_all()
 
 
 @pytest.fixture

@@ -1,6 +1,10 @@
 """Small helpers shared by the integration tests."""
+import contextlib
+import os
 import threading
 import time
+
+import kvcluster
 
 REQUIRED_FIELDS = ("status", "message", "seq", "server")
 
@@ -71,3 +75,24 @@ def exchange_until_close(sock, payload):
             break
         chunks.append(data)
     return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def running_cluster(tmp_path, prepare=None, **generate):
+    """A cluster generated under `tmp_path` (`Cluster.generate`'s options), started, and stopped by PID afterwards
+    whatever happened. `prepare` runs on it before the start (tokens to add, settings of the harness)."""
+    os.chmod(tmp_path, 0o755)  # nginx workers run as another user when not root; they need the logs
+    cluster = kvcluster.Cluster.generate(str(tmp_path / "kv"), **generate)
+    if prepare:
+        prepare(cluster)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.kill_all()
+
+
+def replica_address(cluster, rid):
+    """(host, port) that replica `rid` is dialled at."""
+    r = cluster.replica(rid)
+    return r["host"], int(r["port"])

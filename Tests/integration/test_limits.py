@@ -10,9 +10,8 @@ import urllib.parse
 
 import pytest
 
-import kvcluster
 from crash_helpers import wait_healthy
-from helpers import assert_kv_json
+from helpers import assert_kv_json, running_cluster
 
 # The limits of the small cluster: small enough to fill a page or a transaction quickly, large enough that one
 # entry is far beyond the old fixed 1 MiB state-transfer page in proportion to the wire line.
@@ -22,13 +21,8 @@ SMALL = {"key_bytes_max": 64, "value_bytes_max": 4096, "list_limit_max": 1000, "
 
 @pytest.fixture
 def small_cluster(tmp_path):
-    os.chmod(tmp_path, 0o755)
-    c = kvcluster.Cluster.generate(str(tmp_path / "kv"), limits=SMALL)
-    try:
-        c.start()
+    with running_cluster(tmp_path, limits=SMALL) as c:
         yield c
-    finally:
-        c.kill_all()
 
 
 def url_key(key):

@@ -12,24 +12,14 @@ import pytest
 
 import kvcluster
 import linkpki
-from helpers import exchange_until_close
+from helpers import exchange_until_close, replica_address, running_cluster
 from kvcluster import WireClient
 
 
 @pytest.fixture
 def tls_cluster(tmp_path):
-    os.chmod(tmp_path, 0o755)
-    c = kvcluster.Cluster.generate(str(tmp_path / "kv"), link_tls=True)
-    try:
-        c.start()
+    with running_cluster(tmp_path, link_tls=True) as c:
         yield c
-    finally:
-        c.kill_all()
-
-
-def address(cluster, rid):
-    r = cluster.replica(rid)
-    return r["host"], int(r["port"])
 
 
 def digests(cluster):
@@ -65,7 +55,7 @@ def test_plain_tcp_gets_nothing_executed(tls_cluster):
     c = tls_cluster
     assert c.http("PUT", "/kv/k", body=b"real")[0] == 200
     before = digests(c)
-    host, port = address(c, "r2")
+    host, port = replica_address(c, "r2")
     answer = plain_exchange(host, port, b"123456789012;put;k;intruder\n123456789012;com;;\n;reset;;\n;stat;;\n")
     assert b"{" not in answer, f"a plain connection got a wire reply: {answer!r}"
     assert digests(c) == before
@@ -101,7 +91,7 @@ def test_a_client_without_a_certificate_of_the_ca_is_refused(tls_cluster, tmp_pa
     c = tls_cluster
     assert c.http("PUT", "/kv/k", body=b"real")[0] == 200
     before = digests(c)
-    host, port = address(c, "r1")
+    host, port = replica_address(c, "r1")
     key = c.wire_key("master")
     # The master's own key, but no client certificate: the replica ends the TLS handshake.
     hello = b";stat;;\n"
@@ -166,7 +156,7 @@ class Impostor:
 def test_the_master_sends_nothing_to_a_replica_impostor(tls_cluster, tmp_path, which):
     c = tls_cluster
     assert c.http("PUT", "/kv/k", body=b"real")[0] == 200
-    host, port = address(c, "r2")
+    host, port = replica_address(c, "r2")
     if which == "foreign CA":
         foreign = tmp_path / "foreign"
         linkpki.make_ca(str(foreign))

@@ -2,25 +2,21 @@
 with HTTP/2 beside loopback HTTP, and the per-address request limits answering 429 in the usual JSON shape."""
 import http.client
 import json
-import os
 import ssl
 import subprocess
 
 import pytest
 
 import kvcluster
+from helpers import running_cluster
 
 
 @pytest.fixture
 def limited(tmp_path):
-    os.chmod(tmp_path, 0o755)
-    c = kvcluster.Cluster.generate(str(tmp_path / "kv"))
-    c.limit_loopback = True
-    try:
-        c.start()
+    def count_loopback(cluster):
+        cluster.limit_loopback = True
+    with running_cluster(tmp_path, prepare=count_loopback) as c:
         yield c
-    finally:
-        c.kill_all()
 
 
 def test_https_with_http2_serves_the_api(cluster):

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from helpers import exchange_until_close
+from helpers import exchange_until_close, replica_address
 from kvcluster import WireClient, role_key, read_key
 import kvwire
 
@@ -16,11 +16,6 @@ def raw(host, port, payload, timeout_s=5.0):
     """Sends `payload` on a plain TCP connection, as `nc` would; returns every byte until the server closes."""
     with socket.create_connection((host, port), timeout=timeout_s) as sock:
         return exchange_until_close(sock, payload)
-
-
-def replica_address(cluster, rid):
-    r = cluster.replica(rid)
-    return r["host"], int(r["port"])
 
 
 def assert_refused(reply_bytes):

@@ -4,20 +4,14 @@ import os
 
 import pytest
 
-import kvcluster
 from crash_helpers import wait_healthy
-from helpers import replica_contents
+from helpers import replica_contents, running_cluster
 
 
 @pytest.fixture
 def small_snapshot_cluster(tmp_path):
-    os.chmod(tmp_path, 0o755)
-    c = kvcluster.Cluster.generate(str(tmp_path / "kv"), storage={"snapshot_log_bytes_max": 16384})
-    try:
-        c.start()
+    with running_cluster(tmp_path, storage={"snapshot_log_bytes_max": 16384}) as c:
         yield c
-    finally:
-        c.kill_all()
 
 
 def data_dir(cluster, rid):

@@ -6,23 +6,19 @@ import subprocess
 
 import pytest
 
-import kvcluster
+from helpers import running_cluster
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts")
 
 
 @pytest.fixture
 def tokened(tmp_path):
-    os.chmod(tmp_path, 0o755)
-    c = kvcluster.Cluster.generate(str(tmp_path / "kv"), tokens=True)
-    c.reader = c.add_token("reader", "read-only")
-    c.app_reader = c.add_token("app-reader", "read-only", ["app/"])
-    c.writer = c.add_token("writer", "read-write", ["app/", "shared/"])
-    try:
-        c.start()
+    def add_tokens(cluster):
+        cluster.reader = cluster.add_token("reader", "read-only")
+        cluster.app_reader = cluster.add_token("app-reader", "read-only", ["app/"])
+        cluster.writer = cluster.add_token("writer", "read-write", ["app/", "shared/"])
+    with running_cluster(tmp_path, prepare=add_tokens, tokens=True) as c:
         yield c
-    finally:
-        c.kill_all()
 
 
 def call(cluster, method, path, token, body=None, headers=None):

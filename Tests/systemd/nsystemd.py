@@ -294,6 +294,10 @@ class NamespacedSystemd:
         finally:
             sock.close()
 
+    def role_key(self, role):
+        """The key proving `role` on the installed cluster's links (from /etc/kv/cluster.key)."""
+        return kvwire.role_key(bytes.fromhex(self.read_file("/etc/kv/cluster.key").strip()), role)
+
     def link_tls_context(self):
         """The ssl context of the installed cluster links (None unless /etc/kv/cluster.yaml has security.tls): the
         installed certificate, key and CA, copied out of the namespaces for Python's ssl module."""
@@ -327,8 +331,7 @@ class NamespacedSystemd:
             f = sock.makefile("rwb")
             if self.exists("/etc/kv/cluster.key"):
                 # The installed cluster authenticates its links: prove the master's role with the installed key.
-                key = kvcluster.role_key(bytes.fromhex(self.read_file("/etc/kv/cluster.key").strip()), "master")
-                kvwire.handshake(f, key, "master", client_id, epoch=epoch)
+                kvwire.handshake(f, self.role_key("master"), "master", client_id, epoch=epoch)
             for line in lines:
                 f.write((line if isinstance(line, bytes) else line.encode()) + b"\n")
             f.flush()

@@ -293,7 +293,7 @@ def test_a_connection_flood_and_a_reader_that_never_reads_leave_a_replica_bounde
             sock.close()
     REPORT.append(f"flood of 1100 connections on r2: {refused} refused past the limit, RSS +{grown >> 20} MiB")
 
-    key = kvcluster_role_key(system, "operator")
+    key = system.role_key("operator")
     sock = system._sockets.connect("127.0.0.1", port, 10)
     try:
         f = sock.makefile("rwb")
@@ -319,10 +319,6 @@ def test_a_connection_flood_and_a_reader_that_never_reads_leave_a_replica_bounde
         sock.close()
     status, body = system.http("GET", "/status?verify=1")
     assert status == 200 and body["verify"]["identical"], body
-
-
-def kvcluster_role_key(system, role):
-    return kvwire.role_key(bytes.fromhex(system.read_file("/etc/kv/cluster.key").strip()), role)
 
 
 def test_link_tls_under_systemd(system):
