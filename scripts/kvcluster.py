@@ -155,7 +155,7 @@ class Cluster:
 
     @staticmethod
     def generate(root, replicas=3, timeouts=None, limits=None, storage=None, worker_threads=96, authenticated=True,
-                 tokens=False, link_tls=False):
+                 tokens=False, link_tls=False, watch=None):
         """Writes a cluster.yaml on free loopback ports under `root` and returns a Cluster for it; `authenticated`:
         with a cluster key (created on first start), as the shipped configuration has; `tokens`: the HTTP API
         needs bearer tokens (security.tokens_file: tokens.yaml, with an admin token the Cluster then sends);
@@ -172,7 +172,7 @@ class Cluster:
         ]
         for i in range(1, replicas + 1):
             lines += [f"  - id: r{i}", "    host: 127.0.0.1", f"    port: {free_port()}", f"    data_dir: data/r{i}"]
-        for section, values in (("timeouts", timeouts), ("limits", limits), ("storage", storage)):
+        for section, values in (("timeouts", timeouts), ("limits", limits), ("storage", storage), ("watch", watch)):
             if values:
                 lines.append(f"{section}:")
                 lines += [f"  {k}: {v}" for k, v in values.items()]
@@ -383,10 +383,16 @@ class Cluster:
         with open(os.path.join(tmp, "kv-site.conf"), "w") as f:
             f.write(site)
         user = "user root;\n" if os.geteuid() == 0 else ""
+        # Watchers hold a client and an upstream connection each (watch.watchers_max, 10,000 by default), and
+        # one worker may accept most of them.
+        import resource
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        nofile = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
         main = f"""{user}worker_processes 2;
+worker_rlimit_nofile {nofile};
 pid {tmp}/nginx.pid;
 error_log {self.run_dir}/logs/nginx-error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 30000; }}
 http {{
     access_log off;
     client_body_temp_path {tmp}/client_body;

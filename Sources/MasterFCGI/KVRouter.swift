@@ -12,6 +12,8 @@ import KVCommon
 /// | POST /kv                     | body `get;key`, `put;key;value` or `del;key`: same answers as above     |
 /// | GET /kv?prefix=p&limit=&after= | committed keys with the prefix in byte order, paged                   |
 /// | POST /txn                    | compares + success/failure branches, atomic on every replica            |
+/// | GET /kv/{key}?index=N&wait=  | blocking read: answers once the key changed after index N, or at `wait` |
+/// | GET /watch?prefix=p / ?key=k | Server-Sent Events, one per change; resumable (`Last-Event-ID`, `from`) |
 /// | GET /status[?verify=1]       | master and per-replica state                                            |
 /// | GET /ping                    | 200 without touching replicas (a ceiling for benchmarks)                |
 /// | POST /admin/reload           | re-read cluster.yaml: 200 in force, 400 rejected (old one stays)        |
@@ -37,17 +39,19 @@ struct KVRouter {
     var serverID: String { view.config.master.id }
     var limits: ClusterConfig.Limits { view.config.limits }
 
-    func handle(_ request: HTTPRequest) -> HTTPResponse {
+    func handle(_ request: HTTPRequest) -> FastCGIServer.Reply {
         if request.rawPath == "/ping" {
-            guard request.method == "GET" || request.method == "HEAD" else { return methodNotAllowed("GET") }
-            return json(200, true, "pong", seq: nil)
+            guard request.method == "GET" || request.method == "HEAD" else { return .response(methodNotAllowed("GET")) }
+            return .response(json(200, true, "pong", seq: nil))
         }
         var router = self
-        if let refusal = authenticate(request, as: &router.caller) { return refusal }
-        return router.route(request)
+        if let refusal = authenticate(request, as: &router.caller) { return .response(refusal) }
+        guard request.queryBytes != nil else { return .response(router.route(request)) }
+        if let waiting = router.watchRoute(request) { return waiting }
+        return .response(router.route(request))
     }
 
-    private func route(_ request: HTTPRequest) -> HTTPResponse {
+    func route(_ request: HTTPRequest) -> HTTPResponse {
         let path = request.rawPath
         guard request.queryBytes != nil else {
             return json(400, false, "malformed percent-encoding in the query string (a '%' must be followed by two "
@@ -70,7 +74,7 @@ struct KVRouter {
         case "/kv":
             switch request.method {
             case "POST": return command(request)
-            case "GET": return list(request)
+            case "GET": return indexed(.prefix(request.queryBytes?["prefix"] ?? [])) { list(request) }
             default: return methodNotAllowed("GET, POST")
             }
         default:
@@ -84,7 +88,7 @@ struct KVRouter {
         }
         if let problem = checkKey(key) { return problem }
         switch request.method {
-        case "GET", "HEAD": return permit(.read(key: key)) ?? read(key, request)
+        case "GET", "HEAD": return permit(.read(key: key)) ?? indexed(.key(key)) { read(key, request) }
         case "PUT", "DELETE": return permit(.write(key: key)) ?? keyWrite(key, request)
         default: return methodNotAllowed("GET, PUT, DELETE")
         }

@@ -58,11 +58,12 @@ struct MasterCommand: ParsableCommand {
         // One event loop runs the master's state machine and every replica connection: its rules need one
         // thread, and on a small machine a second loop would only add hand-offs.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        // query_listen's connections, a link per replica and a read connection per worker and replica, the log.
-        let descriptors = cluster.limits.replicaConnectionsMax + cluster.replicas.count * (cluster.master.workerThreads + 1)
-            + 256
-        if let warning = FileLimit.raise(toFit: descriptors, what: "limits.replica_connections_max and the workers' "
-                                            + "read connections") {
+        // query_listen's connections, a link per replica and a read connection per worker (and watch thread) and
+        // replica, a connection from nginx per parked watcher, the log.
+        let descriptors = cluster.limits.replicaConnectionsMax + cluster.replicas.count * (cluster.master.workerThreads + 3)
+            + cluster.watch.watchersMax + 256
+        if let warning = FileLimit.raise(toFit: descriptors, what: "limits.replica_connections_max, watch.watchers_max "
+                                            + "and the workers' read connections") {
             logger.warning("\(warning)")
         }
         let node = try MasterNode(config: cluster, loop: group.next(), logger: logger, clusterKeyFile: clusterKeyFile,
@@ -77,6 +78,9 @@ struct MasterCommand: ParsableCommand {
                                       logger: logger)
         }
         let reads = ReplicaReads()
+        // A watcher's connection that nginx closed fails the next write with EPIPE instead of killing the process
+        // (libfcgi writes with write(2), which raises SIGPIPE).
+        signal(SIGPIPE, SIG_IGN)
         server.start(workers: cluster.master.workerThreads) { KVRouter(node: node, reads: reads).handle($0) }
         SystemdNotify.send("READY=1\nSTATUS=serving on \(server.listenDescription), \(cluster.replicas.count) replicas")
         let ready = "master \(cluster.master.id) ready on \(server.listenDescription): epoch \(node.status().seqEpoch), "

@@ -21,6 +21,8 @@ final class MasterNode: @unchecked Sendable {
     /// Mutual TLS on every replica link and on `query_listen` (nil: plain TCP).
     let linkTLS: LinkTLS?
     private let ids = Atomic<UInt64>(1)
+    /// Who waits for changes (blocking queries and streams), fed every published index.
+    let watch: WatchHub
     // Event-loop state.
     private var manager: TransactionManager
     private var timers: DeadlineSweeper<TransactionManager.Timer>!
@@ -65,6 +67,7 @@ final class MasterNode: @unchecked Sendable {
         decisions = try DecisionLogFiles(directory: config.master.decisionLogDir, loop: loop, logger: logger)
         manager = TransactionManager(settings: settings, recovered: recovered, decisions: decisions.recovered,
                                      run: String(UInt32.random(in: .min ... .max), radix: 16))
+        watch = WatchHub(history: manager.history, settings: config.watch, logger: logger)
     }
 
     /// Starts the manager (persists the epochs, connects to every replica) and returns once that is done.
@@ -212,6 +215,8 @@ final class MasterNode: @unchecked Sendable {
                 send(request, to: replica, call)
             case .answerWrite(let id, let answer):
                 writeWaiters.removeValue(forKey: id)?.resolve(answer)
+            case .changed(let index, let changes):
+                watch.publish(index, changes)
             case .answerQuery(let id, let reply):
                 queryResponders.removeValue(forKey: id)?(reply)
             case .answerReload(let id, let ok, let message):

@@ -99,6 +99,8 @@ struct StatusReport {
         writer.field("pending_commits", counters.pendingCommits)
         writer.field("pending_commits_for_removed", counters.parkedCommits)
         writer.field("decision_log_syncs", counters.decisionLogSyncs)
+        writer.field("index", node.watch.lastIndex)
+        writer.field("watch", rawJSON: node.watch.statusJSON())
         writer.field("replicas", rawJSON: JSONWriter.array(replicas))
         if verify {
             var check = JSONWriter(capacity: 256)

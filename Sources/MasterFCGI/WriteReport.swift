@@ -63,9 +63,12 @@ struct WriteReport {
         writer.field("message", summary ?? message)
         writer.field("seq", outcome.seq)
         writer.field("server", serverID)
+        // The change index of a commit: watchers see this write at it, and `?index=` waits for what follows it.
+        if outcome.committed { writer.field("index", outcome.index) }
         extra?(&writer)
         writer.field("replicas", rawJSON: replicasJSON())
-        return HTTPResponse(status: httpStatus, body: writer.finish())
+        let headers = outcome.committed ? [("X-Kv-Index", String(outcome.index))] : []
+        return HTTPResponse(status: httpStatus, headers: headers, body: writer.finish())
     }
 
     func replicasJSON() -> [UInt8] {

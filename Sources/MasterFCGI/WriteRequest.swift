@@ -14,13 +14,12 @@ enum WriteRequest {
     }
 
     /// What the master's `TransactionManager` runs (it fills in the seq).
-    var intent: TransactionManager.WriteIntent { .init(prepare: prepare(seq: 1), writtenKeys: writtenKeys) }
-
-    /// Keys that may change if it commits (for replicas being synced meanwhile).
-    var writtenKeys: [[UInt8]] {
+    var intent: TransactionManager.WriteIntent {
         switch self {
-        case .single(let op): return [op.key]
-        case .txn(let spec): return spec.writtenKeys
+        case .single(let op): return .init(op)
+        case .txn(let spec):
+            return .init(prepare: prepare(seq: 1), writes: spec.success.compactMap(\.write),
+                         failureWrites: spec.failure.compactMap(\.write))
         }
     }
 }

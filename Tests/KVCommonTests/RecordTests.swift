@@ -34,6 +34,12 @@ final class RecordTests: XCTestCase {
         .commit(seq: UInt64.max, participants: []),
         .commit(seq: 6, participants: ["ü-replica"]),
         .end(seq: 5),
+        .commit(seq: 7, participants: ["r1"], index: 9, changes: [
+            .init(index: 9, kind: .put, key: Array("k".utf8), value: [0, 255, 10], version: 7, created: 3, lease: 12),
+            .init(index: 9, kind: .delete, key: Array("gone".utf8), version: 7, created: 2),
+        ]),
+        .history(index: 10, changes: [.init(index: 10, kind: .expire, key: [1, 2], version: 8, created: 8, lease: 4)]),
+        .horizon(compactedThrough: 3, lastIndex: UInt64.max),
     ]
 
     // MARK: - ReplicaRecord
@@ -85,7 +91,23 @@ final class RecordTests: XCTestCase {
         for record in decisionSamples {
             XCTAssertEqual(try DecisionRecord.decode(record.encoded()), record)
         }
-        XCTAssertEqual(decisionSamples.map(\.seq), [5, UInt64.max, 6, 5])
+    }
+
+    /// The journal counts bytes without encoding: the count must be the encoded size plus the frame header.
+    func testDecisionRecordFileBytesMatchTheEncoding() {
+        for record in decisionSamples {
+            XCTAssertEqual(record.fileBytes, record.encoded().count + 8, "\(record)")
+        }
+    }
+
+    /// A log written before change indexes (type 1 COMMIT) still reads, as commits without an index.
+    func testOldCommitRecordsReadAsCommitsWithoutAnIndex() throws {
+        var writer = BinaryWriter()
+        writer.u8(1)
+        writer.u64(5)
+        writer.u32(1)
+        writer.blob(Array("r1".utf8))
+        XCTAssertEqual(try DecisionRecord.decode(writer.bytes), .commit(seq: 5, participants: ["r1"]))
     }
 
     func testTruncatedDecisionRecordsThrow() {

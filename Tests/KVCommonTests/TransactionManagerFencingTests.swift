@@ -31,7 +31,7 @@ final class TransactionManagerFencingTests: XCTestCase {
 
     private func put(_ manager: inout TransactionManager, id: UInt64) -> [Action] {
         let op = WriteOp.put(key: Array("k\(id)".utf8), value: Array("v".utf8))
-        return manager.handle(.write(id, .init(prepare: op.prepareRequest(seq: 1), writtenKeys: [op.key])))
+        return manager.handle(.write(id, .init(op)))
     }
 
     private func refusal(_ actions: [Action]) -> String? {

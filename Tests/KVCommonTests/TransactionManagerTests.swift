@@ -54,7 +54,7 @@ final class TransactionManagerTests: XCTestCase {
 
     private func put(_ manager: inout TransactionManager, id: UInt64 = 1) -> [Action] {
         let op = WriteOp.put(key: Array("k".utf8), value: Array("v".utf8))
-        return manager.handle(.write(id, .init(prepare: op.prepareRequest(seq: 1), writtenKeys: [op.key])))
+        return manager.handle(.write(id, .init(op)))
     }
 
     // MARK: - Start

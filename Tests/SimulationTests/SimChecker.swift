@@ -105,6 +105,54 @@ final class SimChecker {
         request.command == .del ? .delete(key: request.key) : .put(key: request.key, value: request.value)
     }
 
+    // MARK: - The change index (watch)
+
+    /// Every index published since the decision log was last restored from a backup (which rewinds it), with
+    /// the seq of its changes; and per master instance the index it must publish next.
+    private var publishedIndexes: [UInt64: UInt64] = [:]
+    private var nextIndex: [Int: UInt64] = [:]
+
+    /// A master starts: it continues above every index its decision log names (published or not), and above every
+    /// index published before (the log only loses what was never durable, so never a published index).
+    func masterStarted(_ master: Int, history: ChangeHistory) {
+        if let newest = publishedIndexes.keys.max(), history.lastIndex < newest {
+            fail("index", "master #\(master) starts at index \(history.lastIndex), below published index \(newest)")
+        }
+        nextIndex[master] = history.lastIndex + 1
+    }
+
+    func decisionLogRestored() { publishedIndexes = [:] }
+
+    /// Indexes are published densely and in order, once each, for a durable commit, with the changes its write made.
+    func changesPublished(_ index: UInt64, _ changes: [ChangeHistory.Change], master: Int) {
+        if index != nextIndex[master] {
+            fail("index", "master #\(master) published index \(index), expected \(nextIndex[master] ?? 0)")
+        }
+        nextIndex[master] = index + 1
+        guard let change = changes.first, changes.count == 1 else {
+            return fail("index", "index \(index) has \(changes.count) changes; every simulated write changes one key")
+        }
+        let seq = change.version
+        if let other = publishedIndexes.updateValue(seq, forKey: index), other != seq {
+            fail("index", "index \(index) published for seq \(seq) and for seq \(other)")
+        }
+        guard durableCommits.contains(seq) else {
+            return fail("index", "index \(index) published for seq \(seq) before its COMMIT was durable")
+        }
+        let expected: ChangeHistory.Change.Kind
+        switch operations[seq] {
+        case .put(let key, let value)?:
+            expected = .put
+            if change.key != key || change.value != value { fail("index", "index \(index) is not seq \(seq)'s put") }
+        case .delete(let key)?:
+            expected = .delete
+            if change.key != key { fail("index", "index \(index) is not seq \(seq)'s delete") }
+        case nil:
+            return fail("index", "index \(index) for an unknown operation \(seq)")
+        }
+        if change.kind != expected || change.index != index { fail("index", "index \(index): \(change)") }
+    }
+
     func masterCommitDurable(_ seq: UInt64, master: Int) {
         guard durableCommits.insert(seq).inserted else { return }
         announce(seq, committed: true, by: "master #\(master) COMMIT record")

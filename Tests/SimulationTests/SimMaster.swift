@@ -90,6 +90,7 @@ final class SimMaster {
         up = true
         disk.open()
         manager = candidate
+        checker.masterStarted(instance, history: candidate.history)
         context.trace("\(node): start, state \(String(describing: disk.state)), generations \(disk.generations.map(\.number))")
         feed(.start)
     }
@@ -107,7 +108,7 @@ final class SimMaster {
         reads = [:]
         feeding = false
         crashAfterPersists = nil
-        for case .commit(let seq, _) in disk.crash(random: &context.random) {
+        for case .commit(let seq, _, _, _) in disk.crash(random: &context.random) {
             checker.masterCommitDurable(seq, master: instance)
         }
         if disk.lockHolder == instance { disk.lockHolder = nil }
@@ -148,7 +149,7 @@ final class SimMaster {
         context.stats.writes += 1
         checker.writeStarted(id, op, master: instance)
         context.trace("\(node): write #\(id) \(op.brief)")
-        feed(.write(id, TransactionManager.WriteIntent(prepare: op.prepareRequest(seq: 1), writtenKeys: [op.key])))
+        feed(.write(id, TransactionManager.WriteIntent(op)))
     }
 
     func reload(_ new: TransactionManager.Settings) {
@@ -165,7 +166,7 @@ final class SimMaster {
     private func noteDurable(_ records: [DecisionRecord]) {
         guard !records.isEmpty else { return }
         context.trace("\(node): fsync \(records.count) decision records")
-        for case .commit(let seq, _) in records { checker.masterCommitDurable(seq, master: instance) }
+        for case .commit(let seq, _, _, _) in records { checker.masterCommitDurable(seq, master: instance) }
         let durable = disk.files.mapValues(\.durable)
         func isDurable(_ item: (generation: UInt64, end: Int, token: DecisionLogToken)) -> Bool {
             guard let synced = durable[item.generation] else { return true }
@@ -242,6 +243,8 @@ final class SimMaster {
                 }
                 context.trace("\(node): answer #\(id): \(answer.brief)")
                 checker.writeAnswered(id, answer, master: instance)
+            case .changed(let index, let changes):
+                checker.changesPublished(index, changes, master: instance)
             case .answerQuery(let id, let reply):
                 guard let (connection, call) = queries.removeValue(forKey: id) else { continue }
                 checker.masterAnswered(reply, master: instance)

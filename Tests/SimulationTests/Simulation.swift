@@ -387,6 +387,7 @@ final class Simulation {
             context.stats.backupRestores += 1
             context.trace("master: decision log directory restored from a backup")
             disk.restore(usable[context.random.below(usable.count)])
+            checker.decisionLogRestored()
         }
         master.start(lock: SimMaster.locksDirectory)
         if !master.up, let members = disk.state?.members, !members.isEmpty {

@@ -44,7 +44,7 @@ final class SimulationTests: XCTestCase {
 
     /// The checker has teeth: each deliberately broken executor is caught within a bounded number of seeds.
     func testCheckerCatchesComSentBeforeCommitRecordIsDurable() {
-        expectCaught(.comBeforeDurable, invariants: ["commit-record", "client-commit", "agreement"])
+        expectCaught(.comBeforeDurable, invariants: ["commit-record", "client-commit", "agreement", "index"])
     }
 
     func testCheckerCatchesReplicaAnsweringAbortedForACommittedSeq() {

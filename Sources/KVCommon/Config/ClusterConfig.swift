@@ -118,6 +118,22 @@ public struct ClusterConfig: Equatable, Sendable {
         public var snapshotLogBytesMax: Int = 64 << 20
     }
 
+    /// `watch:`: the change history watchers resume from, and what waiting costs (see OPERATIONS.md, Watch).
+    public struct Watch: Equatable, Sendable {
+        /// Changes kept for watchers that resume (the decision log carries them across restarts).
+        public var historyMax: Int = 10_000
+        /// Bytes of keys and values those changes may take.
+        public var historyBytesMax: Int = 16 << 20
+        /// The longest `wait=` a blocking query may ask for (a longer one is cut to it).
+        public var waitMaxMs: Int = 300_000
+        /// A stream with nothing to send for this long gets a comment line, so proxies and clients see it alive.
+        public var heartbeatMs: Int = 15_000
+        /// Blocking queries and streams held at once; past it a new one is answered 503.
+        public var watchersMax: Int = 10_000
+
+        public init() {}
+    }
+
     /// How the cluster's processes prove themselves to each other (see ARCHITECTURE.md, Link authentication).
     public struct Security: Equatable, Sendable {
         /// The file holding the cluster key (hex, mode 0600); nil: the cluster links are not authenticated.
@@ -155,6 +171,7 @@ public struct ClusterConfig: Equatable, Sendable {
     public var limits: Limits
     public var storage = Storage()
     public var security = Security()
+    public var watch = Watch()
     /// `replicas[].listen` by replica id: where a replica binds, when not on loopback at its `port`.
     public var replicaListen: [String: Endpoint] = [:]
 

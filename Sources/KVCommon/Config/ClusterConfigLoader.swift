@@ -9,7 +9,7 @@ struct ClusterConfigLoader {
 
     mutating func load(_ root: YAMLNode, path: String) throws -> ClusterConfig {
         let top = try Fields(root, path: "cluster.yaml", loader: self, known: ["master", "replicas", "timeouts", "limits", "storage",
-                                                                                    "security"])
+                                                                                    "security", "watch"])
         let master = try loadMaster(try top.require("master"))
         guard case .sequence(let items, let listMark) = try top.require("replicas") else {
             throw error(top.node("replicas")!.mark, "replicas must be a list of replicas")
@@ -70,6 +70,17 @@ struct ClusterConfigLoader {
             storage.snapshotLogBytesMax = try fields.int("snapshot_log_bytes_max", in: 4096...(1 << 40))
                 ?? storage.snapshotLogBytesMax
         }
+        var watch = ClusterConfig.Watch()
+        if let node = top.node("watch") {
+            let fields = try Fields(node, path: "watch", loader: self, known: [
+                "history_max", "history_bytes_max", "wait_max_ms", "heartbeat_ms", "watchers_max",
+            ])
+            watch.historyMax = try fields.int("history_max", in: 1...10_000_000) ?? watch.historyMax
+            watch.historyBytesMax = try fields.int("history_bytes_max", in: 4096...(1 << 34)) ?? watch.historyBytesMax
+            watch.waitMaxMs = try fields.int("wait_max_ms", in: 1...86_400_000) ?? watch.waitMaxMs
+            watch.heartbeatMs = try fields.int("heartbeat_ms", in: 100...3_600_000) ?? watch.heartbeatMs
+            watch.watchersMax = try fields.int("watchers_max", in: 0...1_000_000) ?? watch.watchersMax
+        }
         var security = ClusterConfig.Security()
         if let node = top.node("security") {
             let fields = try Fields(node, path: "security", loader: self, known: ["cluster_key_file", "tokens_file", "tls"])
@@ -91,7 +102,7 @@ struct ClusterConfigLoader {
             }
         }
         return ClusterConfig(path: path, master: master, replicas: replicas, timeouts: timeouts, limits: limits,
-                             storage: storage, security: security, replicaListen: listens)
+                             storage: storage, security: security, watch: watch, replicaListen: listens)
     }
 
     private func loadMaster(_ node: YAMLNode) throws -> ClusterConfig.Master {

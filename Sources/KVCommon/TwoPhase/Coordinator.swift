@@ -70,6 +70,8 @@ public struct Coordinator {
         public var replicas: [ReplicaReport]
         /// Replicas that have not acknowledged a commit; the master keeps redelivering `com` to them.
         public var pendingCommit: [String]
+        /// A commit's change index (set by the `TransactionManager`; 0 for an abort).
+        public var index: UInt64 = 0
     }
 
     private enum ReplicaState: Equatable { case awaitingVote, yes, no, unreachable }
@@ -98,6 +100,9 @@ public struct Coordinator {
     /// A put's or del's key as the yes votes report it (`WireReply.created`), once they agree: its created seq
     /// after the put, before the del (what the watch history records).
     public private(set) var agreedCreated: UInt64?
+
+    /// A txn's branch, reads and written keys' created seqs, as every yes vote reported them.
+    public var agreedTxn: TxnResult? { txnResult }
 
     public init(seq: UInt64, op: WriteOp, participants: [String]) {
         self.init(seq: seq, prepare: op.prepareRequest(seq: seq), participants: participants)

@@ -30,8 +30,8 @@ extension TransactionManager {
         prepare.seq = seq
         let coordinator = Coordinator(seq: seq, prepare: prepare, participants: participantIDs)
         actions.append(.startTimer(.phase(seq), ms: settings.timeouts.prepareTimeoutMs))
-        advance(Running(coordinator: coordinator, writeID: id, writtenKeys: intent.writtenKeys,
-                        participants: participants, phase: coordinator.phase), .start, into: &actions)
+        advance(Running(coordinator: coordinator, writeID: id, intent: intent, participants: participants,
+                        phase: coordinator.phase), .start, into: &actions)
     }
 
     mutating func admissionTimedOut(_ id: WriteID, into actions: inout [Action]) {
@@ -107,7 +107,7 @@ extension TransactionManager {
                              "com for \(seq) before its COMMIT record is durable")
                 guard let replica = transaction.participants.first(where: { $0.id == id }) else { continue }
                 actions.append(.send(replica, request, .txn(seq)))
-            case .persist(.commit(_, let participants)):
+            case .persist(.commit(_, let participants, _, _)):
                 // Every vote was yes: log the COMMIT, unless an in-doubt replica was already promised "abort".
                 guard transaction.registration == .running else {
                     let vetoed = transaction.coordinator.handle(
@@ -116,9 +116,13 @@ extension TransactionManager {
                     continue
                 }
                 transaction.registration = .committing
-                actions += journal.commit(seq: seq, participants: participants).map(Action.log)
+                let logged = journal.commit(seq: seq, participants: participants, changes: transaction.changes)
+                transaction.index = logged.index
+                actions += logged.actions.map(Action.log)
             case .persist(.end):
                 actions += journal.end(seq: seq).map(Action.log)
+            case .persist(.history), .persist(.horizon):
+                preconditionFailure("a coordinator persists only COMMIT and END")
             case .finish(let outcome):
                 finish(consume transaction, outcome, into: &actions)
                 return
@@ -128,7 +132,9 @@ extension TransactionManager {
             // The COMMIT is durable and `com` is on its way: every replica holds the write prepared, and a read
             // that reaches one before its `com` waits for it (the key is locked), so this stays linearizable.
             transaction.answered = true
-            actions.append(.answerWrite(transaction.writeID, .outcome(early)))
+            var answer = early
+            answer.index = transaction.index
+            actions.append(.answerWrite(transaction.writeID, .outcome(answer)))
         }
         let phase = transaction.coordinator.phase
         if phase != transaction.phase {
@@ -141,12 +147,16 @@ extension TransactionManager {
         grantPauseIfDrained(into: &actions)
     }
 
+    /// The COMMIT of `seq` is durable. Its transaction goes on (`com`, the client's answer) once its index is
+    /// published, so that a client never learns an index watchers have not seen yet; appends become durable in
+    /// order, so this waits only when durability is reported out of order.
     mutating func commitDurable(_ seq: UInt64, into actions: inout [Action]) {
-        journal.commitDurable(seq: seq)
-        if !transfers.isEmpty, let keys = running[seq]?.writtenKeys {
+        let published = journal.commitDurable(seq: seq)
+        if !transfers.isEmpty, let keys = running[seq]?.intent.writtenKeys {
             for id in transfers.keys where transfers[id]?.current != nil { transfers[id]!.dirty.formUnion(keys) }
         }
-        drive(seq, .decisionDurable, into: &actions)
+        for entry in published { actions.append(.changed(entry.index, entry.changes)) }
+        for entry in published { drive(entry.seq, .decisionDurable, into: &actions) }
     }
 
     /// `transaction` is over (it is no longer in `running`).
@@ -154,7 +164,11 @@ extension TransactionManager {
         let seq = transaction.coordinator.seq
         actions.append(.cancelTimer(.phase(seq)))
         if !outcome.pendingCommit.isEmpty { track(seq, outcome.pendingCommit, into: &actions) }
-        if !transaction.answered { actions.append(.answerWrite(transaction.writeID, .outcome(outcome))) }
+        if !transaction.answered {
+            var answer = outcome
+            if outcome.committed { answer.index = transaction.index }
+            actions.append(.answerWrite(transaction.writeID, .outcome(answer)))
+        }
         grantPauseIfDrained(into: &actions)
     }
 

@@ -42,6 +42,9 @@ public struct TransactionManager {
         public var inFlightMax: Int
         /// The decision log compacts once its current generation passes this many bytes.
         public var compactBytes: Int
+        /// The change history's bounds (`watch.history_max`, `watch.history_bytes_max`).
+        public var historyMax = 10_000
+        public var historyBytesMax = 16 << 20
         /// How often replicas that are not connected are probed (and membership looked at).
         public var probeIntervalMs = 500
 
@@ -57,19 +60,30 @@ public struct TransactionManager {
         public init(config: ClusterConfig) {
             self.init(masterID: config.master.id, replicas: config.replicas, timeouts: config.timeouts,
                       inFlightMax: config.limits.inFlightTransactionsMax, compactBytes: config.storage.snapshotLogBytesMax)
+            historyMax = config.watch.historyMax
+            historyBytesMax = config.watch.historyBytesMax
         }
 
         func replica(_ id: String) -> ClusterConfig.Replica? { replicas.first { $0.id == id } }
     }
 
-    /// A write a client asks for: the phase-one request (its seq is filled in) and the keys it may change.
+    /// A write a client asks for: the phase-one request (its seq is filled in) and what it writes if it commits:
+    /// `writes`, or for a transaction whose compares fail, `failureWrites` (the change history records them).
     public struct WriteIntent: Equatable, Sendable {
         public var prepare: WireRequest
-        public var writtenKeys: [[UInt8]]
-        public init(prepare: WireRequest, writtenKeys: [[UInt8]]) {
+        public var writes: [WriteOp]
+        public var failureWrites: [WriteOp]
+        public init(prepare: WireRequest, writes: [WriteOp], failureWrites: [WriteOp] = []) {
             self.prepare = prepare
-            self.writtenKeys = writtenKeys
+            self.writes = writes
+            self.failureWrites = failureWrites
         }
+
+        /// A single put or delete.
+        public init(_ op: WriteOp) { self.init(prepare: op.prepareRequest(seq: 1), writes: [op]) }
+
+        /// Keys that may change if it commits (for replicas being synced meanwhile).
+        public var writtenKeys: [[UInt8]] { Array(Set((writes + failureWrites).map(\.key))) }
     }
 
     public enum WriteAnswer: Equatable, Sendable {
@@ -148,6 +162,9 @@ public struct TransactionManager {
     public enum Action: Equatable {
         case send(ClusterConfig.Replica, WireRequest, Call)
         case answerWrite(WriteID, WriteAnswer)
+        /// Index `UInt64` is durable and every lower one was published before: hand its changes to watchers
+        /// (before anything that depends on the commit, such as its `com` or its answer).
+        case changed(UInt64, [ChangeHistory.Change])
         case answerQuery(QueryID, WireReply)
         case answerReload(ReloadID, ok: Bool, message: String)
         case paused(PauseID)
@@ -179,7 +196,9 @@ public struct TransactionManager {
     struct Running {
         var coordinator: Coordinator
         var writeID: WriteID
-        var writtenKeys: [[UInt8]]
+        var intent: WriteIntent
+        /// The change index its COMMIT got (0 until it is logged).
+        var index: UInt64 = 0
         var participants: [ClusterConfig.Replica]
         var registration = Registration.running
         var answered = false
@@ -268,7 +287,8 @@ public struct TransactionManager {
         linkIdentity = run.isEmpty ? settings.masterID : "\(settings.masterID)/\(run)"
         state = recovered ?? MasterState()
         fresh = recovered == nil
-        journal = DecisionJournal(recovered: decisions, compactBytes: settings.compactBytes)
+        journal = DecisionJournal(recovered: decisions, compactBytes: settings.compactBytes,
+                                  historyMax: settings.historyMax, historyBytesMax: settings.historyBytesMax)
         let members = state.members
         // Only the replicas the persisted membership names, at the same address and disk, are in sync; any other
         // configured replica may be empty or stale and is synced first. Without a persisted membership (a
@@ -376,6 +396,9 @@ public struct TransactionManager {
     public var fenced: String? { fencedBy }
 
     public var configEpoch: UInt64 { state.configEpoch }
+
+    /// The published changes, within their bounds (what watchers resume from after a restart).
+    public var history: ChangeHistory { journal.history }
 
     /// Transactions running now.
     public var inFlight: Int { running.count }

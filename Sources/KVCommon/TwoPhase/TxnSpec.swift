@@ -68,6 +68,15 @@ public struct TxnSpec: Equatable, Sendable {
             case .put(let key, _), .delete(let key), .get(let key): return key
             }
         }
+
+        /// The write it makes (nil for a get).
+        public var write: WriteOp? {
+            switch self {
+            case .put(let key, let value): return .put(key: key, value: value)
+            case .delete(let key): return .delete(key: key)
+            case .get: return nil
+            }
+        }
     }
 
     public var compare: [Compare]

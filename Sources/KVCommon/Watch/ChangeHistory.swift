@@ -67,6 +67,8 @@ public struct ChangeHistory: Sendable {
     private var storage: [Change] = []
     private var head = 0
     public private(set) var bytes = 0
+    /// The newest kept index of each key in the history (a key scope's last change without a scan).
+    private var lastOfKey: [[UInt8]: UInt64] = [:]
     /// Every index at or below this is gone (compacted or from before this history began).
     public private(set) var compactedThrough: UInt64
 
@@ -82,6 +84,15 @@ public struct ChangeHistory: Sendable {
 
     public var count: Int { storage.count - head }
 
+    /// Every change kept, oldest first (what a compaction of the decision log carries forward).
+    public var kept: ArraySlice<Change> { storage[head...] }
+
+    /// Counts every index up to `index` as issued: a transaction that changed nothing leaves no record of its
+    /// changes, so a history rebuilt from the decision log has gaps that nothing can be missed in.
+    public mutating func skip(to index: UInt64) {
+        if index > lastIndex { lastIndex = index }
+    }
+
     /// Appends the changes of index `lastIndex + 1` (all of them, or none for a transaction that changed nothing),
     /// then evicts the oldest indexes past the bounds. The newest index is always kept whole, even when it alone
     /// is over them.
@@ -93,6 +104,7 @@ public struct ChangeHistory: Sendable {
         guard !changes.isEmpty else { return }
         storage.append(contentsOf: changes)
         bytes += changes.reduce(0) { $0 + $1.bytes }
+        for change in changes { lastOfKey[change.key] = index }
         evict()
     }
 
@@ -123,6 +135,7 @@ public struct ChangeHistory: Sendable {
     /// The newest index at which something in `scope` changed, if it is still kept (for a blocking query's
     /// answer: "unchanged since N" needs no changes listed).
     public func lastChange(in scope: Scope) -> UInt64? {
+        if case .key(let key) = scope { return lastOfKey[key] }
         var position = storage.count
         while position > head {
             position -= 1
@@ -149,6 +162,7 @@ public struct ChangeHistory: Sendable {
             guard oldest != newest else { break }
             while head < storage.count, storage[head].index == oldest {
                 bytes -= storage[head].bytes
+                if lastOfKey[storage[head].key] == oldest { lastOfKey[storage[head].key] = nil }
                 head += 1
             }
             compactedThrough = oldest
