@@ -117,6 +117,14 @@ install_config /etc/nginx/sites-available/kv.conf <<<"$site"
 install -d -m 0755 /etc/nginx/snippets
 install_config /etc/nginx/snippets/kv-locations.conf <nginx/kv-locations.conf
 ln -sfn ../sites-available/kv.conf /etc/nginx/sites-enabled/kv.conf
+# Each watcher (blocking query or /watch stream) holds a client and an upstream connection, and Debian's nginx.conf
+# allows 768 per worker: raised once, for watch.watchers_max (docs/OPERATIONS.md, Watch). A changed file is kept.
+if grep -qE '^\s*worker_connections 768;' /etc/nginx/nginx.conf 2>/dev/null; then
+    sed -i.kv-orig -E 's/^(\s*)worker_connections 768;/\1worker_connections 20480;/' /etc/nginx/nginx.conf
+    grep -q '^worker_rlimit_nofile' /etc/nginx/nginx.conf \
+        || sed -i '/^worker_processes/a worker_rlimit_nofile 65536;' /etc/nginx/nginx.conf
+    echo "install: nginx worker_connections 768 -> 20480 for watchers (the old file: /etc/nginx/nginx.conf.kv-orig)"
+fi
 
 # The HTTPS listener's certificate: the operator's, in /etc/kv/tls; a self-signed one until there is one.
 if [ ! -e /etc/kv/tls/server.crt ]; then

@@ -2,6 +2,7 @@ import CFCGI
 import Foundation
 import KVCommon
 import Logging
+import Synchronization
 
 /// The only file that touches libfcgi. A fixed pool of worker threads, each with its own `FCGX_Request`,
 /// accepts on one listening socket: the one systemd passed (socket activation, fd 3) or one it opens itself.
@@ -25,6 +26,7 @@ final class FastCGIServer {
     private let logger: Logger
     private let bodyBytesMax: Int
     let listenDescription: String
+    private let warnedKeepConnection = Atomic<Bool>(false)
 
     init(listen: ClusterConfig.ListenAddress, bodyBytesMax: Int, logger: Logger) throws {
         self.logger = logger
@@ -79,6 +81,14 @@ final class FastCGIServer {
                 ParkedRequest.put(response.cgiBytes(), request)
                 FCGX_Finish_r(request)
             case .park(let park):
+                if request.pointee.keepConnection != 0 && !warnedKeepConnection.exchange(true, ordering: .relaxed) {
+                    // nginx would put the connection back in its keepalive cache when the answer ends, and could
+                    // send the next request on it before it sees the close: a 502 for that request.
+                    let warning = "a waiting request (\(Self.path(request))) came on a kept connection; its connection "
+                        + "is closed when it is answered: set fastcgi_keep_conn off where requests wait (/watch, "
+                        + "?index=), as nginx/kv-locations.conf does"
+                    logger.warning("\(warning)")
+                }
                 // The parked request owns the struct (and its connection) from here; the next accept gets a new one.
                 let parked = ParkedRequest(taking: request)
                 request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
@@ -90,6 +100,10 @@ final class FastCGIServer {
             }
         }
         logger.error("FCGX_Accept_r failed; worker thread stops")
+    }
+
+    private static func path(_ request: UnsafeMutablePointer<FCGX_Request>) -> String {
+        FCGX_GetParam("REQUEST_URI", request.pointee.envp).map { String(cString: $0) } ?? "?"
     }
 
     private func read(_ request: UnsafeMutablePointer<FCGX_Request>) -> HTTPRequest {

@@ -60,7 +60,7 @@ def test_spec_is_valid_openapi(spec):
     assert documented == {
         ("/kv/{key}", "get"), ("/kv/{key}", "put"), ("/kv/{key}", "delete"),
         ("/kv", "get"), ("/kv", "post"), ("/txn", "post"),
-        ("/status", "get"), ("/ping", "get"), ("/admin/reload", "post"),
+        ("/status", "get"), ("/ping", "get"), ("/admin/reload", "post"), ("/watch", "get"),
     }
 
 
@@ -174,6 +174,14 @@ def test_every_operation_answers_as_documented(cluster, spec):
     api.call("POST", "/txn", "/txn", body=b"{not json", expect=400)
     too_many = {"success": [{"op": "put", "key": f"k{i}", "value": "v"} for i in range(200)]}
     api.call("POST", "/txn", "/txn", body=json.dumps(too_many).encode(), expect=413)
+
+    # Blocking reads and GET /watch (a stream that opens is checked in test_watch.py: it never ends by itself)
+    resp, _ = api.call("GET", "/kv/{key}", "/kv/lock?index=0&wait=100ms", expect=200)
+    assert int(resp.getheader("X-Kv-Index")) > 0
+    resp, _ = api.call("GET", "/kv", "/kv?prefix=list/&index=999999&wait=100ms", expect=200)
+    api.call("GET", "/kv/{key}", "/kv/lock?index=1&wait=later", expect=400)
+    api.call("GET", "/watch", "/watch", expect=400)
+    api.call("GET", "/watch", "/watch?prefix=&from=999999", expect=400)
 
     # GET /status (+ verify), GET /ping
     _, body = api.call("GET", "/status", "/status", expect=200)

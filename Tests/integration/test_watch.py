@@ -9,7 +9,7 @@ import pytest
 
 from helpers import running_cluster
 from kvcluster import wait_until
-from sse import EventStream
+from kvsse import EventStream
 
 
 def status_watch(cluster):
@@ -249,6 +249,32 @@ def test_many_waiters_are_held_by_a_few_worker_threads(tmp_path):
         for key, stream in zip(keys, streams):
             assert stream.changes(1)[0]["data"]["key"] == key
             stream.close()
+
+
+def test_answered_waiters_leave_no_dead_connection_behind(cluster):
+    """A parked request's connection is closed once it is answered; nginx must not have kept it for the next
+    request (502 'upstream prematurely closed connection'). index=0 included: nginx's if() takes "0" for false."""
+    for round in range(3):
+        keys = [f"dead/{round}/{i}" for i in range(100)]  # never written: index=0 waits
+        results = {}
+        waiters = [threading.Thread(target=lambda k=k: results.update({k: get_with_index(
+            cluster, f"/kv/{k}?index=0&wait=30s")})) for k in keys]
+        for waiter in waiters:
+            waiter.start()
+        wait_watchers(cluster, queries=100)
+        statuses = []
+
+        def write(part):
+            for key in keys[part::8]:
+                statuses.append(cluster.http("PUT", f"/kv/{key}", body=b"v")[0])
+                statuses.append(cluster.http("GET", "/kv/dead/none")[0])
+        writers = [threading.Thread(target=write, args=(part,)) for part in range(8)]
+        for thread in writers + waiters:
+            thread.start() if thread in writers else None
+        for thread in writers + waiters:
+            thread.join(60)
+        assert sorted(set(statuses)) == [200, 404], statuses
+        assert all(results[k][0] == 200 for k in keys)
 
 
 def test_tokens_scope_watchers(tmp_path):

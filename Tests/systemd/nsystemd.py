@@ -279,6 +279,16 @@ class NamespacedSystemd:
         return kvcluster.exchange(_NetnsHTTPConnection(self._sockets, "127.0.0.1", self.http_port, timeout_s),
                                   method, path, body, headers)
 
+    def watch(self, path, last_event_id=None, timeout_s=30):
+        """A GET /watch stream from nginx inside (kvsse.EventStream), with the admin token."""
+        import kvsse
+        self.http("GET", "/ping")  # reads the admin token once
+        headers = {"Authorization": f"Bearer {self._admin_token}"} if self._admin_token else {}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        conn = _NetnsHTTPConnection(self._sockets, "127.0.0.1", self.http_port, timeout_s)
+        return kvsse.EventStream(self.http_port, path, headers=headers, conn=conn)
+
     def raw_wire(self, port, payload, timeout_s=10):
         """Sends `payload` to 127.0.0.1:port inside without a handshake, as `nc` would; the reply lines until the
         server closes."""

@@ -1,13 +1,15 @@
 """A small Server-Sent Events client for GET /watch (text/event-stream), on http.client: events as dicts with
-id (the change index, or None), event, data (parsed JSON) and the comment lines (heartbeats) counted."""
+id (the change index, or None), event, data (parsed JSON) and the comment lines (heartbeats) counted. Used by the
+integration and systemd tests; `python3 scripts/kvsse.py PORT '/watch?prefix=p'` prints a stream's events."""
 import http.client
 import json
 import socket
 
 
 class EventStream:
-    def __init__(self, port, path, headers=None, timeout_s=30, host="127.0.0.1"):
-        self.conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    def __init__(self, port, path, headers=None, timeout_s=30, host="127.0.0.1", conn=None):
+        """`conn`: an http.client connection to use instead of one to host:port (a network namespace's)."""
+        self.conn = conn or http.client.HTTPConnection(host, port, timeout=timeout_s)
         self.conn.request("GET", path, headers=headers or {})
         self.response = self.conn.getresponse()
         self.status = self.response.status
@@ -82,3 +84,11 @@ class EventStream:
         except OSError:
             pass
         self.conn.close()
+
+
+if __name__ == "__main__":
+    import sys
+    stream = EventStream(int(sys.argv[1]), sys.argv[2], timeout_s=None)
+    print(stream.status, stream.headers.get("Content-Type"))
+    while (event := stream.next_event()) is not None:
+        print(json.dumps(event))
