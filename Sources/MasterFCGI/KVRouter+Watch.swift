@@ -34,19 +34,21 @@ extension KVRouter {
             return .response(json(400, false, "wait must be a duration such as 30s, 500ms or 5m", seq: nil))
         }
         let hub = node.watch
-        guard !hub.changed(in: scope, after: index) else { return nil }
+        var router = self
+        router.waitedFrom = index
+        guard !hub.changed(in: scope, after: index) else { return .response(router.route(request)) }
         guard hub.watchers < hub.settings.watchersMax else { return .response(watchersFull()) }
-        let router = self
-        let answer = { router.route(request) }
-        return .park { parked in
+        let answer = { [router] in router.route(request) }
+        return .park { [router] parked in
             hub.park(scope, after: index, waitMs: min(asked, waitMax), request: parked, answer: answer,
                      full: { router.watchersFull() })
         }
     }
 
-    /// Runs `read` with the index of `scope` taken before it, as `X-Kv-Index`.
+    /// Runs `read` with the index taken before it as `X-Kv-Index`: the newest published one, or for a blocking
+    /// query the newest change in scope, at least the index it waited from (a time-out gives back that index).
     func indexed(_ scope: ChangeHistory.Scope, _ read: () -> HTTPResponse) -> HTTPResponse {
-        let index = node.watch.index(in: scope)
+        let index = waitedFrom.map { max($0, node.watch.index(in: scope)) } ?? node.watch.lastIndex
         var response = read()
         response.headers.append(("X-Kv-Index", String(index)))
         return response

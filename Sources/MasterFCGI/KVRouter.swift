@@ -29,6 +29,8 @@ struct KVRouter {
     let tokens: AccessTokens?
     /// The token the request proved (nil while tokens are off).
     var caller: AccessToken?
+    /// The `index=` a blocking query waited from (nil for any other request).
+    var waitedFrom: UInt64?
 
     init(node: MasterNode, reads: ReplicaReads) {
         self.node = node

@@ -49,11 +49,15 @@ def test_every_write_gets_the_next_index_and_reads_report_it(cluster):
     status, body = cluster.http("POST", "/txn", body=json.dumps({
         "compare": [], "success": [{"op": "put", "key": "w/c", "value": "3"}, {"op": "del", "key": "w/a"}]}))
     assert status == 200 and body["index"] == second["index"] + 1, body
-    # A read reports the newest change in its scope: the key's own, or the prefix's.
-    assert get_with_index(cluster, "/kv/w/b")[2] == second["index"]
+    # A read reports the newest index, found or not.
+    assert get_with_index(cluster, "/kv/w/b")[2] == body["index"]
     assert get_with_index(cluster, "/kv?prefix=w/")[2] == body["index"]
     status, _, index = get_with_index(cluster, "/kv/w/a")
-    assert status == 404 and index == body["index"], "the delete is the key's newest change"
+    assert status == 404 and index == body["index"]
+    # A blocking query that times out gives back the index it waited from (w/b has not changed since).
+    assert get_with_index(cluster, f"/kv/w/b?index={second['index']}&wait=100ms")[2] == second["index"]
+    # One that is answered at once gives the newest change in its scope.
+    assert get_with_index(cluster, f"/kv/w/a?index={first['index']}&wait=10s")[2] == body["index"]
 
 
 def test_a_blocking_query_answers_on_a_change_and_on_time_out(cluster):
