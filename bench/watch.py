@@ -74,6 +74,14 @@ class Watcher:
         self.writer.write(f"GET {self.path} HTTP/1.0\r\nHost: bench\r\n\r\n".encode())
         await self.writer.drain()
 
+    async def expect_ok(self):
+        """Reads the response head; raises unless it is 200 (a refused watcher must not pass for a quiet one)."""
+        status = await asyncio.wait_for(self.reader.readline(), 60)
+        if b" 200 " not in status:
+            raise RuntimeError(f"{self.path}: {status!r}")
+        while (await self.reader.readline()) not in (b"\r\n", b""):
+            pass
+
     async def read_events(self, until_ready=False, deadline=None, count=None):
         """Reads SSE events until the deadline, the stream's end, `count` changes in all, or with `until_ready`
         the `ready` event."""
@@ -141,11 +149,14 @@ async def wait_held(cluster, queries, streams, timeout_s):
 async def held(cluster, count):
     index = status(cluster)["index"]
     streams = [Watcher(cluster.http_port, f"/watch?key=held/{i}") for i in range(count // 2)]
-    queries = [Watcher(cluster.http_port, f"/kv/held/{i}?index={index}&wait=300s")
+    # The wait is short enough that the master lets them go soon after the clients leave (a parked request whose
+    # client went away is found only when it is answered, or for a stream at its next heartbeat).
+    queries = [Watcher(cluster.http_port, f"/kv/held/{i}?index={index}&wait=40s")
                for i in range(count // 2, count)]
     started = time.monotonic()
     for batch in range(0, len(streams + queries), 500):
         await asyncio.gather(*(w.open() for w in (streams + queries)[batch:batch + 500]))
+    await asyncio.gather(*(w.expect_ok() for w in streams))
     await asyncio.gather(*(w.read_events(until_ready=True, deadline=time.monotonic() + 120) for w in streams))
     watch = await wait_held(cluster, len(queries), len(streams), 120)
     opened_s = time.monotonic() - started
@@ -165,6 +176,7 @@ async def held(cluster, count):
     missing = [i for i in sample if i < count // 2 and not streams[i].events]
     for w in streams + queries:
         w.close()
+    await wait_released(cluster, 90)
     return {"watchers": count, "streams": watch["streams"], "blocking": watch["blocking_queries"],
             "opened_s": opened_s, "master_threads": master_threads, "master_rss": master_rss,
             "workers": cluster.config["master"]["worker_threads"], "nginx_threads": nginx_threads,
@@ -175,6 +187,7 @@ async def latency(cluster, watchers, rate, seconds, writers=16):
     streams = [Watcher(cluster.http_port, f"/watch?key=lat/{i}") for i in range(watchers)]
     for batch in range(0, watchers, 500):
         await asyncio.gather(*(w.open() for w in streams[batch:batch + 500]))
+    await asyncio.gather(*(w.expect_ok() for w in streams))
     await asyncio.gather(*(w.read_events(until_ready=True, deadline=time.monotonic() + 60) for w in streams))
     total = int(rate * seconds)
     sent, answered = {}, {}
@@ -198,6 +211,7 @@ async def latency(cluster, watchers, rate, seconds, writers=16):
         task.cancel()
     for w in streams:
         w.close()
+    await wait_released(cluster, 60)
     from_answer, from_request = [], []
     for w in streams:
         for arrival, data in w.events:
@@ -218,7 +232,7 @@ def wrk(cluster, script, seconds, connections):
                           f"http://127.0.0.1:{cluster.http_port}"], capture_output=True, text=True,
                          env=dict(os.environ, KV_LUA_DIR=LUA_DIR, KV_KEYS="1000"), check=True, timeout=seconds + 60)
     summary = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("KV_WRK_SUMMARY "))[15:])
-    return (summary["requests"] - summary["non2xx"]) / summary["duration_s"]
+    return (summary["requests"] - summary["non2xx"]) / (summary["duration_us"] / 1e6)
 
 
 async def idle(cluster, watchers, seconds, connections, rounds):
@@ -244,6 +258,17 @@ async def idle(cluster, watchers, seconds, connections, rounds):
     for w in streams:
         w.close()
     return results
+
+
+async def wait_released(cluster, timeout_s):
+    """Until the master holds no watcher (the next phase must not find watch.watchers_max taken by the last)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        watch = status(cluster)["watch"]
+        if watch["streams"] == 0 and watch["blocking_queries"] == 0:
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"watchers not let go after {timeout_s}s: {status(cluster)['watch']}")
 
 
 async def wait_held_at_most(cluster, streams, timeout_s=60):
