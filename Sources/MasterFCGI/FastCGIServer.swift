@@ -84,7 +84,7 @@ final class FastCGIServer {
                 if request.pointee.keepConnection != 0 && !warnedKeepConnection.exchange(true, ordering: .relaxed) {
                     // nginx would put the connection back in its keepalive cache when the answer ends, and could
                     // send the next request on it before it sees the close: a 502 for that request.
-                    let warning = "a waiting request (\(Self.path(request))) came on a kept connection; its connection "
+                    let warning = "a waiting request (\(Self.param("REQUEST_URI", request) ?? "?")) came on a kept connection; its connection "
                         + "is closed when it is answered: set fastcgi_keep_conn off where requests wait (/watch, "
                         + "?index=), as nginx/kv-locations.conf does"
                     logger.warning("\(warning)")
@@ -102,14 +102,12 @@ final class FastCGIServer {
         logger.error("FCGX_Accept_r failed; worker thread stops")
     }
 
-    private static func path(_ request: UnsafeMutablePointer<FCGX_Request>) -> String {
-        FCGX_GetParam("REQUEST_URI", request.pointee.envp).map { String(cString: $0) } ?? "?"
+    private static func param(_ name: String, _ request: UnsafeMutablePointer<FCGX_Request>) -> String? {
+        FCGX_GetParam(name, request.pointee.envp).map { String(cString: $0) }
     }
 
     private func read(_ request: UnsafeMutablePointer<FCGX_Request>) -> HTTPRequest {
-        func param(_ name: String) -> String? {
-            FCGX_GetParam(name, request.pointee.envp).map { String(cString: $0) }
-        }
+        func param(_ name: String) -> String? { Self.param(name, request) }
         var headers: [String: String] = [:]
         for name in ["CONTENT_TYPE", "HTTP_ACCEPT", "HTTP_IF_MATCH", "HTTP_AUTHORIZATION", "HTTP_LAST_EVENT_ID"] {
             if let value = param(name) { headers[name] = value }

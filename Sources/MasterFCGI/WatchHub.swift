@@ -20,7 +20,8 @@ final class WatchHub: @unchecked Sendable {
         case compacted(ChangeHistory.Compacted)
         /// The resume point is beyond the newest index.
         case future(newest: UInt64)
-        case full(Int)
+        /// `watch.watchers_max` waiters are held.
+        case full
     }
 
     private struct Query {
@@ -147,7 +148,7 @@ final class WatchHub: @unchecked Sendable {
             case .failure(let compacted): return .compacted(compacted)
             case .success(let changes): replay = changes
             }
-            guard state.registry.count < settings.watchersMax else { return .full(settings.watchersMax) }
+            guard state.registry.count < settings.watchersMax else { return .full }
             let id = state.nextID
             state.nextID += 1
             let stream = WatchStream(id: id, scope: scope, request: request, workers: workers) { [weak self] id in
