@@ -9,7 +9,10 @@ import NIOCore
 /// the socket's outbound buffer passes its high-water mark, or `outstandingMax` requests wait for their replies,
 /// the connection stops reading (autoRead off) and holds the lines it already decoded unexecuted; it goes on when
 /// the buffer drains below the low-water mark. So one connection holds at most about one read's worth of requests
-/// and the replies of `outstandingMax` requests.
+/// and the replies of `outstandingMax` requests. Replies can be large only for reads, and reads that wait for a
+/// key's lock all answer at once when it is released, past any water mark: a connection other than the master's
+/// (an operator's, a peer's) stops reading while `waitingReadsMax` of its reads wait. The master's links are
+/// exempt: they carry the `com` that releases the lock, and the master is trusted once authenticated.
 final class ReplicaConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -45,6 +48,13 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     static let outstandingMax = 1024
     /// Requests executed and not yet answered on the wire.
     private var outstanding: Int { nextSlot - nextToWrite }
+    /// Slots of gets and lists executed and not yet answered (waiting for a lock, for most of their time).
+    private var readSlots: Set<Int> = []
+    static let waitingReadsMax = 8
+    /// Whether the executed requests say stop reading: too many outstanding, or too many waiting reads.
+    private var tooManyOutstanding: Bool {
+        outstanding >= Self.outstandingMax || (role != .master && readSlots.count >= Self.waitingReadsMax)
+    }
 
     init(node: ReplicaNode, maxLineBytes: Int, role: LinkRole?) {
         self.node = node
@@ -84,7 +94,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
             return
         }
         execute(line, context: context)
-        if outstanding >= Self.outstandingMax { pause(context: context) }
+        if tooManyOutstanding { pause(context: context) }
     }
 
     private func execute(_ line: ByteBuffer, context: ChannelHandlerContext) {
@@ -100,6 +110,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
                      context: context)
         case .success(let request):
             if request.command == .put || request.command == .del { voteSlots.insert(slot) }
+            if request.command == .get || request.command == .list { readSlots.insert(slot) }
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
             node.submit(request, link: masterLink, callerFlushes: true) { bytes in
@@ -150,13 +161,13 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
 
     /// Executes the held lines while neither the socket nor the outstanding requests say stop, then reads again.
     private func resume(context: ChannelHandlerContext) {
-        guard paused, context.channel.isWritable, outstanding < Self.outstandingMax else { return }
+        guard paused, context.channel.isWritable, !tooManyOutstanding else { return }
         paused = false
         var index = 0
         while index < held.count, !paused {
             execute(held[index], context: context)
             index += 1
-            if outstanding >= Self.outstandingMax || !context.channel.isWritable { pause(context: context) }
+            if tooManyOutstanding || !context.channel.isWritable { pause(context: context) }
         }
         held.removeFirst(index)
         node.flushLog(force: !ready.isEmpty)
@@ -191,6 +202,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
 
     private func complete(_ slot: Int, _ bytes: [UInt8], context: ChannelHandlerContext) {
         ready[slot] = bytes
+        let readDone = readSlots.remove(slot) != nil
         var wrote = false
         var votes = false
         while let next = ready.removeValue(forKey: nextToWrite) {
@@ -200,7 +212,10 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
             nextToWrite += 1
             wrote = true
         }
-        if paused, wrote, outstanding < Self.outstandingMax / 2 { scheduleResume(context: context) }
+        if paused, wrote || readDone, outstanding < Self.outstandingMax / 2,
+           role == .master || readSlots.count < Self.waitingReadsMax / 2 {
+            scheduleResume(context: context)
+        }
         if votes && Self.afterVoteArmed {
             send(context: context)
             Failpoints.hit("replica-after-vote")

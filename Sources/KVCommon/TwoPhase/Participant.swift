@@ -145,6 +145,7 @@ public struct Participant {
         result.joinedSince = joinedSince
         result.fenceEpoch = fence.epoch
         result.fenceMaster = fence.master
+        result.parkedReads = parkedKeys.count
         result.maxSeq = max(lastCommittedSeq, decided.maxRecordedSeq, prepared.keys.max() ?? 0, joinedSince)
         return result
     }

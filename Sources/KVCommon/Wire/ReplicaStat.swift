@@ -21,6 +21,8 @@ public struct ReplicaStat: Equatable, Sendable {
     /// The master fence (`MasterFence`): the newest master's seq epoch and id accepted here (0 and "": none).
     public var fenceEpoch: UInt64 = 0
     public var fenceMaster = ""
+    /// Reads waiting for a key's lock (each answers once the transaction holding it is decided).
+    public var parkedReads = 0
 
     public struct InDoubt: Equatable, Sendable {
         public var seq: UInt64

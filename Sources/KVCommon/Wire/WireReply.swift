@@ -69,6 +69,7 @@ public struct WireReply: Equatable, Sendable {
             writer.field("max_seq", stat.maxSeq)
             writer.field("fence_epoch", stat.fenceEpoch)
             writer.field("fence_master", stat.fenceMaster)
+            writer.field("parked_reads", stat.parkedReads)
         }
         if let page {
             writer.field("entries", rawJSON: page.json())
@@ -99,7 +100,7 @@ public struct WireReply: Equatable, Sendable {
         var status: Bool?, message: String?, server: String?, seq: UInt64?, code: String?, created: UInt64?
         var base64 = false
         var keys: UInt64?, digest: String?, lastCommitted: UInt64?, inDoubt: [JSONValue]?, logSyncs: UInt64?
-        var joined: Bool?, joinedSince: UInt64?, maxSeq: UInt64?, fenceEpoch: UInt64?, fenceMaster: String?
+        var joined: Bool?, joinedSince: UInt64?, maxSeq: UInt64?, fenceEpoch: UInt64?, fenceMaster: String?, parkedReads: UInt64?
         var entries: [JSONValue]?, done: Bool?
         var succeeded: Bool?, reads: [JSONValue]?, writeCreated: [JSONValue]?
 
@@ -122,6 +123,7 @@ public struct WireReply: Equatable, Sendable {
             case "max_seq": maxSeq = value.uint64Value
             case "fence_epoch": fenceEpoch = value.uint64Value
             case "fence_master": fenceMaster = value.stringValue
+            case "parked_reads": parkedReads = value.uint64Value
             case "entries": entries = value.arrayValue
             case "done": done = value.boolValue
             case "succeeded": succeeded = value.boolValue
@@ -162,6 +164,7 @@ public struct WireReply: Equatable, Sendable {
                 stat.maxSeq = maxSeq ?? max(lastCommitted ?? 0, items.map(\.seq).max() ?? 0)
                 stat.fenceEpoch = fenceEpoch ?? 0
                 stat.fenceMaster = fenceMaster ?? ""
+                stat.parkedReads = Int(clamping: parkedReads ?? 0)
                 reply.stat = stat
             }
             if let entries, let done {
