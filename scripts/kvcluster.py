@@ -155,7 +155,7 @@ class Cluster:
 
     @staticmethod
     def generate(root, replicas=3, timeouts=None, limits=None, storage=None, worker_threads=96, authenticated=True,
-                 tokens=False, link_tls=False, watch=None):
+                 tokens=False, link_tls=False, watch=None, leases=None):
         """Writes a cluster.yaml on free loopback ports under `root` and returns a Cluster for it; `authenticated`:
         with a cluster key (created on first start), as the shipped configuration has; `tokens`: the HTTP API
         needs bearer tokens (security.tokens_file: tokens.yaml, with an admin token the Cluster then sends);
@@ -172,7 +172,8 @@ class Cluster:
         ]
         for i in range(1, replicas + 1):
             lines += [f"  - id: r{i}", "    host: 127.0.0.1", f"    port: {free_port()}", f"    data_dir: data/r{i}"]
-        for section, values in (("timeouts", timeouts), ("limits", limits), ("storage", storage), ("watch", watch)):
+        for section, values in (("timeouts", timeouts), ("limits", limits), ("storage", storage), ("watch", watch),
+                               ("leases", leases)):
             if values:
                 lines.append(f"{section}:")
                 lines += [f"  {k}: {v}" for k, v in values.items()]

@@ -34,6 +34,7 @@ extension KVRouter {
         case .write(let key): what = "write key '\(String(decoding: key, as: UTF8.self))'"
         case .list(let prefix): what = "list keys with prefix '\(String(decoding: prefix, as: UTF8.self))'"
         case .status: what = "read the status"
+        case .lease: what = "grant, keep alive or revoke leases"
         case .admin: what = "use the admin endpoints (/admin/*, /status?verify=1)"
         }
         let scope = caller.prefixes.isEmpty ? "every key"

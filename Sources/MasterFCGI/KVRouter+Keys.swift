@@ -44,16 +44,39 @@ extension KVRouter {
         } else {
             op = .delete(key: key)
         }
-        guard let expectedText = request.query("cas") ?? request.headers["HTTP_IF_MATCH"] else { return write(op) }
+        let expected: UInt64?
+        switch expectedVersion(request, key: key) {
+        case .success(let version): expected = version
+        case .failure(let refusal): return refusal.response
+        }
+        if let lease = request.query("lease") {
+            guard case .put(_, let value) = op else {
+                return json(400, false, "?lease= attaches a key on PUT; a DELETE takes none (revoke the lease, or "
+                    + "delete the key)", seq: nil)
+            }
+            return attach(key, value: value, leaseText: lease, expected: expected)
+        }
+        guard let expected else { return write(op) }
+        return compareAndSwap(op, expected: expected)
+    }
+
+    /// Carries a ready answer out of a helper that returns a `Result`.
+    struct Refusal: Error {
+        let response: HTTPResponse
+    }
+
+    /// The version a write expects (`If-Match: <seq>` or `?cas=<seq>`; 0 = absent), nil for an unconditional one.
+    func expectedVersion(_ request: HTTPRequest, key: [UInt8]) -> Result<UInt64?, Refusal> {
+        guard let expectedText = request.query("cas") ?? request.headers["HTTP_IF_MATCH"] else { return .success(nil) }
         var tag = expectedText.trimmingCharacters(in: .whitespaces)
         // If-Match compares strongly (RFC 9110, 13.1.1): a weak tag never matches, whatever the version.
-        if tag.hasPrefix("W/") { return weakTagNeverMatches(op.key) }
+        if tag.hasPrefix("W/") { return .failure(Refusal(response: weakTagNeverMatches(key))) }
         if tag.count >= 2, tag.hasPrefix("\""), tag.hasSuffix("\"") { tag = String(tag.dropFirst().dropLast()) }
         guard let expected = UInt64(tag) else {
-            return json(400, false, "If-Match / cas must be a version (the seq from GET or ETag); 0 means absent",
-                        seq: nil)
+            return .failure(Refusal(response: json(400, false, "If-Match / cas must be a version (the seq from GET or "
+                + "ETag); 0 means absent", seq: nil)))
         }
-        return compareAndSwap(op, expected: expected)
+        return .success(expected)
     }
 
     /// Runs `op` only if the key's version is `expected`, checked at the replicas inside the prepare.
@@ -69,12 +92,16 @@ extension KVRouter {
         guard case .outcome(let outcome) = result, outcome.committed, let txn = outcome.txn, !txn.succeeded else {
             return answer(result, op: op)
         }
-        let current = txn.reads.first?.entry
+        return versionMismatch(expected: expected, current: txn.reads.first?.entry, seq: outcome.seq)
+    }
+
+    /// 412: the key is not at the version the write expected; nothing was written.
+    func versionMismatch(expected: UInt64, current: Participant.Entry?, seq: UInt64) -> HTTPResponse {
         var writer = JSONWriter()
         writer.field("status", false)
         writer.field("message", "version mismatch: expected \(expected), the key is at "
             + (current.map { "version \($0.version)" } ?? "version 0 (absent)") + "; nothing was written")
-        writer.field("seq", outcome.seq)
+        writer.field("seq", seq)
         writer.field("server", serverID)
         writer.field("current_version", current?.version ?? 0)
         return HTTPResponse(status: 412, headers: [("ETag", "\"\(current?.version ?? 0)\"")], body: writer.finish())

@@ -12,19 +12,41 @@ extension KVRouter {
             return json(400, false, "GET /kv lists keys: give ?prefix= (may be empty), &limit=, &after=", seq: nil)
         }
         let prefix = query["prefix"] ?? []
-        if let denied = permit(.list(prefix: prefix)) { return denied }
+        if let problem = checkPrefix(prefix) ?? permit(.list(prefix: prefix)) { return problem }
         let after = query["after"] ?? []
         let limit = Int(request.query("limit") ?? "100") ?? -1
         guard (1...limits.listLimitMax).contains(limit) else {
             return json(400, false, "limit must be 1-\(limits.listLimitMax) (limits.list_limit_max)", seq: nil)
         }
         let keysOnly = ["1", "true", "yes"].contains(request.query("keys_only") ?? "")
-        let reply: WireReply
-        switch reads.read(WireRequest(seq: UInt64(limit), command: .list, key: prefix, value: after), in: view) {
+        // One entry more than asked, so that a page ending where only leases' own keys follow says it is the
+        // last. Those keys sort last (0xFF) and are never shown: a page that reaches them goes on past them.
+        var reply: WireReply
+        switch reads.read(WireRequest(seq: UInt64(limit + 1), command: .list, key: prefix, value: after), in: view) {
         case .answered(let answer): reply = answer
         case .unavailable(let reasons): return unavailable(reasons)
         }
-        guard let page = reply.page else { return json(503, false, "listing failed: \(reply.message)", seq: nil) }
+        guard var page = reply.page else { return json(503, false, "listing failed: \(reply.message)", seq: nil) }
+        if page.entries.contains(where: { LeaseKeys.isReserved($0.key) }) {
+            page.entries.removeAll { LeaseKeys.isReserved($0.key) }
+            if !page.done {
+                let past = LeaseKeys.reserved + [0xFF]
+                let rest = WireRequest(seq: UInt64(limit + 1 - page.entries.count), command: .list, key: prefix,
+                                       value: past)
+                switch reads.read(rest, in: view) {
+                case .answered(let answer):
+                    guard let more = answer.page else { return json(503, false, "listing failed: \(answer.message)", seq: nil) }
+                    page.entries += more.entries.filter { !LeaseKeys.isReserved($0.key) }
+                    page.done = more.done
+                    reply = answer
+                case .unavailable(let reasons): return unavailable(reasons)
+                }
+            }
+        }
+        if page.entries.count > limit {
+            page.entries.removeLast(page.entries.count - limit)
+            page.done = false
+        }
         var writer = JSONWriter(capacity: 256 + page.entries.reduce(0) { $0 + $1.key.count + $1.value.count } * 2)
         writer.field("status", true)
         writer.field("message", "\(page.entries.count) keys" + (page.done ? "" : "; more after 'next'"))

@@ -17,7 +17,7 @@ extension KVRouter {
         let scope: ChangeHistory.Scope
         if path == "/kv" {
             guard let prefix = request.queryBytes?["prefix"] else { return nil }
-            if let denied = permit(.list(prefix: prefix)) { return .response(denied) }
+            if let problem = checkPrefix(prefix) ?? permit(.list(prefix: prefix)) { return .response(problem) }
             scope = .prefix(prefix)
         } else if path.hasPrefix("/kv/"), case .success(let key) = PercentCoding.decode(Array(path.utf8.dropFirst(4))[...]) {
             if let problem = checkKey(key) ?? permit(.read(key: key)) { return .response(problem) }
@@ -64,7 +64,7 @@ extension KVRouter {
             if let problem = checkKey(key) ?? permit(.read(key: key)) { return .response(problem) }
             scope = .key(key)
         case (nil, let prefix?):
-            if let denied = permit(.list(prefix: prefix)) { return .response(denied) }
+            if let problem = checkPrefix(prefix) ?? permit(.list(prefix: prefix)) { return .response(problem) }
             scope = .prefix(prefix)
         default:
             return .response(json(400, false, "GET /watch needs exactly one of ?key=k or ?prefix=p (an empty prefix "

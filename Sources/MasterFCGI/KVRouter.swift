@@ -12,6 +12,7 @@ import KVCommon
 /// | POST /kv                     | body `get;key`, `put;key;value` or `del;key`: same answers as above     |
 /// | GET /kv?prefix=p&limit=&after= | committed keys with the prefix in byte order, paged                   |
 /// | POST /txn                    | compares + success/failure branches, atomic on every replica            |
+/// | POST /lease, /lease/{id}/keepalive, GET/DELETE /lease/{id}, PUT /kv/{key}?lease= | leases (`+Lease`) |
 /// | GET /kv/{key}?index=N&wait=  | blocking read: answers once the key changed after index N, or at `wait` |
 /// | GET /watch?prefix=p / ?key=k | Server-Sent Events, one per change; resumable (`Last-Event-ID`, `from`) |
 /// | GET /status[?verify=1]       | master and per-replica state                                            |
@@ -25,6 +26,7 @@ import KVCommon
 struct KVRouter {
     let node: MasterNode
     let reads: ReplicaReads
+    let leases: LeaseKeeper
     let view: MasterView
     let tokens: AccessTokens?
     /// The token the request proved (nil while tokens are off).
@@ -32,9 +34,10 @@ struct KVRouter {
     /// The `index=` a blocking query waited from (nil for any other request).
     var waitedFrom: UInt64?
 
-    init(node: MasterNode, reads: ReplicaReads) {
+    init(node: MasterNode, reads: ReplicaReads, leases: LeaseKeeper) {
         self.node = node
         self.reads = reads
+        self.leases = leases
         (view, tokens) = node.viewAndTokens
     }
 
@@ -82,8 +85,10 @@ struct KVRouter {
         default:
             break
         }
+        if path == "/lease" || path.hasPrefix("/lease/") { return leaseRoute(request) }
         guard path.hasPrefix("/kv/") else {
-            return json(404, false, "no such endpoint: \(path) (try /kv/{key}, /kv?prefix=, /txn, /status)", seq: nil)
+            return json(404, false, "no such endpoint: \(path) (try /kv/{key}, /kv?prefix=, /txn, /lease, /status)",
+                        seq: nil)
         }
         guard case .success(let key) = PercentCoding.decode(Array(path.utf8.dropFirst(4))[...]) else {
             return json(400, false, "malformed percent-encoding in the key", seq: nil)
@@ -100,11 +105,20 @@ struct KVRouter {
 
     func checkKey(_ key: [UInt8]) -> HTTPResponse? {
         if key.isEmpty { return json(400, false, "the key must not be empty", seq: nil) }
+        if LeaseKeys.isReserved(key) {
+            return json(400, false, "keys starting with \\xFFkv/ are reserved (they hold the leases)", seq: nil)
+        }
         if key.count > limits.keyBytesMax {
             return json(413, false, "key is \(key.count) bytes; the limit is \(limits.keyBytesMax) (limits.key_bytes_max)",
                         seq: nil)
         }
         return nil
+    }
+
+    /// A prefix inside the leases' reserved keys names nothing a client may see.
+    func checkPrefix(_ prefix: [UInt8]) -> HTTPResponse? {
+        guard LeaseKeys.isReserved(prefix) else { return nil }
+        return json(400, false, "keys starting with \\xFFkv/ are reserved (they hold the leases)", seq: nil)
     }
 
     func valueTooLarge() -> HTTPResponse {

@@ -81,7 +81,11 @@ struct MasterCommand: ParsableCommand {
         // A watcher's connection that nginx closed fails the next write with EPIPE instead of killing the process
         // (libfcgi writes with write(2), which raises SIGPIPE).
         signal(SIGPIPE, SIG_IGN)
-        server.start(workers: cluster.master.workerThreads) { KVRouter(node: node, reads: reads).handle($0) }
+        let leases = LeaseKeeper(node: node, reads: ReplicaReads(), logger: logger)
+        leases.start()
+        server.start(workers: cluster.master.workerThreads) {
+            KVRouter(node: node, reads: reads, leases: leases).handle($0)
+        }
         SystemdNotify.send("READY=1\nSTATUS=serving on \(server.listenDescription), \(cluster.replicas.count) replicas")
         let ready = "master \(cluster.master.id) ready on \(server.listenDescription): epoch \(node.status().seqEpoch), "
             + "\(cluster.replicas.count) replicas, \(cluster.master.workerThreads) workers"

@@ -23,11 +23,13 @@ final class MasterNode: @unchecked Sendable {
     private let ids = Atomic<UInt64>(1)
     /// Who waits for changes (blocking queries and streams), fed every published index.
     let watch: WatchHub
+    /// Every lease and its keys, fed every published index too.
+    let leases: LeaseBook
     // Event-loop state.
     private var manager: TransactionManager
     private var timers: DeadlineSweeper<TransactionManager.Timer>!
     private var links: [ClusterConfig.Replica: ReplicaLink] = [:]
-    private var writeWaiters: [TransactionManager.WriteID: Waiter<TransactionManager.WriteAnswer>] = [:]
+    private var writeWaiters: [TransactionManager.WriteID: @Sendable (TransactionManager.WriteAnswer) -> Void] = [:]
     private var pauseWaiters: [TransactionManager.PauseID: Waiter<Bool>] = [:]
     private var reloadWaiters: [TransactionManager.ReloadID: Waiter<(ok: Bool, message: String)>] = [:]
     private var reloadConfigs: [TransactionManager.ReloadID: ClusterConfig] = [:]
@@ -68,6 +70,7 @@ final class MasterNode: @unchecked Sendable {
         manager = TransactionManager(settings: settings, recovered: recovered, decisions: decisions.recovered,
                                      run: String(UInt32.random(in: .min ... .max), radix: 16))
         watch = WatchHub(history: manager.history, settings: config.watch, logger: logger)
+        leases = LeaseBook(limits: config.limits)
     }
 
     /// Starts the manager (persists the epochs, connects to every replica) and returns once that is done.
@@ -94,10 +97,20 @@ final class MasterNode: @unchecked Sendable {
         let id = ids.add(1, ordering: .relaxed).oldValue
         let waiter = Waiter<TransactionManager.WriteAnswer>()
         loop.execute { [self] in
-            writeWaiters[id] = waiter
+            writeWaiters[id] = { waiter.resolve($0) }
             feed(.write(id, intent))
         }
         return waiter.wait()
+    }
+
+    /// Runs a write through two-phase commit without blocking: `then` gets the answer on the event loop (it
+    /// must not block; lease expiries run this way, many at once).
+    func write(_ intent: TransactionManager.WriteIntent, then: @escaping @Sendable (TransactionManager.WriteAnswer) -> Void) {
+        let id = ids.add(1, ordering: .relaxed).oldValue
+        loop.execute { [self] in
+            writeWaiters[id] = then
+            feed(.write(id, intent))
+        }
     }
 
     /// Holds writes back (waiting up to `timeoutMs` for the admitted ones to be answered), runs `body`, lets
@@ -214,8 +227,9 @@ final class MasterNode: @unchecked Sendable {
             case .send(let replica, let request, let call):
                 send(request, to: replica, call)
             case .answerWrite(let id, let answer):
-                writeWaiters.removeValue(forKey: id)?.resolve(answer)
+                writeWaiters.removeValue(forKey: id)?(answer)
             case .changed(let index, let changes):
+                leases.published(changes)
                 watch.publish(index, changes)
             case .answerQuery(let id, let reply):
                 queryResponders.removeValue(forKey: id)?(reply)
@@ -329,7 +343,7 @@ struct MasterStatus {
 }
 
 /// One answer handed from the event loop to a thread that sleeps until it arrives.
-final class Waiter<Value>: @unchecked Sendable {
+final class Waiter<Value: Sendable>: @unchecked Sendable {
     private let semaphore = DispatchSemaphore(value: 0)
     private var value: Value?
 

@@ -101,6 +101,14 @@ struct StatusReport {
         writer.field("decision_log_syncs", counters.decisionLogSyncs)
         writer.field("index", node.watch.lastIndex)
         writer.field("watch", rawJSON: node.watch.statusJSON())
+        let (loaded, leaseCount, attached) = node.leases.withTable { table in
+            (table.loaded, table.leases.count, table.leases.values.reduce(0) { $0 + $1.keys.count })
+        }
+        var leases = JSONWriter()
+        leases.field("loaded", loaded)
+        leases.field("count", UInt64(leaseCount))
+        leases.field("keys", UInt64(attached))
+        writer.field("leases", rawJSON: leases.finish())
         writer.field("replicas", rawJSON: JSONWriter.array(replicas))
         if verify {
             var check = JSONWriter(capacity: 256)

@@ -76,6 +76,34 @@ final class TransactionManagerChangesTests: XCTestCase {
         ])), "\(actions)")
     }
 
+    /// An attachment's puts carry its lease; an expiry's deletes of clients' keys are `expire`, of the lease's
+    /// own keys plain deletes (watchers never see those).
+    func testLeaseWritesCarryTheLeaseAndExpiriesTheirKind() {
+        var manager = started()
+        let key = Array("k".utf8)
+        var attach = TransactionManager.WriteIntent(
+            prepare: WireRequest(seq: 1, command: .txn, value: Array("{}".utf8)),
+            writes: [.put(key: key, value: [1]), .put(key: LeaseKeys.marker(key), value: Array("7".utf8))])
+        attach.lease = 7
+        let first = preparedSeq(manager.handle(.write(1, attach)))!
+        _ = manager.handle(vote(first, txn: TxnResult(succeeded: true, reads: [], writeCreated: [first, first])))
+        XCTAssertTrue(manager.handle(.logged(.commit(first))).contains(.changed(1, [
+            Change(index: 1, kind: .put, key: key, value: [1], version: first, created: first, lease: 7),
+            Change(index: 1, kind: .put, key: LeaseKeys.marker(key), value: Array("7".utf8), version: first,
+                   created: first, lease: 7),
+        ])))
+        var expiry = TransactionManager.WriteIntent(
+            prepare: WireRequest(seq: 1, command: .txn, value: Array("{}".utf8)),
+            writes: [.delete(key: key), .delete(key: LeaseKeys.marker(key))])
+        expiry.expiry = true
+        let second = preparedSeq(manager.handle(.write(2, expiry)))!
+        _ = manager.handle(vote(second, txn: TxnResult(succeeded: true, reads: [], writeCreated: [first, first])))
+        XCTAssertTrue(manager.handle(.logged(.commit(second))).contains(.changed(2, [
+            Change(index: 2, kind: .expire, key: key, version: second, created: first),
+            Change(index: 2, kind: .delete, key: LeaseKeys.marker(key), version: second, created: first),
+        ])))
+    }
+
     /// Durability reported out of order still publishes in index order, and a commit goes on (com, answer) only
     /// once its index is published.
     func testIndexesArePublishedInOrder() {

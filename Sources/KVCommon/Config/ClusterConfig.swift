@@ -134,6 +134,16 @@ public struct ClusterConfig: Equatable, Sendable {
         public init() {}
     }
 
+    /// `leases:`: how many leases the master keeps and how long one may live (see OPERATIONS.md, Leases).
+    public struct Leases: Equatable, Sendable {
+        /// Leases granted and not yet expired or revoked; past it `POST /lease` answers 503.
+        public var leasesMax: Int = 100_000
+        /// The longest TTL a lease may ask for, in seconds.
+        public var ttlMaxS: Int = 604_800
+
+        public init() {}
+    }
+
     /// How the cluster's processes prove themselves to each other (see ARCHITECTURE.md, Link authentication).
     public struct Security: Equatable, Sendable {
         /// The file holding the cluster key (hex, mode 0600); nil: the cluster links are not authenticated.
@@ -172,6 +182,7 @@ public struct ClusterConfig: Equatable, Sendable {
     public var storage = Storage()
     public var security = Security()
     public var watch = Watch()
+    public var leases = Leases()
     /// `replicas[].listen` by replica id: where a replica binds, when not on loopback at its `port`.
     public var replicaListen: [String: Endpoint] = [:]
 

@@ -9,7 +9,7 @@ struct ClusterConfigLoader {
 
     mutating func load(_ root: YAMLNode, path: String) throws -> ClusterConfig {
         let top = try Fields(root, path: "cluster.yaml", loader: self, known: ["master", "replicas", "timeouts", "limits", "storage",
-                                                                                    "security", "watch"])
+                                                                                    "security", "watch", "leases"])
         let master = try loadMaster(try top.require("master"))
         guard case .sequence(let items, let listMark) = try top.require("replicas") else {
             throw error(top.node("replicas")!.mark, "replicas must be a list of replicas")
@@ -81,6 +81,12 @@ struct ClusterConfigLoader {
             watch.heartbeatMs = try fields.int("heartbeat_ms", in: 100...3_600_000) ?? watch.heartbeatMs
             watch.watchersMax = try fields.int("watchers_max", in: 0...1_000_000) ?? watch.watchersMax
         }
+        var leases = ClusterConfig.Leases()
+        if let node = top.node("leases") {
+            let fields = try Fields(node, path: "leases", loader: self, known: ["leases_max", "ttl_max_s"])
+            leases.leasesMax = try fields.int("leases_max", in: 0...10_000_000) ?? leases.leasesMax
+            leases.ttlMaxS = try fields.int("ttl_max_s", in: 1...31_536_000) ?? leases.ttlMaxS
+        }
         var security = ClusterConfig.Security()
         if let node = top.node("security") {
             let fields = try Fields(node, path: "security", loader: self, known: ["cluster_key_file", "tokens_file", "tls"])
@@ -102,7 +108,7 @@ struct ClusterConfigLoader {
             }
         }
         return ClusterConfig(path: path, master: master, replicas: replicas, timeouts: timeouts, limits: limits,
-                             storage: storage, security: security, watch: watch, replicaListen: listens)
+                             storage: storage, security: security, watch: watch, leases: leases, replicaListen: listens)
     }
 
     private func loadMaster(_ node: YAMLNode) throws -> ClusterConfig.Master {

@@ -42,6 +42,8 @@ public struct AccessToken: Equatable, Sendable {
         /// Listing keys with this prefix (allowed when every key it can show is).
         case list(prefix: [UInt8])
         case status
+        /// Granting, keeping alive or revoking a lease (a revoke also needs `write` of every key attached).
+        case lease
         /// `/admin/*`, `/status?verify=1`.
         case admin
     }
@@ -51,7 +53,8 @@ public struct AccessToken: Equatable, Sendable {
         case (.admin, _): return true
         case (_, .admin): return false
         case (_, .status): return true
-        case (.readOnly, .write): return false
+        case (.readOnly, .write), (.readOnly, .lease): return false
+        case (.readWrite, .lease): return true
         case (_, .read(let key)), (.readWrite, .write(let key)): return covers(key)
         case (_, .list(let prefix)): return covers(prefix)
         }

@@ -8,7 +8,7 @@ extension TransactionManager.Running {
         let seq = coordinator.seq
         guard let txn = coordinator.agreedTxn else {
             return intent.writes.map { op in
-                Self.change(op, seq: seq, created: coordinator.agreedCreated ?? (op.isPut ? seq : 0))
+                change(op, seq: seq, created: coordinator.agreedCreated ?? (op.isPut ? seq : 0))
             }
         }
         let writes = txn.succeeded ? intent.writes : intent.failureWrites
@@ -18,17 +18,19 @@ extension TransactionManager.Running {
             let created = position < txn.writeCreated.count ? txn.writeCreated[position] : (op.isPut ? seq : 0)
             // A del of a key that is absent writes nothing, so it is no change.
             if !op.isPut && created == 0 { continue }
-            changes.append(Self.change(op, seq: seq, created: created))
+            changes.append(change(op, seq: seq, created: created))
         }
         return changes
     }
 
-    private static func change(_ op: WriteOp, seq: UInt64, created: UInt64) -> ChangeHistory.Change {
+    private func change(_ op: WriteOp, seq: UInt64, created: UInt64) -> ChangeHistory.Change {
         switch op {
         case .put(let key, let value):
-            return ChangeHistory.Change(index: 0, kind: .put, key: key, value: value, version: seq, created: created)
+            return ChangeHistory.Change(index: 0, kind: .put, key: key, value: value, version: seq, created: created,
+                                        lease: intent.lease)
         case .delete(let key):
-            return ChangeHistory.Change(index: 0, kind: .delete, key: key, version: seq, created: created)
+            let kind: ChangeHistory.Change.Kind = intent.expiry && !LeaseKeys.isReserved(key) ? .expire : .delete
+            return ChangeHistory.Change(index: 0, kind: kind, key: key, version: seq, created: created)
         }
     }
 }

@@ -73,10 +73,17 @@ public struct TransactionManager {
         public var prepare: WireRequest
         public var writes: [WriteOp]
         public var failureWrites: [WriteOp]
-        public init(prepare: WireRequest, writes: [WriteOp], failureWrites: [WriteOp] = []) {
+        /// The lease its puts attach keys to (0: none), as watchers see it.
+        public var lease: UInt64
+        /// A lease's expiry: watchers see its deletes as `expire`.
+        public var expiry: Bool
+        public init(prepare: WireRequest, writes: [WriteOp], failureWrites: [WriteOp] = [], lease: UInt64 = 0,
+                    expiry: Bool = false) {
             self.prepare = prepare
             self.writes = writes
             self.failureWrites = failureWrites
+            self.lease = lease
+            self.expiry = expiry
         }
 
         /// A single put or delete.

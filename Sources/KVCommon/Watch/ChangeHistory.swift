@@ -43,10 +43,12 @@ public struct ChangeHistory: Sendable {
         case key([UInt8])
         case prefix([UInt8])
 
+        /// Whether a change of `key` is in scope. Leases' own keys (`LeaseKeys`) never are: clients cannot name
+        /// them, and an empty prefix must not show them.
         public func contains(_ key: [UInt8]) -> Bool {
             switch self {
             case .key(let wanted): return key == wanted
-            case .prefix(let prefix): return key.starts(with: prefix)
+            case .prefix(let prefix): return key.starts(with: prefix) && !LeaseKeys.isReserved(key)
             }
         }
     }

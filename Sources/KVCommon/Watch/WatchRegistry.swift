@@ -69,7 +69,8 @@ public struct WatchRegistry<ID: Hashable & Sendable>: Sendable {
     /// The waiters the changed `keys` wake: each blocking query once (it is removed), each stream every time.
     public mutating func changed(_ keys: [[UInt8]]) -> (queries: [ID], streams: [ID]) {
         var woken = Set<ID>()
-        for key in keys {
+        // Leases' own keys wake nobody (see `ChangeHistory.Scope.contains`).
+        for key in keys where !LeaseKeys.isReserved(key) {
             if let ids = byKey[key] { woken.formUnion(ids) }
             for length in prefixLengths.keys where length <= key.count {
                 if let ids = byPrefix[Array(key[..<length])] { woken.formUnion(ids) }
