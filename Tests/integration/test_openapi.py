@@ -11,6 +11,8 @@ import yaml
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 
+from kvcluster import wait_until
+
 SPEC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "openapi.yaml")
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
@@ -61,6 +63,8 @@ def test_spec_is_valid_openapi(spec):
         ("/kv/{key}", "get"), ("/kv/{key}", "put"), ("/kv/{key}", "delete"),
         ("/kv", "get"), ("/kv", "post"), ("/txn", "post"),
         ("/status", "get"), ("/ping", "get"), ("/admin/reload", "post"), ("/watch", "get"),
+        ("/lease", "post"), ("/lease", "get"), ("/lease/{id}", "get"), ("/lease/{id}", "delete"),
+        ("/lease/{id}/keepalive", "post"),
     }
 
 
@@ -182,6 +186,26 @@ def test_every_operation_answers_as_documented(cluster, spec):
     api.call("GET", "/kv/{key}", "/kv/lock?index=1&wait=later", expect=400)
     api.call("GET", "/watch", "/watch", expect=400)
     api.call("GET", "/watch", "/watch?prefix=&from=999999", expect=400)
+
+    # Leases: grant, attach, inspect, keep alive, list, revoke, and their refusals
+    wait_until(lambda: cluster.http("GET", "/status")[1]["leases"]["loaded"], 30, "the leases to be loaded")
+    _, body = api.call("POST", "/lease", "/lease", body=b'{"ttl_s":30}', expect=200)
+    lease = body["id"]
+    api.call("POST", "/lease", "/lease", body=b'{"ttl_s":0}', expect=400)
+    api.call("POST", "/lease", "/lease", body=json.dumps({"ttl_s": 5, "id": lease}).encode(), expect=409)
+    api.call("PUT", "/kv/{key}", f"/kv/leased?lease={lease}", body=b"v", expect=200)
+    api.call("PUT", "/kv/{key}", "/kv/leased?lease=12345", body=b"v", expect=404)
+    _, body = api.call("GET", "/lease/{id}", f"/lease/{lease}", expect=200)
+    assert body["keys"] == [{"key": "leased"}]
+    api.call("GET", "/lease/{id}", "/lease/12345", expect=404)
+    api.call("GET", "/lease/{id}", "/lease/x", expect=400)
+    api.call("POST", "/lease/{id}/keepalive", f"/lease/{lease}/keepalive", expect=200)
+    api.call("POST", "/lease/{id}/keepalive", "/lease/12345/keepalive", expect=404)
+    _, body = api.call("GET", "/lease", "/lease", expect=200)
+    assert [x["id"] for x in body["leases"]] == [lease]
+    _, body = api.call("DELETE", "/lease/{id}", f"/lease/{lease}", expect=200)
+    assert body["keys_deleted"] == 1
+    api.call("DELETE", "/lease/{id}", f"/lease/{lease}", expect=404)
 
     # GET /status (+ verify), GET /ping
     _, body = api.call("GET", "/status", "/status", expect=200)

@@ -132,3 +132,25 @@ def test_a_broken_tokens_file_stops_the_start_and_a_reload_keeps_the_old_tokens(
     tokened.stop_master()
     with pytest.raises(RuntimeError, match="tokens"):
         tokened.start_master()
+
+
+def test_leases_need_a_writer_and_a_revoke_needs_every_attached_key(tokened):
+    from kvcluster import wait_until
+    wait_until(lambda: tokened.http("GET", "/status")[1]["leases"]["loaded"], 30, "the leases to be loaded")
+    status, body = call(tokened, "POST", "/lease", tokened.reader, body=b'{"ttl_s":30}')
+    assert status == 403 and "leases" in body["message"], body
+    status, body = call(tokened, "POST", "/lease", tokened.writer, body=b'{"ttl_s":30}')
+    assert status == 200, body
+    lease = body["id"]
+    assert call(tokened, "PUT", f"/kv/app/a?lease={lease}", tokened.writer, body=b"1")[0] == 200
+    assert call(tokened, "PUT", f"/kv/other/b?lease={lease}", tokened.writer, body=b"2")[0] == 403
+    # The admin attaches a key outside the writer's prefixes: the writer may no longer revoke the lease.
+    assert tokened.http("PUT", f"/kv/other/b?lease={lease}", body=b"2")[0] == 200
+    status, info = call(tokened, "GET", f"/lease/{lease}", tokened.app_reader)
+    assert status == 200 and [k["key"] for k in info["keys"]] == ["app/a"], "only the keys the token may read"
+    assert call(tokened, "POST", f"/lease/{lease}/keepalive", tokened.writer)[0] == 200
+    status, body = call(tokened, "DELETE", f"/lease/{lease}", tokened.writer)
+    assert status == 403 and "other/b" in body["message"], body
+    assert call(tokened, "DELETE", f"/lease/{lease}", tokened.reader)[0] == 403
+    status, body = tokened.http("DELETE", f"/lease/{lease}")
+    assert status == 200 and body["keys_deleted"] == 2, body
