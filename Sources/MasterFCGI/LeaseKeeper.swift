@@ -89,13 +89,15 @@ final class LeaseKeeper: @unchecked Sendable {
 
     private func expireDue() {
         let now = LeaseBook.nowMs
+        var room = Self.inFlightMax - inFlight.load(ordering: .relaxed)
         let ready = again.withLock { list -> [(id: UInt64, attempt: Int, atMs: Int64)] in
-            let ready = list.filter { $0.atMs <= now }
-            list.removeAll { $0.atMs <= now }
+            let ready = Array(list.lazy.filter { $0.atMs <= now }.prefix(max(0, room)))
+            let taken = Set(ready.map(\.id))
+            list.removeAll { taken.contains($0.id) }
             return ready
         }
         for item in ready { startExpiry(item.id, attempt: item.attempt) }
-        let room = Self.inFlightMax - inFlight.load(ordering: .relaxed)
+        room -= ready.count
         guard room > 0 else { return }
         for id in book.withTable({ $0.takeExpired(nowMs: now, limit: room) }) { startExpiry(id, attempt: 0) }
     }
