@@ -61,6 +61,7 @@ final class LeaseKeeper: @unchecked Sendable {
 
     /// Lists the reserved keys and loads the table, all while writes are paused.
     private func load(quiet: Bool) -> Bool {
+        defer { reads.closeThreadConnections() }
         let limit = node.view.config.limits.listLimitMax
         let loaded = node.whilePaused(timeoutMs: 5000) { () -> Int? in
             var entries: [(key: [UInt8], value: [UInt8], version: UInt64)] = []
@@ -172,6 +173,7 @@ final class LeaseKeeper: @unchecked Sendable {
     /// After a failed compare: re-reads the lease's keys and marks those written since their attachment as
     /// stale (a table loaded at start knows the markers' versions, not the keys').
     private func refresh(_ id: UInt64) {
+        defer { reads.closeThreadConnections() }
         guard let lease = book.withTable({ $0.leases[id] }) else { return }
         for (key, version) in lease.keys {
             guard case .answered(let reply) = reads.read(.get(key), in: node.view) else { continue }

@@ -44,6 +44,13 @@ final class ReplicaReads: Sendable {
         return .unavailable(reasons: reasons)
     }
 
+    /// Closes the calling thread's read connections. A thread that reads only now and then (the lease keeper's)
+    /// calls it after its reads: its connections are pruned only at its next read, so one kept open would outlive
+    /// a reload that removes its replica.
+    func closeThreadConnections() {
+        Self.threadConnections.currentValue?.byAddress = [:]
+    }
+
     /// `request` on this worker thread's own blocking connection to the replica of `link`.
     private func direct(_ link: ReplicaLink, _ request: WireRequest, view: MasterView) -> Swift.Result<WireReply, LinkFailure> {
         let replica = link.replica
