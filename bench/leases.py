@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 import kvcluster  # noqa: E402
+from watch import Watcher  # noqa: E402
 
 
 def percentile(values, p):
@@ -41,39 +42,14 @@ async def request(port, method, path, body=b""):
         writer.close()
 
 
-async def expiries(port, prefix, wanted, deadline, arrivals):
-    """Reads the prefix's stream until `wanted` expire events or the deadline; arrival time per key."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /watch?prefix={prefix} HTTP/1.0\r\nHost: bench\r\n\r\n".encode())
-    await writer.drain()
-    event = data = None
-    try:
-        while len(arrivals) < wanted and time.monotonic() < deadline:
-            try:
-                line = await asyncio.wait_for(reader.readline(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                return
-            if not line:
-                return
-            text = line.decode(errors="replace").rstrip("\r\n")
-            if text.startswith("event: "):
-                event = text[7:]
-            elif text.startswith("data: "):
-                data = text[6:]
-            elif text == "" and event:
-                if event == "expire":
-                    arrivals[json.loads(data)["key"]] = time.monotonic()
-                event = data = None
-    finally:
-        writer.close()
-
-
 async def run(cluster, leases, ttl, load, clients=32):
     port = cluster.http_port
     granted = {}  # key -> monotonic time of the grant's answer
-    arrivals = {}
-    watch = asyncio.create_task(expiries(port, "lb/", leases, time.monotonic() + 600, arrivals))
-    await asyncio.sleep(0.5)  # the stream's request reaches the master before the first grant
+    stream = Watcher(port, "/watch?prefix=lb/")
+    await stream.open()
+    await stream.expect_ok()
+    await stream.read_events(until_ready=True, deadline=time.monotonic() + 30)
+    watch = asyncio.create_task(stream.read_events(deadline=time.monotonic() + 600, count=leases, kinds=("expire",)))
     next_index = iter(range(leases))
     started = time.monotonic()
 
@@ -100,6 +76,8 @@ async def run(cluster, leases, ttl, load, clients=32):
             written += 1
             await asyncio.sleep(8 / load)
     await asyncio.gather(*(loader(k) for k in range(8)), watch)
+    stream.close()
+    arrivals = {data["key"]: at for at, data in stream.events}
     late = [(arrivals[key] - (at + ttl)) * 1000 for key, at in granted.items() if key in arrivals]
     return {"leases": leases, "ttl": ttl, "grant_s": grant_s, "expired": len(late), "load_writes": written,
             "load_s": stop_at - (min(granted.values()) + ttl), "p50": percentile(late, 50),

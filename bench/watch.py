@@ -82,9 +82,9 @@ class Watcher:
         while (await self.reader.readline()) not in (b"\r\n", b""):
             pass
 
-    async def read_events(self, until_ready=False, deadline=None, count=None):
-        """Reads SSE events until the deadline, the stream's end, `count` changes in all, or with `until_ready`
-        the `ready` event."""
+    async def read_events(self, until_ready=False, deadline=None, count=None, kinds=("put", "delete")):
+        """Reads SSE events until the deadline, the stream's end, `count` changes (of `kinds`) in all, or with
+        `until_ready` the `ready` event."""
         event, data = None, None
         while deadline is None or time.monotonic() < deadline:
             timeout = None if deadline is None else max(0.01, deadline - time.monotonic())
@@ -102,7 +102,7 @@ class Watcher:
             elif text == "" and event:
                 if event == "ready" and until_ready:
                     return
-                if event in ("put", "delete"):
+                if event in kinds:
                     self.events.append((time.monotonic(), json.loads(data)))
                     if count is not None and len(self.events) >= count:
                         return

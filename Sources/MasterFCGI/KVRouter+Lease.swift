@@ -87,14 +87,20 @@ extension KVRouter {
         let (loaded, lease) = node.leases.withTable { ($0.loaded, $0.keepAlive(id, nowMs: now)) }
         guard loaded else { return notLoaded }
         guard let lease else { return leaseNotFound(id) }
+        var writer = leaseHead(lease, "lease \(id) kept alive: \(lease.ttlS) s from now")
+        return HTTPResponse(status: 200, body: writer.finish())
+    }
+
+    /// A lease answer's fields up to its id and TTL; the caller adds the rest.
+    private func leaseHead(_ lease: LeaseTable.Lease, _ message: String) -> JSONWriter {
         var writer = JSONWriter()
         writer.field("status", true)
-        writer.field("message", "lease \(id) kept alive: \(lease.ttlS) s from now")
+        writer.field("message", message)
         writer.field("seq", nil)
         writer.field("server", serverID)
-        writer.field("id", id)
+        writer.field("id", lease.id)
         writer.field("ttl_s", lease.ttlS)
-        return HTTPResponse(status: 200, body: writer.finish())
+        return writer
     }
 
     private func leaseInfo(_ id: UInt64) -> HTTPResponse {
@@ -105,13 +111,7 @@ extension KVRouter {
         // Only the keys the caller may read are named.
         let keys = lease.keys.keys.filter { caller?.allows(.read(key: $0)) ?? true }
             .sorted { $0.lexicographicallyPrecedes($1) }
-        var writer = JSONWriter()
-        writer.field("status", true)
-        writer.field("message", "lease \(id): \(lease.keys.count) key(s), expires in \(lease.deadlineMs - now) ms")
-        writer.field("seq", nil)
-        writer.field("server", serverID)
-        writer.field("id", id)
-        writer.field("ttl_s", lease.ttlS)
+        var writer = leaseHead(lease, "lease \(id): \(lease.keys.count) key(s), expires in \(lease.deadlineMs - now) ms")
         writer.field("remaining_ms", UInt64(max(0, lease.deadlineMs - now)))
         writer.field("keys", rawJSON: JSONWriter.array(keys.map { key in
             var inner = JSONWriter()
