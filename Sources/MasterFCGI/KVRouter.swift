@@ -105,9 +105,7 @@ struct KVRouter {
 
     func checkKey(_ key: [UInt8]) -> HTTPResponse? {
         if key.isEmpty { return json(400, false, "the key must not be empty", seq: nil) }
-        if LeaseKeys.isReserved(key) {
-            return json(400, false, "keys starting with \\xFFkv/ are reserved (they hold the leases)", seq: nil)
-        }
+        if let reserved = checkPrefix(key) { return reserved }
         if key.count > limits.keyBytesMax {
             return json(413, false, "key is \(key.count) bytes; the limit is \(limits.keyBytesMax) (limits.key_bytes_max)",
                         seq: nil)
@@ -115,7 +113,7 @@ struct KVRouter {
         return nil
     }
 
-    /// A prefix inside the leases' reserved keys names nothing a client may see.
+    /// A key or prefix inside the leases' reserved keys names nothing a client may see.
     func checkPrefix(_ prefix: [UInt8]) -> HTTPResponse? {
         guard LeaseKeys.isReserved(prefix) else { return nil }
         return json(400, false, "keys starting with \\xFFkv/ are reserved (they hold the leases)", seq: nil)

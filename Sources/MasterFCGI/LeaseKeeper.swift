@@ -75,8 +75,10 @@ final class LeaseKeeper: @unchecked Sendable {
                 guard !page.done, let last = page.entries.last else { break }
                 after = last.key
             }
-            book.withTable { $0.load(entries, nowMs: LeaseBook.nowMs) }
-            return book.withTable { $0.leases.count }
+            return book.withTable { table in
+                table.load(entries, nowMs: LeaseBook.nowMs)
+                return table.leases.count
+            }
         }
         guard let count = loaded ?? nil else {
             if !quiet { logger.notice("leases not loaded yet (no replica could list them, or writes did not pause); retrying") }
@@ -133,7 +135,9 @@ final class LeaseKeeper: @unchecked Sendable {
     func revoke(_ id: UInt64) -> Removal {
         guard book.withTable({ $0.beginRevoke(id, nowMs: LeaseBook.nowMs) }) != nil else { return .notFound }
         var compareFailures = 0
-        for _ in 0..<Self.attemptsMax * 10 where compareFailures < Self.attemptsMax {
+        var attempts = 0
+        while compareFailures < Self.attemptsMax, attempts < Self.attemptsMax * 10 {
+            attempts += 1
             if compareFailures > 0 { refresh(id) }
             guard let lease = book.withTable({ $0.leases[id] }) else { return .notFound }
             let answer = node.write(WriteRequest.txn(LeaseTable.removal(of: lease)).intent)

@@ -56,8 +56,7 @@ public struct LeaseTable: Sendable {
         owner = [:]
         for entry in entries {
             guard case .record(let id) = LeaseKeys.parse(entry.key) else { continue }
-            let ttl = LeaseKeys.number(entry.value) ?? 1
-            leases[id] = Lease(id: id, ttlS: ttl, deadlineMs: nowMs + Int64(ttl) * 1000, version: entry.version)
+            leases[id] = Self.lease(id, record: entry.value, version: entry.version, nowMs: nowMs)
         }
         for entry in entries {
             guard case .marker(let key) = LeaseKeys.parse(entry.key), let id = LeaseKeys.number(entry.value),
@@ -97,9 +96,14 @@ public struct LeaseTable: Sendable {
         if leases[id] != nil {
             leases[id]!.version = change.version
         } else {
-            let ttl = LeaseKeys.number(change.value) ?? 1
-            leases[id] = Lease(id: id, ttlS: ttl, deadlineMs: nowMs + Int64(ttl) * 1000, version: change.version)
+            leases[id] = Self.lease(id, record: change.value, version: change.version, nowMs: nowMs)
         }
+    }
+
+    /// A lease read from its record (its TTL in seconds), with the full TTL from `nowMs`.
+    private static func lease(_ id: UInt64, record: [UInt8], version: UInt64, nowMs: Int64) -> Lease {
+        let ttl = LeaseKeys.number(record) ?? 1
+        return Lease(id: id, ttlS: ttl, deadlineMs: nowMs + Int64(ttl) * 1000, version: version)
     }
 
     private mutating func applyMarker(_ key: [UInt8], _ change: ChangeHistory.Change) {
@@ -190,11 +194,6 @@ public struct LeaseTable: Sendable {
 
     /// Whether any marker is known (a client key's change can then concern a lease).
     public var hasAttachments: Bool { !owner.isEmpty }
-
-    /// The earliest deadline of a lease not being removed (nil: none).
-    public var nextDeadlineMs: Int64? {
-        leases.values.lazy.filter { !$0.removing }.map(\.deadlineMs).min()
-    }
 
     // MARK: - The transactions
 
