@@ -21,7 +21,7 @@ for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
         --mode=*) mode="${arg#--mode=}" ;;
-        -h|--help) exec python3 bench/compare.py --help ;;
+        -h|--help) exec /usr/bin/python3 bench/compare.py --help ;;
     esac
 done
 prev=""
@@ -54,12 +54,11 @@ if [ ${#need[@]} -gt 0 ]; then
     # benchmark does not use it (its etcd nodes run on free ports) and leaves it alone.
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# The python3 on PATH may not be Debian's (pyenv); make sure it has PyYAML (kvcluster.py needs it).
-python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
 if [ "$mode" = growth ] || [ "$mode" = all ]; then
     # Optional: the PNG plot of the growth curves. Without matplotlib the tables are still written.
-    python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib \
-        || echo "bench: matplotlib not available; growth results without a PNG plot"
+    /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || { SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-matplotlib \
+            >/dev/null 2>&1; } || echo "bench: matplotlib not available; growth results without a PNG plot"
 fi
 
 if [ -z "${KV_BIN_DIR:-}" ]; then
@@ -77,4 +76,5 @@ for bin in kv-master kv-replicad; do
 done
 
 export KV_BENCH_COMMAND="bench/run.sh $*"
-exec python3 bench/compare.py ${args[@]+"${args[@]}"}
+# Debian's python3 with its python3-yaml: the python3 first on PATH may be another (pyenv) without PyYAML.
+exec /usr/bin/python3 bench/compare.py ${args[@]+"${args[@]}"}

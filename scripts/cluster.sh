@@ -11,4 +11,7 @@ shift || true
 if [ "$command" = "start" ]; then
     scripts/setup.sh
 fi
-KV_BIN_DIR="$(swift build -c release --show-bin-path)" exec python3 scripts/kvcluster.py "$command" "$@"
+# setup.sh's virtualenv (Debian's python3 with PyYAML); stop/status before any start fall back to Debian's python3.
+py=.venv/bin/python
+[ -x "$py" ] || py=/usr/bin/python3
+KV_BIN_DIR="$(swift build -c release --show-bin-path)" exec "$py" scripts/kvcluster.py "$command" "$@"

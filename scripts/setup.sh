@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what kv needs on Debian 12 (system packages, Python test modules) and builds it.
-# Safe to run again: it installs only what is missing.
+# Installs what kv needs on Debian 12 (system packages; the Python test modules in .venv) and builds it.
+# Safe to run again: it installs only what is missing. systemd and util-linux give the systemd suite what it
+# boots in namespaces; under CI that suite may not skip (Tests/conftest.py --fail-on-skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libfcgi-dev libyaml-dev nginx-light openssl pkg-config python3-yaml python3-pytest wrk; do
+for pkg in libfcgi-dev libyaml-dev nginx-light openssl pkg-config python3 python3-venv python3-yaml systemd \
+    util-linux wrk; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -15,9 +17,17 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# The python3 on PATH may not be Debian's (pyenv); make sure it has the modules too.
-python3 -c 'import yaml, pytest' 2>/dev/null || python3 -m pip install -q pyyaml pytest
-python3 -c 'import openapi_spec_validator, jsonschema' 2>/dev/null || python3 -m pip install -q openapi-spec-validator
+# The test modules go into a virtualenv made with Debian's python3: Debian's own refuses `pip install` outside
+# one (PEP 668), and the python3 first on PATH may be anything (pyenv). Rebuilt when the requirements change.
+stamp=".venv/requirements.sha256"
+want="$(sha256sum Tests/requirements.txt | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: creating .venv (Tests/requirements.txt)"
+    rm -rf .venv
+    /usr/bin/python3 -m venv .venv
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r Tests/requirements.txt
+    echo "$want" > "$stamp"
+fi
 
 # The binaries the cluster and the integration tests run are release builds (unit tests build debug).
 echo "setup: building release binaries (swift build -c release)"
