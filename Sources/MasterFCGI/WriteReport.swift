@@ -46,6 +46,9 @@ struct WriteReport {
         case .unavailable:
             let names = failing.map(\.server).joined(separator: ", ")
             return "\(what) aborted (seq \(seq)): replica \(names) unavailable (\(detail)); nothing was written, retrying is safe"
+        case .conflict where culprit?.code == .superseded:
+            return "\(what) aborted (seq \(seq)): a later write to the key committed first (\(detail)); "
+                + "nothing was written, retrying is safe"
         case .conflict:
             return "\(what) aborted (seq \(seq)): a concurrent transaction holds the key (\(detail)); "
                 + "nothing was written, retrying is safe"

@@ -49,6 +49,35 @@ final class ParticipantTests: XCTestCase {
         XCTAssertNil(participant.store[key], "a prepared value is not visible before commit")
     }
 
+    /// A key's version is the seq that last wrote it, so it must only grow in commit order: a prepare that reaches
+    /// a replica after a higher seq already committed on its key (a delayed or reordered message, a master that
+    /// lost its log) is refused; voting yes would let its commit take the version back, and an If-Match on the
+    /// older version match again. A txn whose branch writes such a key is refused the same way.
+    func testPrepareWithSeqBelowTheKeysVersionIsRefusedSoVersionsNeverGoBack() {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 10, .put(key: key, value: [1]))
+        XCTAssertEqual(send(.put(8, key, [2]), to: &participant), [reply(nextID, false, .superseded, seq: 8)])
+        XCTAssertEqual(send(.del(9, key), to: &participant), [reply(nextID, false, .superseded, seq: 9)])
+        let spec = TxnSpec(compare: [], success: [.put(key: other, value: [3]), .put(key: key, value: [4])], failure: [])
+        XCTAssertEqual(send(WireRequest(seq: 7, command: .txn, value: spec.wireJSON()), to: &participant),
+                       [reply(nextID, false, .superseded, seq: 7)])
+        XCTAssertNil(participant.lockHolder(of: key))
+        XCTAssertNil(participant.lockHolder(of: other), "a refused txn locks none of its keys")
+        XCTAssertEqual(participant.store[key]?.version, 10)
+        XCTAssertEqual(participant.store[key]?.value, [1])
+        // Refused is aborted: a late com for the refused seq cannot apply it.
+        XCTAssertEqual(send(.abrt(8), to: &participant), [reply(nextID, true, .ok, seq: 8)])
+        // A txn that only reads the key at a lower seq changes no version and still prepares.
+        let read = TxnSpec(compare: [], success: [.get(key: key), .put(key: other, value: [5])], failure: [])
+        guard case .reply(_, let vote) = send(WireRequest(seq: 6, command: .txn, value: read.wireJSON()),
+                                              to: &participant).last else { return XCTFail("no vote") }
+        XCTAssertTrue(vote.status)
+        // A higher seq writes as ever.
+        _ = send(.abrt(6), to: &participant)
+        committed(&participant, seq: 11, .put(key: key, value: [6]))
+        XCTAssertEqual(participant.store[key]?.version, 11)
+    }
+
     func testPrepareOnLockedKeyVotesConflictWithoutPersisting() {
         var participant = Participant(server: "r1")
         _ = send(.put(1, key, Array("a".utf8)), to: &participant)

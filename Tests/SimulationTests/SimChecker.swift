@@ -12,6 +12,7 @@ import KVCommon
 /// - commit-record: a replica commits a seq only if a master's COMMIT record for it is durable;
 /// - client-commit: a client is told "committed" only with a durable COMMIT;
 /// - reply-durability: a yes vote or a commit ack leaves a replica only once the record behind it is durable;
+/// - versions: a put commits only above the version of the key it overwrites (versions grow in commit order);
 /// - replay: whenever a replica's log is fully synced, replaying it reproduces the live state;
 /// - linearizable reads: a read returns a committed version, and never one older than a write acknowledged
 ///   before the read began;
@@ -158,7 +159,12 @@ final class SimChecker {
         announce(seq, committed: true, by: "master #\(master) COMMIT record")
         guard let op = operations[seq] else { return fail("commit-record", "COMMIT \(seq) for an unknown operation") }
         switch op {
-        case .put(let key, let value): history[key, default: []].append((seq, value, nil))
+        case .put(let key, let value):
+            // A put's seq is the key's new version: it must be above the version it replaces.
+            if let last = history[key]?.last, last.value != nil, last.seq >= seq {
+                fail("versions", "\(seq) committed on a key at version \(last.seq): its version would go back")
+            }
+            history[key, default: []].append((seq, value, nil))
         case .delete(let key): history[key, default: []].append((seq, nil, nil))
         }
     }

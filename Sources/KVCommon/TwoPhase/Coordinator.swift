@@ -301,7 +301,7 @@ public struct Coordinator {
 
     private static func failure(for code: ReplyCode) -> Failure {
         switch code {
-        case .conflict: return .conflict
+        case .conflict, .superseded: return .conflict
         case .notFound: return .notFound
         case .timeout, .busy, .notSynced, .unauthorized, .fenced: return .unavailable
         case .ok, .aborted, .badRequest, .unknownTransaction, .committed, .inDoubt: return .aborted

@@ -387,10 +387,22 @@ public struct Participant {
         return [.reply(id, reply(false, .conflict, "key is locked by transaction \(holder)", seq: seq))]
     }
 
+    /// Votes no because one of `writes` already holds a version at or above `seq`: committing would take its
+    /// version back (versions are the seqs that wrote them and must grow in commit order). The master's seqs reach
+    /// a replica in order on one connection, so this is a delayed or replayed prepare; nothing is written.
+    private mutating func superseded(_ seq: UInt64, _ writes: [WriteOp], id: RequestID) -> [Action]? {
+        guard let op = writes.first(where: { (store[$0.key]?.version ?? 0) >= seq }),
+              let version = store[op.key]?.version else { return nil }
+        decided.record(seq, .aborted)
+        return [.reply(id, reply(false, .superseded, "key already holds version \(version), written after transaction "
+            + "\(seq) began; nothing was written, retry", seq: seq))]
+    }
+
     private mutating func prepare(_ seq: UInt64, _ op: WriteOp, id: RequestID, nowMs: UInt64) -> [Action] {
         let record = ReplicaRecord.prepare(seq: seq, op: op, members: membership)
         if let answer = repeatedPrepare(seq, record, id: id) { return answer }
         if let answer = conflict(seq, op.key, id: id) { return answer }
+        if let answer = superseded(seq, [op], id: id) { return answer }
         if case .delete(let key) = op, store[key] == nil {
             decided.record(seq, .aborted)
             return [.reply(id, reply(false, .notFound, "key not found", seq: seq))]
@@ -441,6 +453,7 @@ public struct Participant {
         for key in keys {
             if let answer = conflict(seq, key, id: id) { return answer }
         }
+        if let answer = superseded(seq, writes, id: id) { return answer }
         for key in keys {
             precondition(locks[key] == nil, "a key is locked by at most one prepared transaction")
             locks[key] = seq

@@ -27,4 +27,7 @@ public enum ReplyCode: String, Sendable, CaseIterable {
     /// A master that another one took over from (an older seq epoch) may not run transactions here (`MasterFence`);
     /// `seq` carries the epoch in force.
     case fenced
+    /// A write's key holds a version at or above the transaction's seq (its prepare arrived after a later write
+    /// committed): voting yes would take the key's version back. Nothing was written; a retry (a new seq) is safe.
+    case superseded
 }
