@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -523,8 +524,7 @@ http {{
         was_running = self.is_running("master")
         if was_running:
             self.stop_master()
-        stats = [self.stat(rid) for rid in self.replica_ids]
-        epoch = max(max(s.get("fence_epoch", 0), s.get("max_seq", 0) // SEQS_PER_EPOCH) for s in stats) + 1
+        epoch = self._takeover_epoch()
         value = b"p" * value_bytes
         for rid in self.replica_ids:
             r = self.replica(rid)
@@ -539,6 +539,35 @@ http {{
                         lines += [b"%d;put;%s;%s" % (seq, key_format % i, value), b"%d;com;;" % seq]
                     replies = client.call(*lines)
                     assert all(r["status"] for r in replies), [r for r in replies if not r["status"]][:3]
+            finally:
+                client.close()
+        if was_running:
+            self.start_master()
+            self.wait_cluster_ready()
+
+
+    def _takeover_epoch(self):
+        """A seq epoch above every fence and seq the replicas hold: a master of it is obeyed by all of them."""
+        stats = [self.stat(rid) for rid in self.replica_ids]
+        return max(max(s.get("fence_epoch", 0), s.get("max_seq", 0) // SEQS_PER_EPOCH) for s in stats) + 1
+
+    def write_behind_the_master(self, lines_by_replica):
+        """Sends 2PC lines straight to single replicas, as a master of a new seq epoch, with the master stopped
+        (restarted after if it was running): for tests that plant a divergence no real write could make.
+        `lines_by_replica` maps a replica id to lines with `{seq:N}` standing for the epoch's N-th seq."""
+        was_running = self.is_running("master")
+        if was_running:
+            self.stop_master()
+        epoch = self._takeover_epoch()
+        for rid, lines in lines_by_replica.items():
+            r = self.replica(rid)
+            client = WireClient(r["host"], int(r["port"]), key=self.wire_key("master"), role="master",
+                                client_id="planted", expected_server=rid, epoch=epoch, tls=self.link_tls_context())
+            try:
+                encoded = [re.sub(r"\{seq:(\d+)\}", lambda m: str(epoch * SEQS_PER_EPOCH + int(m.group(1))), line)
+                           .encode() for line in lines]
+                replies = client.call(*encoded)
+                assert all(reply["status"] for reply in replies), (rid, replies)
             finally:
                 client.close()
         if was_running:

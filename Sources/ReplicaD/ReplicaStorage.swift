@@ -115,7 +115,10 @@ enum ReplicaStorage {
                 throw StorageError.corrupt(path: path, offset: offset, detail: "records after the snapshot trailer")
             }
             let record = try SnapshotRecord.decode(payload)
-            if case .trailer = record { sawTrailer = true }
+            switch record {
+            case .trailer, .trailerWithoutCreated: sawTrailer = true
+            default: break
+            }
             if case .entry = record { keys += 1 }
             try participant.restore(record, nowMs: nowMs)
         }

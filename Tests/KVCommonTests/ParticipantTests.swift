@@ -299,13 +299,15 @@ final class ParticipantTests: XCTestCase {
     /// The digest is kept incrementally with each entry's cached term; it must equal the sum computed afresh.
     private func assertDigestIsTheSumOfItsEntries(_ participant: Participant, file: StaticString = #filePath,
                                                   line: UInt = #line) {
-        var sum: UInt64 = 0
+        var sum: UInt64 = 0, withoutCreated: UInt64 = 0
         for (key, entry) in participant.store {
-            let term = ContentDigest.entryHash(key: key, value: entry.value, version: entry.version)
-            XCTAssertEqual(entry.digestTerm, term, "cached term of \(key)", file: file, line: line)
-            sum &+= term
+            let hash = ContentDigest.entryHash(key: key, value: entry.value, version: entry.version)
+            XCTAssertEqual(entry.digestTerm, hash, "cached hash of \(key)", file: file, line: line)
+            sum &+= ContentDigest.term(entryHash: hash, created: entry.created)
+            withoutCreated &+= hash
         }
         XCTAssertEqual(participant.digest, sum, file: file, line: line)
+        XCTAssertEqual(participant.digestWithoutCreated, withoutCreated, file: file, line: line)
     }
 
     func testStateTransferLoadsAndDropsKeepTheDigest() {
@@ -341,6 +343,47 @@ final class ParticipantTests: XCTestCase {
         var fourth = Participant(server: "r4")
         for (seq, key, value) in writes { committed(&fourth, seq: seq + 10, .put(key: key, value: value)) }
         XCTAssertNotEqual(fourth.digest, first.digest, "the version is part of the digest")
+    }
+
+    /// Two replicas that agree on every value and version but not on when a key was created differ: `created`
+    /// is answered to clients (and compared by txns), so the digest that verify and state transfer compare
+    /// must cover it.
+    func testCreatedIsPartOfTheDigest() {
+        var first = Participant(server: "r1")
+        var second = Participant(server: "r2")
+        first.setEntry(key, value: [1], version: 9, created: 3)
+        second.setEntry(key, value: [1], version: 9, created: 5)
+        XCTAssertNotEqual(first.digest, second.digest)
+        second.setEntry(key, value: [1], version: 9, created: 3)
+        XCTAssertEqual(first.digest, second.digest, "replacing an entry takes its old term out")
+    }
+
+    /// A snapshot written before `created` was in the digest ends with the old trailer (type 5): it still loads,
+    /// checked against the digest without `created`; a new snapshot's trailer carries the full one.
+    func testASnapshotWithTheTrailerOfAnEarlierVersionStillLoads() throws {
+        var participant = Participant(server: "r1")
+        committed(&participant, seq: 1, .put(key: key, value: [1]))
+        committed(&participant, seq: 2, .put(key: other, value: [2]))
+        var records: [SnapshotRecord] = []
+        participant.writeSnapshot(generation: 1) { records.append(SnapshotRecord.decodeRoundTrip($0)) }
+        guard case .trailer(let entries, let prepared, let decided, _) = records.removeLast() else {
+            return XCTFail("no trailer")
+        }
+        let withoutCreated = [key, other].reduce(UInt64(0)) { sum, name in
+            let entry = participant.store[name]!
+            return sum &+ ContentDigest.entryHash(key: name, value: entry.value, version: entry.version)
+        }
+        var legacy = SnapshotRecord.trailerWithoutCreated(entries: entries, prepared: prepared, decided: decided,
+                                                          digest: withoutCreated)
+        legacy = SnapshotRecord.decodeRoundTrip(legacy)
+        var restored = Participant(server: "r1")
+        for record in records + [legacy] { try restored.restore(record, nowMs: 0) }
+        XCTAssertEqual(restored.digest, participant.digest)
+        var damaged = Participant(server: "r1")
+        for record in records { try damaged.restore(record, nowMs: 0) }
+        XCTAssertThrowsError(try damaged.restore(.trailerWithoutCreated(entries: entries, prepared: prepared,
+                                                                        decided: decided, digest: withoutCreated &+ 1),
+                                                 nowMs: 0))
     }
 
     func testDigestReturnsToZeroWhenEverythingIsDeleted() {

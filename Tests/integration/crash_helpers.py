@@ -139,6 +139,11 @@ class Ledger:
         with self.lock:
             return list(self.ops)
 
+    def acked(self):
+        """How many writes so far were acknowledged (answered 200)."""
+        with self.lock:
+            return sum(1 for op in self.ops if op.outcome == ACK)
+
     def by_key(self):
         out = {}
         for op in self.snapshot():

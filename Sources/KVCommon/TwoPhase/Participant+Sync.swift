@@ -129,6 +129,7 @@ extension Participant {
             store = [:]
             keyIndex.removeAll()
             digest = 0
+            digestWithoutCreated = 0
             lastCommittedSeq = 0
             joined = false
             replayedJoin = false

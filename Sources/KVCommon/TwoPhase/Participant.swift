@@ -32,10 +32,12 @@ public struct Participant {
         public var version: UInt64
         /// Seq of the transaction that created this key.
         public var created: UInt64
-        /// This entry's term of the content digest (`ContentDigest.entryHash` of key, value and version), kept
-        /// so that replacing or deleting the entry does not hash the old value again (a byte at a time: the
-        /// largest cost of a replica's large writes). Set for entries in `store`; not part of equality.
+        /// `ContentDigest.entryHash` of key, value and version, kept so that replacing or deleting the entry
+        /// does not hash the old value again (a byte at a time: the largest cost of a replica's large writes);
+        /// its digest term adds `created` to it. Set for entries in `store`; not part of equality.
         var digestTerm: UInt64 = 0
+
+        var fullDigestTerm: UInt64 { ContentDigest.term(entryHash: digestTerm, created: created) }
 
         public static func == (lhs: Entry, rhs: Entry) -> Bool {
             lhs.value == rhs.value && lhs.version == rhs.version && lhs.created == rhs.created
@@ -82,6 +84,8 @@ public struct Participant {
     /// The keys of `store` in byte order, for listings; kept in step by `setEntry` and `removeEntry`.
     public internal(set) var keyIndex = SortedKeyIndex()
     public internal(set) var digest: UInt64 = 0
+    /// The digest as versions before 2026-12 computed it (no `created`): what their snapshots' trailers hold.
+    var digestWithoutCreated: UInt64 = 0
     public internal(set) var lastCommittedSeq: UInt64 = 0
     /// Holds the committed state of the cluster and takes part in transactions and reads.
     public internal(set) var joined = true
@@ -208,11 +212,18 @@ public struct Participant {
             decided.record(seq, committed ? .committed : .aborted)
         case .committed(let seq, let fingerprint):
             decided.record(seq, .committed, fingerprint: fingerprint)
-        case .trailer(let entries, let preparedCount, _, let expectedDigest):
-            guard entries == UInt64(store.count), preparedCount == UInt64(prepared.count), expectedDigest == digest else {
-                throw KVError.recordMalformed("snapshot trailer does not match its content "
-                    + "(\(store.count) keys, digest \(String(digest, radix: 16)) vs \(entries), \(String(expectedDigest, radix: 16)))")
-            }
+        case .trailer(let entries, let preparedCount, _, let expected):
+            try checkTrailer(entries: entries, prepared: preparedCount, digest: expected, against: digest)
+        case .trailerWithoutCreated(let entries, let preparedCount, _, let expected):
+            try checkTrailer(entries: entries, prepared: preparedCount, digest: expected, against: digestWithoutCreated)
+        }
+    }
+
+    private func checkTrailer(entries: UInt64, prepared preparedCount: UInt64, digest expected: UInt64,
+                              against actual: UInt64) throws {
+        guard entries == UInt64(store.count), preparedCount == UInt64(prepared.count), expected == actual else {
+            throw KVError.recordMalformed("snapshot trailer does not match its content (\(store.count) keys, digest "
+                + "\(String(actual, radix: 16)) vs \(entries), \(String(expected, radix: 16)))")
         }
     }
 
@@ -568,20 +579,23 @@ public struct Participant {
     /// Sets `key` to a new entry and keeps `digest` in step: the replaced entry's term out, the new one's in.
     /// Every write to `store` goes through here or `removeEntry`, so each entry's cached term is right.
     mutating func setEntry(_ key: [UInt8], value: [UInt8], version: UInt64, created: UInt64) {
-        let term = ContentDigest.entryHash(key: key, value: value, version: version)
-        if let old = store.updateValue(Entry(value: value, version: version, created: created, digestTerm: term),
-                                       forKey: key) {
-            digest &-= old.digestTerm
+        let hash = ContentDigest.entryHash(key: key, value: value, version: version)
+        let entry = Entry(value: value, version: version, created: created, digestTerm: hash)
+        if let old = store.updateValue(entry, forKey: key) {
+            digest &-= old.fullDigestTerm
+            digestWithoutCreated &-= old.digestTerm
         } else {
             keyIndex.insert(key)
         }
-        digest &+= term
+        digest &+= entry.fullDigestTerm
+        digestWithoutCreated &+= hash
     }
 
     /// Removes `key`, taking its term out of `digest`.
     mutating func removeEntry(_ key: [UInt8]) {
         if let old = store.removeValue(forKey: key) {
-            digest &-= old.digestTerm
+            digest &-= old.fullDigestTerm
+            digestWithoutCreated &-= old.digestTerm
             keyIndex.remove(key)
         }
     }
