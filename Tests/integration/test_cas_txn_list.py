@@ -5,6 +5,7 @@ import threading
 import time
 
 from helpers import assert_kv_json, run_threads
+from kvcluster import wait_until
 
 
 def get(cluster, key):
@@ -147,31 +148,60 @@ def test_txn_limits_and_errors(cluster):
 
 
 def test_listing_pages_in_order_while_writes_go_on(cluster):
+    """Pages of a prefix while a writer rewrites keys inside it (and outside): every listed value was written,
+    none is older than a write to its key acknowledged before the page was asked for (a listing waits for a
+    key's undecided write rather than skip it or show what it replaces), and the keys are exactly the prefix's."""
     expected = sorted(f"list/{i:04d}" for i in range(250))
     for key in expected:
         assert cluster.http("PUT", "/kv/" + key.replace("/", "%2F"), body=key.encode())[0] == 200
+    churned = expected[::10]
+    lock = threading.Lock()
+    written = {key: [key] for key in churned}  # per key, every value in the order written (one writer)
+    acked = {key: (0, 0.0) for key in churned}  # per key, (index into written, when acknowledged)
     stop = threading.Event()
 
     def churn():
         n = 0
         while not stop.is_set() and n < 2000:
+            key = churned[n % len(churned)]
+            value = f"{key}#{n}"
+            with lock:
+                written[key].append(value)
+            if cluster.http("PUT", "/kv/" + key.replace("/", "%2F"), body=value.encode())[0] == 200:
+                with lock:
+                    acked[key] = (len(written[key]) - 1, time.monotonic())
             cluster.http("PUT", f"/kv/other{n % 50}", body=b"x")
             cluster.http("PUT", f"/kv/list%2Fextra{n % 5}", body=b"y")
             n += 1
     writer = threading.Thread(target=churn, daemon=True)
     writer.start()
     try:
-        got, after, pages = [], "", 0
+        # Every churned key rewritten once before the first page: then each must be listed with a rewrite.
+        wait_until(lambda: all(index > 0 for index, _ in dict(acked).values()), 30, "a rewrite of every churned key")
+        got, after, pages, rewritten_seen = [], "", 0, 0
         while True:
+            with lock:
+                floor = {key: index for key, (index, _) in acked.items()}
             status, body = cluster.http("GET", f"/kv?prefix=list/0&limit=40&after={after}")
             assert status == 200, body
             pages += 1
             got += [kv["key"] for kv in body["kvs"]]
-            assert all(kv["value"] == kv["key"] for kv in body["kvs"])
+            for kv in body["kvs"]:
+                key, value = kv["key"], kv["value"]
+                if key not in written:
+                    assert value == key, kv
+                    continue
+                with lock:
+                    history = list(written[key])
+                assert value in history, f"{key} listed with {value!r}, never written"
+                assert history.index(value) >= floor[key], (f"{key} listed with {value!r}, older than "
+                                                            f"{history[floor[key]]!r} acknowledged before the page")
+                rewritten_seen += value != key
             if not body["more"]:
                 break
             after = body["next"]
         assert got == expected and pages == 7, (pages, got[:5])
+        assert rewritten_seen == len(churned), (rewritten_seen, len(churned))
         status, body = cluster.http("GET", "/kv?prefix=list/&keys_only=1&limit=1000")
         keys = [kv["key"] for kv in body["kvs"]]
         assert keys == sorted(keys) and set(expected) <= set(keys) and "value" not in body["kvs"][0]
