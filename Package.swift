@@ -32,19 +32,25 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .executableTarget(name: "MasterFCGI", dependencies: [
+        // The master's and the replica's code as libraries, so that unit tests reach every part of them; the
+        // executables are their command lines.
+        .target(name: "KVMaster", dependencies: [
             "CFCGI", "KVCommon", "KVRuntime",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "ReplicaD", dependencies: [
+        .target(name: "KVReplica", dependencies: [
             "KVCommon", "KVRuntime",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "MasterFCGI", dependencies: [
+            "KVMaster", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "ReplicaD", dependencies: [
+            "KVReplica", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Helpers shared by the test targets (seeded randomness); not part of any product.
         .target(name: "KVTestSupport", path: "Tests/KVTestSupport"),
@@ -53,5 +59,7 @@ let package = Package(
             "KVRuntime", "KVCommon", .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "SimulationTests", dependencies: ["KVCommon", "KVTestSupport"]),
+        .testTarget(name: "KVMasterTests", dependencies: ["KVMaster", "KVCommon", "KVRuntime", "KVTestSupport"]),
+        .testTarget(name: "KVReplicaTests", dependencies: ["KVReplica", "KVCommon", "KVRuntime", "KVTestSupport"]),
     ]
 )
