@@ -7,6 +7,9 @@ import Foundation
 ///
 /// Points: replica `replica-before-prepare-fsync`, `replica-after-prepare-fsync`, `replica-after-vote`,
 /// `replica-after-commit`; master `master-after-votes`, `master-after-commit-fsync`, `master-mid-commit-send`.
+///
+/// Error points (`failing`) make an operation fail instead, from their N-th hit on: `log-fsync-eio` (a log's
+/// fdatasync answers EIO, in both processes), to show that a failed fsync stops the process (exit 74).
 public enum Failpoints {
     private static let armed: [String: Int] = {
         guard let text = ProcessInfo.processInfo.environment["KV_FAILPOINTS"], !text.isEmpty else { return [:] }
@@ -22,6 +25,16 @@ public enum Failpoints {
 
     /// Whether `name` is armed in this process.
     public static func isArmed(_ name: String) -> Bool { armed[name] != nil }
+
+    /// Whether the operation at error point `name` must fail: armed, and hit N times or more.
+    public static func failing(_ name: String) -> Bool {
+        guard let target = armed[name] else { return false }
+        lock.lock()
+        let count = (hits[name] ?? 0) + 1
+        hits[name] = count
+        lock.unlock()
+        return count >= target
+    }
 
     /// Exits with status 99 if `name` is armed and this is its N-th hit.
     public static func hit(_ name: String) {

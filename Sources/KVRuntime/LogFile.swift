@@ -118,6 +118,7 @@ public final class LogFile {
 
     /// Makes everything appended so far durable.
     public func sync() throws {
+        if Failpoints.failing("log-fsync-eio") { throw StorageError.io(operation: "fdatasync", path: path, errno: EIO) }
         try FileIO.fdatasync(fd, path: path)
     }
 
