@@ -22,6 +22,8 @@ public final class LineFrameDecoder: ByteToMessageDecoder {
             return .needMoreData
         }
         scanned = 0
+        // Over the limit whether its newline came in the same read or a later one.
+        if length > maxLineBytes { throw LineTooLong() }
         let line = buffer.readSlice(length: length)!
         buffer.moveReaderIndex(forwardBy: 1)
         context.fireChannelRead(wrapInboundOut(line))

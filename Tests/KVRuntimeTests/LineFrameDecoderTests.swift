@@ -44,4 +44,22 @@ final class LineFrameDecoderTests: XCTestCase {
             XCTAssertTrue(error is LineFrameDecoder.LineTooLong, "\(error)")
         }
     }
+
+    /// The same line arriving whole, newline included, in one read is just as much over the limit: what a peer
+    /// is told (one error, then the close) must not depend on how TCP cut its bytes. Before, such a line was
+    /// passed on, answered with an error and the connection kept open.
+    func testAWholeLineLongerThanTheLimitInOneReadIsAnErrorToo() throws {
+        for cut in [0, 5, 8] {
+            let channel = try channel(maxLineBytes: 8)
+            let bytes = Array("ok\n".utf8) + Array(repeating: UInt8(ascii: "x"), count: 12) + Array("\n".utf8)
+            try channel.writeInbound(ByteBuffer(bytes: bytes[..<(3 + cut)]))
+            XCTAssertThrowsError(try channel.writeInbound(ByteBuffer(bytes: bytes[(3 + cut)...])), "cut at \(cut)") {
+                XCTAssertTrue($0 is LineFrameDecoder.LineTooLong, "\($0)")
+            }
+            XCTAssertEqual(try lines(channel), ["ok"], "the line before it is delivered")
+        }
+        let atLimit = try channel(maxLineBytes: 8)
+        try atLimit.writeInbound(ByteBuffer(string: "12345678\n"))
+        XCTAssertEqual(try lines(atLimit), ["12345678"], "a line at the limit is fine")
+    }
 }
