@@ -267,3 +267,29 @@ def test_the_master_refuses_to_start_when_cluster_yaml_names_no_replica_in_sync(
     wait_healthy(cluster)
     assert cluster.http("PUT", "/kv/k", body=b"w")[0] == 200
     assert cluster.http("GET", "/kv/k")[1]["message"] == "w"
+
+
+def test_replace_a_replica_at_a_new_address_as_the_guide_says(cluster):
+    """OPERATIONS "Replace": keep the id, point host/port at the new machine, start it there with an empty
+    data_dir, reload. The changed address makes the master sync it like an added replica before it takes part;
+    the old process at the old address is out of the cluster."""
+    for i in range(200):
+        assert cluster.http("PUT", f"/kv/rep{i}", body=f"{i}".encode())[0] == 200
+    cluster.stop_replica("r3")  # the old machine is gone
+    config = copy.deepcopy(cluster.config)
+    entry = next(r for r in config["replicas"] if r["id"] == "r3")
+    entry["port"], entry["data_dir"] = free_port(), "data/r3-new"
+    cluster.write_config(config)
+    cluster.start_replica("r3")
+    assert cluster.stat("r3")["joined"] is False, "an empty data directory neither votes nor serves"
+    status, body = cluster.reload_master()
+    assert status == 200 and "syncing r3" in body["message"], body
+    wait_until(lambda: (replica_state(cluster, "r3")[0] or {}).get("state") == "up", 60, "r3 synced and up")
+    state, _ = replica_state(cluster, "r3")
+    assert state["joined"] is True and state["address"].endswith(f":{entry['port']}"), state
+    wait_healthy(cluster)
+    stats = check_identical(cluster)
+    assert stats["r3"]["keys"] >= 200
+    status, body = cluster.http("PUT", "/kv/after-replace", body=b"x")
+    assert status == 200 and [r["server"] for r in body["replicas"]] == ["r1", "r2", "r3"], body
+    assert cluster.wire("r3", ";get;rep7;")[0]["message"] == "7"
