@@ -27,14 +27,28 @@ final class DecisionLogFiles {
         self.directory = directory
         self.loop = loop
         self.logger = logger
+        do {
+            (recovered, log) = try Self.read(directory, logger: logger)
+        } catch StorageError.corrupt(let path, let offset, let detail) {
+            throw MasterError.decisionLog("\(path) is corrupt at byte offset \(offset): \(detail); refusing to start. "
+                + "Restore decision_log_dir from a backup taken with the master stopped; without one, move the whole "
+                + "directory aside (never only the damaged file: master-state would then presume its commits "
+                + "aborted) and start the master: it starts over above every seq the replicas hold, and replicas "
+                + "settle their in-doubt transactions among themselves where one of them knows the outcome "
+                + "(docs/OPERATIONS.md, \"The master's directory\")")
+        }
+    }
+
+    private static func read(_ directory: String, logger: Logger) throws
+        -> ([DecisionJournal.Generation], GroupCommitLog) {
         try FileIO.makeDirectory(directory)
         if FileManager.default.fileExists(atPath: directory + "/decisions.log") {
-            try FileIO.rename(directory + "/decisions.log", to: Self.path(directory, 1))
+            try FileIO.rename(directory + "/decisions.log", to: path(directory, 1))
         }
-        let generations = Self.generations(in: directory)
+        let generations = generations(in: directory)
         var recovered: [DecisionJournal.Generation] = []
         for old in generations.dropLast() {
-            let path = Self.path(directory, old)
+            let path = path(directory, old)
             let bytes = try FileIO.readAll(path)
             var records: [DecisionRecord] = []
             let valid = try LogFile.scanLog(bytes, path: path) { payload, _ in records.append(try DecisionRecord.decode(payload)) }
@@ -45,15 +59,14 @@ final class DecisionLogFiles {
         }
         let newest = generations.last ?? 1
         var records: [DecisionRecord] = []
-        let file = try LogFile(path: Self.path(directory, newest)) { payload, _ in
+        let file = try LogFile(path: path(directory, newest)) { payload, _ in
             records.append(try DecisionRecord.decode(payload))
         }
         if file.discardedTailBytes > 0 {
             logger.warning("discarded a torn record at the end of \(file.path) (\(file.discardedTailBytes) bytes)")
         }
         recovered.append(DecisionJournal.Generation(number: newest, records: records))
-        self.recovered = recovered
-        log = GroupCommitLog(file: file, logger: logger)
+        return (recovered, GroupCommitLog(file: file, logger: logger))
     }
 
     /// Executes one file action; `onDurable` runs (on the loop) once a forced append is durable.

@@ -92,7 +92,12 @@ final class DecisionLogFilesTests: XCTestCase {
         bytes[bytes.count - 3] ^= 0x01
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         XCTAssertThrowsError(try DecisionLogFiles(directory: directory, loop: group.next(), logger: logger)) { error in
-            XCTAssertTrue("\(error)".contains("a sealed decision log ends in a damaged record"), "\(error)")
+            let message = "\(error)"
+            XCTAssertTrue(message.contains("a sealed decision log ends in a damaged record"), message)
+            XCTAssertTrue(message.contains(path), message)
+            // What to do, for the master (not the replica's "restore this replica").
+            XCTAssertTrue(message.contains("Restore decision_log_dir from a backup"), message)
+            XCTAssertFalse(message.contains("restore this replica"), message)
         }
     }
 }

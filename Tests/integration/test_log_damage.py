@@ -143,3 +143,33 @@ def test_flipped_byte_mid_log_refuses_to_start(unstarted_cluster):
     wait_healthy(c)
     check_ledger(c, ledger)
     check_identical(c)
+
+
+def test_a_damaged_master_decision_log_refuses_to_start_and_says_what_to_do(unstarted_cluster):
+    c = unstarted_cluster
+    start_cluster(c)
+    ledger = Ledger("mflip")
+    write_sequentially(c, ledger, puts=30, deletes=0)
+    c.stop_master()
+    directory = os.path.join(os.path.dirname(c.config_path), c.config["master"]["decision_log_dir"])
+    logs = sorted(n for n in os.listdir(directory) if n.startswith("decisions-") and n.endswith(".log"))
+    path = os.path.join(directory, logs[-1])
+    frames = log_frames(path)
+    assert len(frames) >= 3, f"{path}: only {len(frames)} records"
+    frame_offset, length = frames[len(frames) // 2]
+    with open(path, "rb") as f:
+        damaged = bytearray(f.read())
+    damaged[frame_offset + FRAME_HEADER.size + length // 2] ^= 0x5A
+    with open(path, "wb") as f:
+        f.write(damaged)
+
+    before = len(c.log("master"))
+    c.start_master(wait=False)
+    wait_until(lambda: not c.is_running("master"), 30, "the master to refuse its damaged decision log")
+    assert exit_code(c, "master") == 1
+    startup = c.log("master")[before:]
+    assert f"{logs[-1]} is corrupt at byte offset" in startup, startup[-2000:]
+    assert "Restore decision_log_dir from a backup" in startup and "restore this replica" not in startup, \
+        startup[-2000:]
+    with open(path, "rb") as f:
+        assert f.read() == bytes(damaged), f"{path} was modified by the failed start"
