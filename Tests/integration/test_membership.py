@@ -79,8 +79,17 @@ def test_add_a_fresh_replica_under_write_load(cluster):
         unjoined_seen["t"] = asked  # r4 was out of sync during everything before this moment
         state, _ = replica_state(cluster, "r4")
         assert state["state"] in ("syncing", "up"), state
+        if state["state"] == "syncing" and "sync" in state:
+            progress.append(state["sync"])
         return False
+    progress = []
     wait_until(r4_joined, 120, "r4 to finish its state transfer")
+    # /status showed the transfer as it went: its phase, keys loaded of the source's total, the attempt.
+    assert progress, "r4 was never seen syncing with its progress in /status"
+    for sync in progress:
+        assert {"phase", "loaded", "total", "attempt"} <= set(sync) and 0 <= sync["loaded"] <= sync["total"], sync
+    assert any(sync["total"] >= keys for sync in progress), progress[-3:]
+    assert any(sync["phase"].startswith(("copying from", "catching up", "verifying")) for sync in progress), progress
     sync_s = joined_at["t"] - started
     # r4 now serves reads and takes part in writes while the load goes on: wait until it has done some of both.
     writes_at_join = ledger.count()
