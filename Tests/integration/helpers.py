@@ -96,3 +96,15 @@ def replica_address(cluster, rid):
     """(host, port) that replica `rid` is dialled at."""
     r = cluster.replica(rid)
     return r["host"], int(r["port"])
+
+
+def ask_master(cluster, *lines, role="replica"):
+    """Sends wire lines to the master's query port (`master.query_listen`) as a replica in doubt would."""
+    from kvcluster import WireClient
+    host, port = cluster.config["master"]["query_listen"].rsplit(":", 1)
+    client = WireClient(host, int(port), key=cluster.wire_key(role), role=role, client_id="r1",
+                        expected_server="m1", tls=cluster.link_tls_context())
+    try:
+        return client.call(*lines)
+    finally:
+        client.close()

@@ -302,3 +302,44 @@ def test_replace_a_replica_at_a_new_address_as_the_guide_says(cluster):
     status, body = cluster.http("PUT", "/kv/after-replace", body=b"x")
     assert status == 200 and [r["server"] for r in body["replicas"]] == ["r1", "r2", "r3"], body
     assert cluster.wire("r3", ";get;rep7;")[0]["message"] == "7"
+
+
+def test_a_commit_owed_to_a_removed_replica_is_kept_until_it_is_back_and_synced(unstarted_cluster):
+    """OPERATIONS "Remove": a commit decided but not acknowledged by the removed replica stays in the decision
+    log (pending_commits_for_removed), the master answers "committed" if asked about it, and once the replica is
+    configured again and synced nothing is owed any more."""
+    from crash_helpers import exit_code, start_cluster
+    from helpers import ask_master as ask
+    c = unstarted_cluster
+    start_cluster(c, env_for={"r3": {"KV_FAILPOINTS": "replica-after-commit@3"}})
+    seqs = []
+    for n in range(50):
+        status, body = c.http("PUT", f"/kv/owed{n}", body=b"v")
+        if status == 200:
+            seqs.append(body["seq"])
+        if not c.is_running("r3"):
+            break
+    assert not c.is_running("r3") and exit_code(c, "r3") == 99, "r3 never hit replica-after-commit"
+    wait_until(lambda: c.http("GET", "/status")[1]["pending_commits"] >= 1, 10, "a commit owed to r3")
+    owed_seq = seqs[-1]
+
+    original = copy.deepcopy(c.config)
+    config = copy.deepcopy(original)
+    config["replicas"] = [r for r in config["replicas"] if r["id"] != "r3"]
+    c.write_config(config)
+    assert c.reload_master()[0] == 200
+    wait_until(lambda: c.http("GET", "/status")[1]["pending_commits_for_removed"] >= 1, 10,
+               "the owed commit parked for the removed r3")
+    assert ask(c, f"{owed_seq};qry;;")[0]["code"] == "committed"
+    status, body = c.http("PUT", "/kv/without-r3", body=b"x")
+    assert status == 200 and [r["server"] for r in body["replicas"]] == ["r1", "r2"], body
+
+    c.write_config(original)
+    c.start_replica("r3")
+    assert c.reload_master()[0] == 200
+    wait_until(lambda: (replica_state(c, "r3")[0] or {}).get("state") == "up", 60, "r3 back and synced")
+    wait_until(lambda: c.http("GET", "/status")[1]["pending_commits_for_removed"] == 0
+               and c.http("GET", "/status")[1]["pending_commits"] == 0, 20, "nothing owed once r3 is synced")
+    wait_healthy(c)
+    check_identical(c)
+    assert c.wire("r3", ";get;without-r3;")[0]["message"] == "x"

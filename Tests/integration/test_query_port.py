@@ -4,18 +4,8 @@ it cannot judge (above the last it issued, or below the first of its decision lo
 ask."""
 import pytest
 
-from kvcluster import WireClient
+from helpers import ask_master as ask
 from kvwire import AuthError
-
-
-def ask(cluster, *lines, role="replica"):
-    host, port = cluster.config["master"]["query_listen"].rsplit(":", 1)
-    client = WireClient(host, int(port), key=cluster.wire_key(role), role=role, client_id="r1",
-                        expected_server="m1", tls=cluster.link_tls_context())
-    try:
-        return client.call(*lines)
-    finally:
-        client.close()
 
 
 def test_qry_answers_what_the_decision_log_knows_and_unknown_transaction_for_the_rest(cluster):
