@@ -10,6 +10,7 @@ Harness additions that live here rather than in scripts/kvcluster.py (which thes
 """
 import errno
 import http.client
+import json
 import os
 import random
 import re
@@ -428,3 +429,106 @@ def log_frames(path):
             break
         offset = end
     return frames
+
+
+class ContendedWriters:
+    """Writers that contend, for the crash tests (whose `Writers` use a fresh key per put): `cas_threads` threads
+    increment one counter key by compare-and-swap (GET, then PUT with If-Match on the version read), and one
+    thread writes pairs of fresh keys in one transaction (POST /txn). `check` then holds them to what SIGKILL
+    may not break: the counter equals the increments that committed (at least those acknowledged, at most those
+    acknowledged or of unknown outcome: none lost, none applied twice), and each pair is both there with its
+    value or both absent (present when acknowledged)."""
+
+    def __init__(self, cluster, tag, cas_threads=2, max_ops=150, timeout_s=15):
+        self.cluster, self.tag, self.max_ops, self.timeout_s = cluster, tag, max_ops, timeout_s
+        self.counter = f"{tag}-counter"
+        self.lock = threading.Lock()
+        self.increments = {ACK: 0, ABORTED: 0, UNKNOWN: 0}
+        self.pairs = []  # (key a, key b, value, outcome)
+        self.stop_event = threading.Event()
+        self.errors = []
+        self.threads = [threading.Thread(target=self._guard, args=(self._increment,), daemon=True)
+                        for _ in range(cas_threads)]
+        self.threads.append(threading.Thread(target=self._guard, args=(self._pair,), daemon=True))
+
+    def start(self):
+        status, _ = self.cluster.http("PUT", "/kv/" + self.counter, body=b"0", timeout_s=self.timeout_s)
+        assert status == 200, status
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self, join_s=45):
+        self.stop_event.set()
+        deadline = time.monotonic() + join_s
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        assert not any(t.is_alive() for t in self.threads), "a contended writer is still blocked after stop"
+        if self.errors:
+            raise self.errors[0]
+
+    def _guard(self, body):
+        try:
+            for n in range(self.max_ops):
+                if self.stop_event.is_set():
+                    return
+                if not body(n):
+                    self.stop_event.wait(0.01)
+        except BaseException as exc:  # surfaced by stop()
+            self.errors.append(exc)
+
+    def _call(self, method, path, body=None, headers=None):
+        try:
+            return self.cluster.http(method, path, body=body, headers=headers, timeout_s=self.timeout_s)
+        except (OSError, ValueError, http.client.HTTPException):
+            return None, {}
+
+    @staticmethod
+    def _outcome(status):
+        if status == 200:
+            return ACK
+        return ABORTED if status in (409, 412, 503) else UNKNOWN
+
+    def _increment(self, n):
+        status, body = self._call("GET", "/kv/" + self.counter)
+        if status != 200:
+            return False
+        value, version = int(body["message"]), body["seq"]
+        status, _ = self._call("PUT", "/kv/" + self.counter, body=str(value + 1).encode(),
+                               headers={"If-Match": str(version)})
+        outcome = self._outcome(status)
+        with self.lock:
+            self.increments[outcome] += 1
+        return outcome == ACK
+
+    def _pair(self, n):
+        a, b, value = f"{self.tag}-pair{n}-a", f"{self.tag}-pair{n}-b", f"{self.tag}:{n}"
+        spec = {"success": [{"op": "put", "key": a, "value": value}, {"op": "put", "key": b, "value": value}]}
+        status, body = self._call("POST", "/txn", body=json.dumps(spec).encode(),
+                                  headers={"Content-Type": "application/json"})
+        outcome = self._outcome(status)
+        assert outcome != ACK or body.get("succeeded") is True, body
+        with self.lock:
+            self.pairs.append((a, b, value, outcome))
+        return outcome == ACK
+
+    def check(self):
+        """Asserts the two rules above on the settled cluster; returns a summary line."""
+        status, body = self.cluster.http("GET", "/kv/" + self.counter)
+        assert status == 200, body
+        final = int(body["message"])
+        acked, unknown = self.increments[ACK], self.increments[UNKNOWN]
+        assert acked <= final <= acked + unknown, (
+            f"counter {final} after {acked} acknowledged and {unknown} unknown increments: "
+            f"{'an acknowledged increment was lost' if final < acked else 'an increment was applied twice'}")
+        broken = []
+        for a, b, value, outcome in self.pairs:
+            got = [self.cluster.http("GET", "/kv/" + key) for key in (a, b)]
+            present = [s == 200 and r.get("message") == value for s, r in got]
+            absent = [s == 404 for s, _ in got]
+            if not (all(present) or all(absent)) or (outcome == ACK and not all(present)) \
+                    or (outcome == ABORTED and not all(absent)):
+                broken.append((a, outcome, got))
+        assert not broken, f"{len(broken)} transactions not atomic or not as answered: {broken[:5]}"
+        return (f"counter {final} ({acked} acknowledged, {unknown} unknown, {self.increments[ABORTED]} refused "
+                f"increments); {len(self.pairs)} pair transactions")

@@ -1,6 +1,8 @@
 """SIGKILL a random process (a replica or the master) at a random moment under concurrent writes, many rounds
 on one cluster; after each restart the cluster must converge with every acknowledged write, nothing aborted
-applied, undecided writes identical everywhere, and no key left locked.
+applied, undecided writes identical everywhere, and no key left locked. Beside the writers of fresh keys,
+contended ones (crash_helpers.ContendedWriters): compare-and-swap increments of one counter from two threads, and
+two-key transactions, whose results must stay exact (no increment lost or applied twice, no pair half-written).
 
 Seeded: KV_CRASH_SEED (default below) picks the victims and moments; the seed is printed and in every failure.
 """
@@ -10,8 +12,8 @@ import time
 
 import pytest
 
-from crash_helpers import (ACK, check_identical, check_ledger, fresh_puts, kill, make_cluster, restart,
-                           start_cluster, wait_healthy, Ledger, Writers)
+from crash_helpers import (ACK, ContendedWriters, check_identical, check_ledger, fresh_puts, kill, make_cluster,
+                           restart, start_cluster, wait_healthy, Ledger, Writers)
 from kvcluster import wait_until
 
 ROUNDS = 10
@@ -43,6 +45,7 @@ def test_sigkill_random_process_at_random_moments(crash_cluster):
         victims.append(victim)
         ledger = Ledger(f"s{round_no}")
         writers = Writers(c, ledger, threads=5, max_ops=150, seed=seed + round_no).start()
+        contended = ContendedWriters(c, f"c{round_no}").start()
         try:
             wait_until(lambda: ledger.count() >= kill_after_ops or writers.finished(), 30, "writes in progress")
             assert not writers.finished(), f"{where}: writers ended before the kill: {writers.errors}"
@@ -57,16 +60,18 @@ def test_sigkill_random_process_at_random_moments(crash_cluster):
                        f"{where}: 15 writes acknowledged after the restart ({ledger.summary()})")
         finally:
             writers.stop()
+            contended.stop()
         try:
             wait_healthy(c)
             checked += check_ledger(c, ledger)
+            contention = contended.check()
             check_identical(c)
             fresh_puts(c, list(ledger.by_key()), tag=f"s{round_no}")
         except AssertionError as exc:
             raise AssertionError(f"{where}: {exc}\n(logs in {c.run_dir}/logs)") from None
         acked = sum(1 for op in ledger.snapshot() if op.outcome == ACK)
         assert acked > 0, f"{where}: no write was acknowledged in this round: {ledger.summary()}"
-        print(f"{where}: {ledger.summary()}")
+        print(f"{where}: {ledger.summary()}; {contention}")
     final = check_identical(c)
     print(f"seed {seed}: {ROUNDS} rounds (victims {', '.join(victims)}), {checked} writes checked; "
           f"replicas end at {final['r1']['keys']} keys, digest {final['r1']['digest']}")
