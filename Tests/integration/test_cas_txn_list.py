@@ -128,7 +128,8 @@ def test_transfers_keep_the_total(cluster):
     for rid in cluster.replica_ids:
         replies = cluster.wire(rid, *[f";get;{a};" for a in accounts])
         assert sum(int(r["message"]) for r in replies) == 2000, rid
-    assert len({cluster.stat(r)["digest"] for r in cluster.replica_ids}) == 1
+    wait_until(lambda: len({cluster.stat(r)["digest"] for r in cluster.replica_ids}) == 1, 10,
+               "the last commits delivered everywhere")
 
 
 def test_txn_limits_and_errors(cluster):

@@ -3,6 +3,7 @@ import collections
 import random
 import threading
 
+from crash_helpers import wait_healthy
 from helpers import assert_kv_json, replica_contents, run_threads
 
 KEYS = ["alpha", "beta", "gamma"]
@@ -44,7 +45,9 @@ def test_concurrent_same_keys_conflict_cleanly_and_replicas_agree(cluster):
     print(f"outcomes: {dict(seen)}")
     assert commits > 0 and conflicts > 0, seen
 
-    # No transaction is left holding a lock, and every replica holds the same data.
+    # No transaction is left holding a lock, and every replica holds the same data, once the last commits are
+    # delivered (a 200 comes before the replicas' acks).
+    wait_healthy(cluster)
     for rid in cluster.replica_ids:
         assert cluster.stat(rid)["in_doubt"] == []
     contents = [replica_contents(cluster, rid, [k.encode() for k in KEYS]) for rid in cluster.replica_ids]
