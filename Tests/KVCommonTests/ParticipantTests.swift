@@ -302,7 +302,7 @@ final class ParticipantTests: XCTestCase {
         var sum: UInt64 = 0, withoutCreated: UInt64 = 0
         for (key, entry) in participant.store {
             let hash = ContentDigest.entryHash(key: key, value: entry.value, version: entry.version)
-            XCTAssertEqual(entry.digestTerm, hash, "cached hash of \(key)", file: file, line: line)
+            XCTAssertEqual(entry.entryHash, hash, "cached hash of \(key)", file: file, line: line)
             sum &+= ContentDigest.term(entryHash: hash, created: entry.created)
             withoutCreated &+= hash
         }

@@ -35,9 +35,9 @@ public struct Participant {
         /// `ContentDigest.entryHash` of key, value and version, kept so that replacing or deleting the entry
         /// does not hash the old value again (a byte at a time: the largest cost of a replica's large writes);
         /// its digest term adds `created` to it. Set for entries in `store`; not part of equality.
-        var digestTerm: UInt64 = 0
+        var entryHash: UInt64 = 0
 
-        var fullDigestTerm: UInt64 { ContentDigest.term(entryHash: digestTerm, created: created) }
+        var digestTerm: UInt64 { ContentDigest.term(entryHash: entryHash, created: created) }
 
         public static func == (lhs: Entry, rhs: Entry) -> Bool {
             lhs.value == rhs.value && lhs.version == rhs.version && lhs.created == rhs.created
@@ -580,22 +580,22 @@ public struct Participant {
     /// Every write to `store` goes through here or `removeEntry`, so each entry's cached term is right.
     mutating func setEntry(_ key: [UInt8], value: [UInt8], version: UInt64, created: UInt64) {
         let hash = ContentDigest.entryHash(key: key, value: value, version: version)
-        let entry = Entry(value: value, version: version, created: created, digestTerm: hash)
+        let entry = Entry(value: value, version: version, created: created, entryHash: hash)
         if let old = store.updateValue(entry, forKey: key) {
-            digest &-= old.fullDigestTerm
-            digestWithoutCreated &-= old.digestTerm
+            digest &-= old.digestTerm
+            digestWithoutCreated &-= old.entryHash
         } else {
             keyIndex.insert(key)
         }
-        digest &+= entry.fullDigestTerm
+        digest &+= entry.digestTerm
         digestWithoutCreated &+= hash
     }
 
     /// Removes `key`, taking its term out of `digest`.
     mutating func removeEntry(_ key: [UInt8]) {
         if let old = store.removeValue(forKey: key) {
-            digest &-= old.fullDigestTerm
-            digestWithoutCreated &-= old.digestTerm
+            digest &-= old.digestTerm
+            digestWithoutCreated &-= old.entryHash
             keyIndex.remove(key)
         }
     }
