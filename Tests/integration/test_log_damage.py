@@ -173,3 +173,41 @@ def test_a_damaged_master_decision_log_refuses_to_start_and_says_what_to_do(unst
         startup[-2000:]
     with open(path, "rb") as f:
         assert f.read() == bytes(damaged), f"{path} was modified by the failed start"
+
+
+def test_a_damaged_snapshot_refuses_to_start_and_the_replica_comes_back_once_repaired(tmp_path):
+    """Snapshots every few KiB (storage.snapshot_log_bytes_max: 4096): a byte flipped inside r2's newest snapshot
+    makes r2 refuse to start, naming the file, and leaves the files alone; with the byte put back r2 serves
+    every acknowledged write again."""
+    from helpers import running_cluster
+    with running_cluster(tmp_path, storage={"snapshot_log_bytes_max": 4096}) as c:
+        ledger = Ledger("snap")
+        write_sequentially(c, ledger, puts=120, deletes=0)
+        c.stop_replica("r2")
+        directory = data_dir(c, "r2")
+        snapshots = sorted(n for n in os.listdir(directory) if n.startswith("snapshot-") and n.endswith(".snap"))
+        assert snapshots, f"no snapshot written in {directory}: {os.listdir(directory)}"
+        path = os.path.join(directory, snapshots[-1])
+        with open(path, "rb") as f:
+            original = f.read()
+        damaged = bytearray(original)
+        damaged[len(damaged) // 2] ^= 0x5A
+        with open(path, "wb") as f:
+            f.write(damaged)
+        files_before = sorted(os.listdir(directory))
+        before = len(c.log("r2"))
+        c.start_replica("r2", wait=False)
+        wait_until(lambda: not c.is_running("r2"), 30, "r2 to refuse its damaged snapshot")
+        assert exit_code(c, "r2") not in (None, 0)
+        startup = c.log("r2")[before:]
+        assert f"{snapshots[-1]} is corrupt at byte offset" in startup, startup[-2000:]
+        with open(path, "rb") as f:
+            assert f.read() == bytes(damaged), "the failed start modified the snapshot"
+        assert sorted(os.listdir(directory)) == files_before
+
+        with open(path, "wb") as f:
+            f.write(original)
+        c.start_replica("r2")
+        wait_healthy(c)
+        check_ledger(c, ledger)
+        check_identical(c)
