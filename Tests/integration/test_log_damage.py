@@ -28,6 +28,37 @@ def write_sequentially(cluster, ledger, puts, deletes, stop_when=None):
     return None
 
 
+def refused_start(c, name, path, flip_at):
+    """Flips the byte at `flip_at` of `path`, starts process `name` ("master" or a replica id) and waits for it to
+    refuse: it must exit non-zero and leave the damaged file and its directory exactly as they were. Returns
+    (exit code, what it logged while starting, the file's original bytes) for the caller's own checks."""
+    with open(path, "rb") as f:
+        original = f.read()
+    damaged = bytearray(original)
+    damaged[flip_at] ^= 0x5A
+    with open(path, "wb") as f:
+        f.write(damaged)
+    directory = os.path.dirname(path)
+    files_before = sorted(os.listdir(directory))
+    before = len(c.log(name))
+    if name == "master":
+        c.start_master(wait=False)
+    else:
+        c.start_replica(name, wait=False)
+    try:
+        wait_until(lambda: not c.is_running(name), 30, f"{name} to refuse its damaged {os.path.basename(path)}")
+    except TimeoutError:
+        raise AssertionError(f"{name} started on {path} damaged at byte {flip_at}: "
+                             f"{c.log(name)[before:][-2000:]}") from None
+    code = exit_code(c, name)
+    assert code not in (None, 0), f"{name} exited with {code}"
+    # Nothing was dropped or rewritten: the damaged file is exactly as left, no file appeared or vanished.
+    with open(path, "rb") as f:
+        assert f.read() == bytes(damaged), f"{path} was modified by the failed start"
+    assert sorted(os.listdir(directory)) == files_before
+    return code, c.log(name)[before:], original
+
+
 def test_torn_last_record_is_discarded_and_acknowledged_writes_survive(unstarted_cluster):
     c = unstarted_cluster
     start_cluster(c)
@@ -110,31 +141,10 @@ def test_flipped_byte_mid_log_refuses_to_start(unstarted_cluster):
     assert len(frames) >= 3, f"{path}: only {len(frames)} records"
     frame_offset, length = frames[len(frames) // 2]  # a record in the middle, never the last one
     flip_at = frame_offset + FRAME_HEADER.size + length // 2
-    with open(path, "rb") as f:
-        original = f.read()
-    damaged = bytearray(original)
-    damaged[flip_at] ^= 0x5A
-    with open(path, "wb") as f:
-        f.write(damaged)
-    files_before = sorted(os.listdir(directory))
-
-    before = len(c.log("r3"))
-    c.start_replica("r3", wait=False)
-    try:
-        wait_until(lambda: not c.is_running("r3"), 30, "r3 to refuse its damaged log")
-    except TimeoutError:
-        raise AssertionError(f"r3 started on a log damaged at byte {flip_at} of {path}: "
-                             f"{c.log('r3')[before:][-2000:]}") from None
-    code = exit_code(c, "r3")
-    startup_log = c.log("r3")[before:]
-    assert code not in (None, 0), f"r3 exited with {code}"
+    _, startup_log, original = refused_start(c, "r3", path, flip_at)
     lines = [l for l in startup_log.splitlines() if "corrupt at byte offset" in l]
     assert lines, f"no 'corrupt at byte offset' message:\n{startup_log[-2000:]}"
     assert os.path.basename(path) in lines[0] and f"corrupt at byte offset {frame_offset}" in lines[0], lines[0]
-    # Nothing was dropped or rewritten: the damaged file is exactly as left, no file appeared or vanished.
-    with open(path, "rb") as f:
-        assert f.read() == bytes(damaged), f"{path} was modified by the failed start"
-    assert sorted(os.listdir(directory)) == files_before
 
     # Repairing the byte brings r3 back with every acknowledged write.
     with open(path, "wb") as f:
@@ -157,22 +167,11 @@ def test_a_damaged_master_decision_log_refuses_to_start_and_says_what_to_do(unst
     frames = log_frames(path)
     assert len(frames) >= 3, f"{path}: only {len(frames)} records"
     frame_offset, length = frames[len(frames) // 2]
-    with open(path, "rb") as f:
-        damaged = bytearray(f.read())
-    damaged[frame_offset + FRAME_HEADER.size + length // 2] ^= 0x5A
-    with open(path, "wb") as f:
-        f.write(damaged)
-
-    before = len(c.log("master"))
-    c.start_master(wait=False)
-    wait_until(lambda: not c.is_running("master"), 30, "the master to refuse its damaged decision log")
-    assert exit_code(c, "master") == 1
-    startup = c.log("master")[before:]
+    code, startup, _ = refused_start(c, "master", path, frame_offset + FRAME_HEADER.size + length // 2)
+    assert code == 1
     assert f"{logs[-1]} is corrupt at byte offset" in startup, startup[-2000:]
     assert "Restore decision_log_dir from a backup" in startup and "restore this replica" not in startup, \
         startup[-2000:]
-    with open(path, "rb") as f:
-        assert f.read() == bytes(damaged), f"{path} was modified by the failed start"
 
 
 def test_a_damaged_snapshot_refuses_to_start_and_the_replica_comes_back_once_repaired(tmp_path):
@@ -188,22 +187,8 @@ def test_a_damaged_snapshot_refuses_to_start_and_the_replica_comes_back_once_rep
         snapshots = sorted(n for n in os.listdir(directory) if n.startswith("snapshot-") and n.endswith(".snap"))
         assert snapshots, f"no snapshot written in {directory}: {os.listdir(directory)}"
         path = os.path.join(directory, snapshots[-1])
-        with open(path, "rb") as f:
-            original = f.read()
-        damaged = bytearray(original)
-        damaged[len(damaged) // 2] ^= 0x5A
-        with open(path, "wb") as f:
-            f.write(damaged)
-        files_before = sorted(os.listdir(directory))
-        before = len(c.log("r2"))
-        c.start_replica("r2", wait=False)
-        wait_until(lambda: not c.is_running("r2"), 30, "r2 to refuse its damaged snapshot")
-        assert exit_code(c, "r2") not in (None, 0)
-        startup = c.log("r2")[before:]
+        _, startup, original = refused_start(c, "r2", path, os.path.getsize(path) // 2)
         assert f"{snapshots[-1]} is corrupt at byte offset" in startup, startup[-2000:]
-        with open(path, "rb") as f:
-            assert f.read() == bytes(damaged), "the failed start modified the snapshot"
-        assert sorted(os.listdir(directory)) == files_before
 
         with open(path, "wb") as f:
             f.write(original)
