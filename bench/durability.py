@@ -9,10 +9,8 @@ Runs a real cluster on free loopback ports in a temporary directory (release bin
 `swift build -c release`), prints a markdown table, and stops everything it started.
 """
 import argparse
-import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,6 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 import kvcluster  # noqa: E402
 
-LUA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lua")
 
 
 def fsyncs_per_write(root, seconds, connections):
@@ -28,12 +25,7 @@ def fsyncs_per_write(root, seconds, connections):
     try:
         cluster.start()
         before = cluster.http("GET", "/status")[1]
-        out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", os.path.join(LUA_DIR, "put.lua"),
-             f"http://127.0.0.1:{cluster.http_port}"],
-            capture_output=True, text=True, env=dict(os.environ, KV_LUA_DIR=LUA_DIR), check=True,
-            timeout=seconds + 60)
-        summary = json.loads(next(l for l in out.stdout.splitlines() if l.startswith("KV_WRK_SUMMARY "))[15:])
+        summary = cluster.wrk("put.lua", connections, seconds, timeout_s="2s")
         after = cluster.http("GET", "/status")[1]
         writes = summary["requests"] - summary["non2xx"]
         rows = []

@@ -14,28 +14,13 @@ Runs a real cluster (release binaries, KV_BIN_DIR) on free loopback ports under 
 Every wrk run is bounded in time.
 """
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 import kvcluster  # noqa: E402
-
-LUA_DIR = os.path.join(kvcluster.REPO, "bench", "lua")
-
-
-def run_wrk(cluster, script, connections, seconds, env):
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", os.path.join(LUA_DIR, script),
-         f"http://127.0.0.1:{cluster.http_port}"],
-        capture_output=True, text=True, env=dict(os.environ, KV_LUA_DIR=LUA_DIR, **env), timeout=seconds + 60,
-        check=True)
-    line = next(l for l in out.stdout.splitlines() if l.startswith("KV_WRK_SUMMARY "))
-    return json.loads(line.split(" ", 1)[1])
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,12 +35,12 @@ def main():
         cluster.start()
         for i in range(200):
             assert cluster.http("PUT", f"/kv/key{i}", body=b"v" * 64)[0] == 200
-        run_wrk(cluster, "get.lua", args.connections, 1, {"KV_KEYS": "200"})  # opens nginx's upstream connections
+        cluster.wrk("get.lua", args.connections, 1, env={"KV_KEYS": "200"})  # opens nginx's upstream connections
         print(f"\n### {args.connections} clients, data on tmpfs, {args.seconds} s a run\n")
         print("| round | op | requests/s | p99 (ms) | max (ms) | errors |\n|---|---|---|---|---|---|")
         for round_no in range(1, args.rounds + 1):
             for op, script, keys in (("GET", "get.lua", "200"), ("PUT", "put.lua", "10000")):
-                s = run_wrk(cluster, script, args.connections, args.seconds, {"KV_KEYS": keys})
+                s = cluster.wrk(script, args.connections, args.seconds, env={"KV_KEYS": keys})
                 print(f"| {round_no} | {op} | {s['requests'] / args.seconds:,.0f} | {s['p99_us'] / 1000:.1f} | "
                       f"{s['max_us'] / 1000:.1f} | {s['socket_errors'] + s['non2xx']} |", flush=True)
     finally:

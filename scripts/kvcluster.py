@@ -513,6 +513,19 @@ http {{
         finally:
             client.close()
 
+    def wrk(self, script, connections, seconds, env=None, timeout_s="5s"):
+        """Runs wrk with one of bench/lua's scripts (`get.lua`, `put.lua`: they print a `KV_WRK_SUMMARY` JSON
+        line) against this cluster's nginx for `seconds`, with `env` for the script (KV_KEYS, ...); returns the
+        summary: requests, non2xx, socket_errors, duration_us, latency percentiles and max in microseconds."""
+        lua = os.path.join(REPO, "bench", "lua")
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", timeout_s, "-s", os.path.join(lua, script),
+             f"http://127.0.0.1:{self.http_port}"],
+            capture_output=True, text=True, env=dict(os.environ, KV_LUA_DIR=lua, **(env or {})), check=True,
+            timeout=seconds + 60)
+        line = next(l for l in out.stdout.splitlines() if l.startswith("KV_WRK_SUMMARY "))
+        return json.loads(line.split(" ", 1)[1])
+
     def stat(self, rid):
         return self.wire(rid, ";stat;;")[0]
 

@@ -6,23 +6,10 @@ than nginx's connection count shows up as ~1 s stalls. How slow the slowest requ
 < 100 ms, PUT < 250 ms) and failed now and then on this shared 2-core machine with nothing wrong in the servers;
 it is a figure now, measured by bench/tail_latency.py (docs/PERFORMANCE.md). What stays here cannot flake: a
 stall past wrk's 5 s time-out, an error or a non-2xx answer fails."""
-import json
-import os
-import subprocess
-
-from kvcluster import REPO
-
-LUA_DIR = os.path.join(REPO, "bench", "lua")
 
 
-def run_wrk(cluster, script, connections, seconds, env=None):
-    full_env = dict(os.environ, KV_LUA_DIR=LUA_DIR, **(env or {}))
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", os.path.join(LUA_DIR, script),
-         f"http://127.0.0.1:{cluster.http_port}"],
-        capture_output=True, text=True, env=full_env, timeout=seconds + 60, check=True)
-    line = next(l for l in out.stdout.splitlines() if l.startswith("KV_WRK_SUMMARY "))
-    summary = json.loads(line.split(" ", 1)[1])
+def run_wrk(cluster, script, connections, seconds, env):
+    summary = cluster.wrk(script, connections, seconds, env=env)
     print(f"{script} c={connections}: {summary}")
     return summary
 
