@@ -94,6 +94,7 @@ enum ReplicaStorage {
                 }
             }
             try FileIO.writeAll(fd, writer.bytes, path: temp)
+            Failpoints.hit("replica-mid-snapshot")
             try FileIO.fsync(fd, path: temp)
         } catch {
             close(fd)

@@ -6,7 +6,8 @@ import Foundation
 /// no-op costing one dictionary check.
 ///
 /// Points: replica `replica-before-prepare-fsync`, `replica-after-prepare-fsync`, `replica-after-vote`,
-/// `replica-after-commit`; master `master-after-votes`, `master-after-commit-fsync`, `master-mid-commit-send`.
+/// `replica-after-commit`, `replica-mid-snapshot` (a snapshot's records written to its temp file, not yet
+/// fsynced or renamed); master `master-after-votes`, `master-after-commit-fsync`, `master-mid-commit-send`.
 ///
 /// Error points (`failing`) make an operation fail instead, from their N-th hit on: `log-fsync-eio` (a log's
 /// fdatasync answers EIO, in both processes), to show that a failed fsync stops the process (exit 74).

@@ -129,6 +129,33 @@ final class TransactionManagerTests: XCTestCase {
         XCTAssertEqual(answer(2_000_000_002), .unknownTransaction, "never issued by this master")
     }
 
+    /// Between "every vote is yes" and "the COMMIT record is durable" the outcome is neither known nor free to
+    /// be chosen: a replica asking then is told `busy` (ask again), never `aborted`; once the record is
+    /// durable the same question is answered `committed`.
+    func testAQueryWhileTheCommitIsBeingRecordedIsAnsweredBusyThenCommitted() {
+        let r1 = replica("r1")
+        var manager = started([r1], recovered: MasterState(seqEpoch: 1, configEpoch: 1, presumeAbortFrom: 1_000_000_000,
+                                                            members: [.init(replica: r1, joinedAt: 0)]))
+        func answer(_ seq: UInt64) -> WireReply? {
+            for case .answerQuery(_, let reply) in manager.handle(.query(seq, seq: seq)) { return reply }
+            return nil
+        }
+        guard let seq = sends(put(&manager)).first(where: { $0.1 == .put })?.2,
+              case .txn(let number) = seq else { return XCTFail("no prepare sent") }
+        let vote = manager.handle(.replied(r1, .txn(number), WireReply(status: true, code: .ok, message: "prepared",
+                                                                         seq: number, server: "r1")))
+        var forced: DecisionLogToken?
+        for case .log(.append(let records, let token?)) in vote where records.contains(where: {
+            if case .commit(number, _, _, _) = $0 { return true } else { return false } }) { forced = token }
+        guard let token = forced else { return XCTFail("no forced COMMIT record after the vote: \(vote)") }
+        let pending = answer(number)
+        XCTAssertEqual(pending?.code, .busy, "\(String(describing: pending))")
+        XCTAssertEqual(pending?.status, false)
+        XCTAssertEqual(pending?.message, "commit being recorded; ask again")
+        _ = manager.handle(.logged(token))
+        XCTAssertEqual(answer(number)?.code, .committed)
+    }
+
     /// A commit owed to a replica that cluster.yaml no longer names is not ended: that replica may still run,
     /// in doubt, and ask; presumed abort would then tell it "aborted" for a committed write. It is answered
     /// "committed", and the commit is delivered once the replica is configured again.

@@ -2,6 +2,7 @@
 acknowledged write; a damaged record in the middle makes the replica refuse to start, naming the file and
 byte offset, without touching the file."""
 import os
+import re
 
 from crash_helpers import (ACK, ABORTED, check_identical, check_ledger, data_dir, exit_code, fresh_puts,
                            log_frames, log_tail, newest_log, start_cluster, wait_healthy, Ledger,
@@ -196,3 +197,43 @@ def test_a_damaged_snapshot_refuses_to_start_and_the_replica_comes_back_once_rep
         wait_healthy(c)
         check_ledger(c, ledger)
         check_identical(c)
+
+
+def test_a_crash_while_a_snapshot_is_written_loses_nothing_and_the_next_snapshot_is_whole(unstarted_cluster):
+    """r2 dies (error point `replica-mid-snapshot`, exit 99) after writing its first snapshot's records to the
+    temp file and before the fsync and rename: on restart the temp file is discarded, the log segments it would
+    have replaced still hold everything, every acknowledged write is there, and the next snapshot is written
+    whole and loads."""
+    c = unstarted_cluster
+    c.write_config(dict(c.config, storage={"snapshot_log_bytes_max": 4096}))
+    start_cluster(c, env_for={"r2": {"KV_FAILPOINTS": "replica-mid-snapshot"}})
+    directory = data_dir(c, "r2")
+    ledger = Ledger("midsnap")
+    stopped = write_sequentially(c, ledger, puts=400, deletes=0, stop_when=lambda status: status != 200)
+    assert stopped is not None, "the snapshot error point never fired: 400 writes all committed"
+    assert stopped.status == 503 and "r2" in (stopped.detail or ""), (stopped.status, stopped.detail)
+    wait_until(lambda: not c.is_running("r2"), timeout_s=10, what="r2 to exit at the error point")
+    assert exit_code(c, "r2") == 99, f"r2 exited with {exit_code(c, 'r2')}:\n{log_tail(c, 'r2')}"
+    names = os.listdir(directory)
+    temps = [n for n in names if n.startswith("snapshot-") and n.endswith(".snap.tmp")]
+    assert temps and not any(n.endswith(".snap") for n in names), f"expected only a temp snapshot: {names}"
+
+    c.start_replica("r2")
+    wait_healthy(c)
+    assert not any(n.endswith(".tmp") for n in os.listdir(directory)), os.listdir(directory)
+    check_ledger(c, ledger)
+    check_identical(c)
+
+    after = Ledger("aftersnap")
+    write_sequentially(c, after, puts=200, deletes=0)
+    wait_until(lambda: any(n.endswith(".snap") for n in os.listdir(directory)), timeout_s=30,
+               what="r2 to write a snapshot after the restart")
+    c.stop_replica("r2")
+    c.start_replica("r2")
+    wait_healthy(c)
+    restored = re.findall(r"restored (\d+) keys from snapshot (\d+)", c.log("r2"))
+    assert restored and int(restored[-1][0]) > 0 and int(restored[-1][1]) > 0, \
+        f"the second restart did not load a snapshot: {restored}"
+    check_ledger(c, ledger)
+    check_ledger(c, after)
+    check_identical(c)
