@@ -145,7 +145,6 @@ final class MasterNode: @unchecked Sendable {
             logger.error("reload rejected, configuration epoch \(view.membership.configEpoch) stays in force: \(error)")
             return (false, "reload rejected, the old configuration stays in force: \(error)")
         }
-        published.withLock { $0.tokens = tokens }
         var notes: [String] = []
         if loaded.security.tokensFile != nil || old.security.tokensFile != nil {
             notes.append("HTTP tokens: \(tokens.map { "\($0.count) in force" } ?? "off (security.tokens_file unset)")")
@@ -172,7 +171,15 @@ final class MasterNode: @unchecked Sendable {
             feed(.reload(.init(config: applied), id, notes: notes))
         }
         let answer = waiter.wait()
-        if answer.ok { published.withLock { $0.reloadError = nil } }
+        published.withLock {
+            if answer.ok {
+                $0.tokens = tokens
+                $0.reloadError = nil
+            } else {
+                $0.reloadError = answer.message
+            }
+        }
+        if !answer.ok { logger.error("\(answer.message)") }
         return answer
     }
 
@@ -234,7 +241,9 @@ final class MasterNode: @unchecked Sendable {
             case .answerQuery(let id, let reply):
                 queryResponders.removeValue(forKey: id)?(reply)
             case .answerReload(let id, let ok, let message):
-                if let applied = reloadConfigs.removeValue(forKey: id) {
+                // A file the rules refused (after it parsed) must change nothing: not the limits the router
+                // reads, not the replicas /status lists.
+                if let applied = reloadConfigs.removeValue(forKey: id), ok {
                     config = applied
                     configLoadedAt = Date()
                     publish(manager.view)

@@ -92,3 +92,23 @@ def test_sighup_reloads(cluster):
     status, body = cluster.http("PUT", "/kv/big", body=b"x" * 11)
     assert status == 413 and "10 bytes" in body["message"], body
     assert cluster.http("PUT", "/kv/small", body=b"x" * 10)[0] == 200
+
+
+def test_a_reload_the_master_refuses_changes_nothing_it_serves(cluster):
+    """A file that is valid but keeps none of the in-sync replicas (every one moved) is refused by the master's
+    rules, after validation. Nothing of it may take effect: not its limits, not its replica list in /status."""
+    from kvcluster import free_port
+    before = {r["id"]: f"{r['host']}:{r['port']}" for r in cluster.config["replicas"]}
+    config = copy.deepcopy(cluster.config)
+    for replica in config["replicas"]:
+        replica["port"] = free_port()
+    config["limits"] = {"value_bytes_max": 10}
+    cluster.write_config(config)
+    status, body = cluster.reload_master()
+    assert status == 400, body
+    assert "keeps none of the replicas in sync" in body["message"], body
+    status, body = cluster.http("PUT", "/kv/after-refusal", body=b"x" * 100)
+    assert status == 200, f"the refused file's value limit took effect: {body}"
+    status, body = cluster.http("GET", "/status")
+    assert body["config_epoch"] == 1 and "keeps none" in body["last_reload_error"], body
+    assert {r["id"]: r["address"] for r in body["replicas"]} == before, body["replicas"]
