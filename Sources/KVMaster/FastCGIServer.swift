@@ -1,6 +1,7 @@
 import CFCGI
 import Foundation
 import KVCommon
+import KVRuntime
 import Logging
 import Synchronization
 
@@ -24,13 +25,13 @@ final class FastCGIServer {
 
     private let listenFD: Int32
     private let logger: Logger
-    private let bodyBytesMax: Int
+    private let bodyLimit: SharedLimit
     let listenDescription: String
     private let warnedKeepConnection = Atomic<Bool>(false)
 
-    init(listen: ClusterConfig.ListenAddress, bodyBytesMax: Int, logger: Logger) throws {
+    init(listen: ClusterConfig.ListenAddress, bodyLimit: SharedLimit, logger: Logger) throws {
         self.logger = logger
-        self.bodyBytesMax = bodyBytesMax
+        self.bodyLimit = bodyLimit
         guard FCGX_Init() == 0 else { throw MasterError.fastCGI("FCGX_Init failed") }
         let environment = ProcessInfo.processInfo.environment
         if let pid = environment["LISTEN_PID"].flatMap(Int32.init), pid == getpid(),
@@ -116,7 +117,7 @@ final class FastCGIServer {
         var body: [UInt8] = []
         var tooLarge = false
         if length > 0 {
-            tooLarge = length > bodyBytesMax
+            tooLarge = length > bodyLimit.value
             var remaining = length
             var chunk = [CChar](repeating: 0, count: min(length, 64 << 10))
             while remaining > 0 {

@@ -46,6 +46,10 @@ final class MasterNode: @unchecked Sendable {
     /// The seq epoch as last persisted: every new link's handshake states it (see `MasterFence`).
     private let linkEpoch = LinkEpoch()
     private let reloading = NSLock()
+    /// Limits read on other threads for every line and request; an applied reload sets them (so a larger value
+    /// passes the FastCGI body cap and the links' reply limit at once, also on connections already open).
+    let replyLineLimit: SharedLimit
+    let httpBodyLimit: SharedLimit
 
     /// `clusterKeyFile`, `tlsKeyFile`: where the keys are read instead of the files cluster.yaml names
     /// (`--cluster-key-file`, `--tls-key-file`).
@@ -54,6 +58,8 @@ final class MasterNode: @unchecked Sendable {
         self.config = config
         self.loop = loop
         self.logger = logger
+        replyLineLimit = SharedLimit(config.limits.wireReplyBytesMax)
+        httpBodyLimit = SharedLimit(config.limits.httpBodyBytesMax)
         clusterKey = try config.clusterKey(handedOver: clusterKeyFile)
         linkTLS = try LinkTLS.load(config, keyFile: tlsKeyFile)
         let tokens = try config.security.tokensFile.map(TokenFile.load)
@@ -145,6 +151,11 @@ final class MasterNode: @unchecked Sendable {
             logger.error("reload rejected, configuration epoch \(view.membership.configEpoch) stays in force: \(error)")
             return (false, "reload rejected, the old configuration stays in force: \(error)")
         }
+        if let refusal = MasterReloadCheck.refusal(running: old, loaded: loaded, reports: askReplicas(loaded)) {
+            published.withLock { $0.reloadError = refusal }
+            logger.error("\(refusal)")
+            return (false, refusal)
+        }
         var notes: [String] = []
         if loaded.security.tokensFile != nil || old.security.tokensFile != nil {
             notes.append("HTTP tokens: \(tokens.map { "\($0.count) in force" } ?? "off (security.tokens_file unset)")")
@@ -157,6 +168,13 @@ final class MasterNode: @unchecked Sendable {
         if files(loaded) != files(old) {
             notes.append("security.cluster_key_file and security.tls need a restart of every process (they are read "
                 + "at start)")
+        }
+        // nginx refuses larger bodies before the master sees them; it cannot be asked, so say exactly what to set.
+        let body = { (limits: ClusterConfig.Limits) in limits.valueBytesMax + 3 * limits.keyBytesMax + 16 }
+        if body(loaded.limits) > body(old.limits) {
+            notes.append("nginx must pass request bodies of up to \(body(loaded.limits)) bytes: set client_max_body_size "
+                + "to at least \((body(loaded.limits) + 1023) / 1024)k in kv-locations.conf (/etc/nginx/snippets/) "
+                + "and reload nginx")
         }
         if loaded.master != old.master {
             loaded.master = old.master
@@ -181,6 +199,26 @@ final class MasterNode: @unchecked Sendable {
         }
         if !answer.ok { logger.error("\(answer.message)") }
         return answer
+    }
+
+    /// `stat` of every replica `config` names, one connection each as role operator (new replicas have no link
+    /// yet, and this must not disturb the links' order of requests), for `MasterReloadCheck`.
+    private func askReplicas(_ config: ClusterConfig) -> [String: MasterReloadCheck.Report] {
+        var reports: [String: MasterReloadCheck.Report] = [:]
+        for replica in config.replicas {
+            let handshake = clusterKey.map {
+                LinkAuthClientHandler.initiator(key: $0.key(for: .operator), id: config.master.id,
+                                                expectedServer: replica.id)
+            }
+            switch WireCall.call(WireRequest(seq: nil, command: .stat), host: replica.host, port: replica.port,
+                                 timeoutMs: config.timeouts.connectTimeoutMs, group: loop, handshake: handshake,
+                                 tls: linkTLS) {
+            case .success(let reply) where reply.stat != nil: reports[replica.id] = .answered(reply.stat!)
+            case .success(let reply): reports[replica.id] = .unreachable("it answered \(reply.code.rawValue): \(reply.message)")
+            case .failure(let error): reports[replica.id] = .unreachable("\(error)")
+            }
+        }
+        return reports
     }
 
     /// The counters `/status` shows, read on the loop.
@@ -245,6 +283,8 @@ final class MasterNode: @unchecked Sendable {
                 // reads, not the replicas /status lists.
                 if let applied = reloadConfigs.removeValue(forKey: id), ok {
                     config = applied
+                    replyLineLimit.value = applied.limits.wireReplyBytesMax
+                    httpBodyLimit.value = applied.limits.httpBodyBytesMax
                     configLoadedAt = Date()
                     publish(manager.view)
                 }
@@ -318,7 +358,7 @@ final class MasterNode: @unchecked Sendable {
             }
         }
         let link = ReplicaLink(replica: replica, loop: loop, connectTimeoutMs: config.timeouts.connectTimeoutMs,
-                               maxLineBytes: config.limits.wireReplyBytesMax, handshake: handshake,
+                               replyLimit: replyLineLimit, handshake: handshake,
                                tls: linkTLS,
                                onConnected: { [unowned self] link in feed(.connected(link.replica)) },
                                onDisconnected: { [unowned self] link in feed(.disconnected(link.replica)) })

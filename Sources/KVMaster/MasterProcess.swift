@@ -54,7 +54,7 @@ public enum MasterProcess {
         let node = try MasterNode(config: cluster, loop: group.next(), logger: logger, clusterKeyFile: clusterKeyFile,
                                   tlsKeyFile: tlsKeyFile)
         try node.start()
-        let server = try FastCGIServer(listen: cluster.master.listen, bodyBytesMax: cluster.limits.httpBodyBytesMax,
+        let server = try FastCGIServer(listen: cluster.master.listen, bodyLimit: node.httpBodyLimit,
                                        logger: logger)
         var queries: QueryServer?
         if let host = cluster.master.queryHost, let port = cluster.master.queryPort {

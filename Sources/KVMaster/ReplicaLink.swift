@@ -15,8 +15,8 @@ final class ReplicaLink: @unchecked Sendable {
     let replica: ClusterConfig.Replica
     private let loop: EventLoop
     let connectTimeoutMs: Int
-    /// The longest reply line accepted (`limits.wireReplyBytesMax`).
-    let maxLineBytes: Int
+    /// The longest reply line accepted (`limits.wireReplyBytesMax`, shared by every link; a reload changes it).
+    let replyLimit: SharedLimit
     /// A fresh handshake for each new connection (nil: the replica port is not authenticated).
     let handshake: (@Sendable () -> HandshakeInitiator)?
     /// Mutual TLS on the connection (nil: plain TCP). Reads then take this link too, not a blocking connection.
@@ -35,7 +35,7 @@ final class ReplicaLink: @unchecked Sendable {
     private var lastError: String?
     private var connected = false
 
-    init(replica: ClusterConfig.Replica, loop: EventLoop, connectTimeoutMs: Int, maxLineBytes: Int,
+    init(replica: ClusterConfig.Replica, loop: EventLoop, connectTimeoutMs: Int, replyLimit: SharedLimit,
          handshake: (@Sendable () -> HandshakeInitiator)?, tls: LinkTLS?,
          onConnected: @escaping (ReplicaLink) -> Void, onDisconnected: @escaping (ReplicaLink) -> Void) {
         self.replica = replica
@@ -43,7 +43,7 @@ final class ReplicaLink: @unchecked Sendable {
         self.tls = tls
         self.loop = loop
         self.connectTimeoutMs = connectTimeoutMs
-        self.maxLineBytes = maxLineBytes
+        self.replyLimit = replyLimit
         self.onConnected = onConnected
         self.onDisconnected = onDisconnected
     }
@@ -103,11 +103,11 @@ final class ReplicaLink: @unchecked Sendable {
         let connecting = ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(connectTimeoutMs)))
             .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { [maxLineBytes] channel in
+            .channelInitializer { [replyLimit] channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(try tls.clientHandler(host: host)) }
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(LineFrameDecoder(maxLineBytes: maxLineBytes)))
+                        ByteToMessageHandler(LineFrameDecoder(limit: replyLimit)))
                     if let handshake {
                         try channel.pipeline.syncOperations.addHandler(
                             LinkAuthClientHandler(initiator: handshake(), authenticated: authenticated))

@@ -69,7 +69,7 @@ final class ReplicaReads: Sendable {
             return made
         }()
         return connection.call(request.encoded(), timeoutMs: view.config.timeouts.readTimeoutMs,
-                               connectTimeoutMs: link.connectTimeoutMs, maxLineBytes: link.maxLineBytes)
+                               connectTimeoutMs: link.connectTimeoutMs, maxLineBytes: link.replyLimit.value)
             .flatMap { line in
                 WireReply.parse(line, valueExpected: request.command == .get)
                     .mapError { LinkFailure(reason: "\($0) from \(replica.address)") }

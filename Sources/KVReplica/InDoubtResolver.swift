@@ -10,7 +10,12 @@ import NIOCore
 /// itself. What no one could tell stays blocked, which `stat` and `/status` show.
 final class InDoubtResolver {
     private let node: ReplicaNode
-    private let cluster: ClusterConfig
+    /// The configuration this pass uses; a reload leaves its successor in `reloaded`, taken at the next pass.
+    private var cluster: ClusterConfig
+    private let reloadLock = NSLock()
+    private var reloaded: ClusterConfig?
+    /// Called after every pass with the in-doubt and blocked counts (for systemd's STATUS line).
+    var onPass: ((_ inDoubt: Int, _ blocked: Int) -> Void)?
     private let group: EventLoopGroup
     private let logger: Logger
     private let me: ClusterConfig.Replica
@@ -30,7 +35,7 @@ final class InDoubtResolver {
         self.group = group
         self.logger = logger
         termination = InDoubtTermination(
-            liveLimitMs: UInt64(cluster.timeouts.prepareTimeoutMs + cluster.timeouts.commitTimeoutMs),
+            liveLimitMs: Self.liveLimitMs(cluster),
             askMaster: cluster.master.queryAddress != nil, me: me.id)
     }
 
@@ -45,10 +50,26 @@ final class InDoubtResolver {
         thread.start()
     }
 
+    /// Takes a reloaded configuration (master query address, peers' addresses, time-outs) from the next pass.
+    func apply(_ config: ClusterConfig) {
+        reloadLock.lock()
+        reloaded = config
+        reloadLock.unlock()
+    }
+
     /// One pass over the eligible in-doubt transactions.
     func resolveOnce() {
+        reloadLock.lock()
+        if let config = reloaded {
+            cluster = config
+            termination.liveLimitMs = Self.liveLimitMs(config)
+            termination.askMaster = config.master.queryAddress != nil
+            reloaded = nil
+        }
+        reloadLock.unlock()
         let wasBlocked = termination.blocked
-        var actions = termination.handle(.tick(inDoubt: node.inDoubt()))
+        let inDoubt = node.inDoubt()
+        var actions = termination.handle(.tick(inDoubt: inDoubt))
         while !actions.isEmpty {
             switch actions.removeFirst() {
             case .ask(let target, let seq):
@@ -62,29 +83,43 @@ final class InDoubtResolver {
             logger.warning("in-doubt \(seq): master unreachable and no peer knows the outcome; key stays locked (blocked)")
         }
         node.setBlocked(termination.blocked)
+        onPass?(inDoubt.count, termination.blocked.count)
     }
 
+    private static func liveLimitMs(_ config: ClusterConfig) -> UInt64 {
+        UInt64(config.timeouts.prepareTimeoutMs + config.timeouts.commitTimeoutMs)
+    }
+
+    /// Asks `target` about `seq`. A peer is dialled where the prepare recorded it and, if that fails and
+    /// cluster.yaml now names it elsewhere (it moved), there too: its answer is about its own log whichever
+    /// address reaches it, so a moved peer is asked as safely as one that stayed.
     private func ask(_ target: InDoubtTermination.Target, _ seq: UInt64) -> WireReply? {
-        let host: String, port: Int, who: String
         switch target {
         case .master:
-            guard let queryHost = cluster.master.queryHost, let queryPort = cluster.master.queryPort else { return nil }
-            (host, port, who) = (queryHost, queryPort, "master")
+            guard let host = cluster.master.queryHost, let port = cluster.master.queryPort else { return nil }
+            return ask(seq, host: host, port: port, who: "master", expected: cluster.master.id)
         case .peer(let member):
-            (host, port, who) = (member.host, member.port, member.id)
+            if let reply = ask(seq, host: member.host, port: member.port, who: member.id, expected: member.id) {
+                return reply
+            }
+            guard let now = cluster.replica(id: member.id), now.host != member.host || now.port != member.port
+            else { return nil }
+            return ask(seq, host: now.host, port: now.port, who: member.id, expected: member.id)
         }
+    }
+
+    private func ask(_ seq: UInt64, host: String, port: Int, who: String, expected: String) -> WireReply? {
         let handshake = clusterKey.map {
-            LinkAuthClientHandler.initiator(key: $0.key(for: .replica), id: me.id,
-                                            expectedServer: who == "master" ? cluster.master.id : who)
+            LinkAuthClientHandler.initiator(key: $0.key(for: .replica), id: me.id, expectedServer: expected)
         }
         switch WireCall.call(WireRequest(seq: seq, command: .qry), host: host, port: port,
                              timeoutMs: cluster.timeouts.connectTimeoutMs, group: group, handshake: handshake,
                              tls: tls) {
         case .success(let reply):
-            logger.debug("qry \(seq) to \(who): \(reply.code.rawValue) (\(reply.message))")
+            logger.debug("qry \(seq) to \(who) at \(host):\(port): \(reply.code.rawValue) (\(reply.message))")
             return reply
         case .failure(let error):
-            logger.debug("qry \(seq) to \(who): \(error)")
+            logger.debug("qry \(seq) to \(who) at \(host):\(port): \(error)")
             return nil
         }
     }

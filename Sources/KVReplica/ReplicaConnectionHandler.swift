@@ -18,7 +18,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     private let node: ReplicaNode
-    private let maxLineBytes: Int
+    private let lineLimit: SharedLimit
     private var nextSlot = 0
     private var nextToWrite = 0
     private var ready: [Int: [UInt8]] = [:]
@@ -56,9 +56,9 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
         outstanding >= Self.outstandingMax || (role != .master && readSlots.count >= Self.waitingReadsMax)
     }
 
-    init(node: ReplicaNode, maxLineBytes: Int, role: LinkRole?) {
+    init(node: ReplicaNode, lineLimit: SharedLimit, role: LinkRole?) {
         self.node = node
-        self.maxLineBytes = maxLineBytes
+        self.lineLimit = lineLimit
         self.role = role
     }
 
@@ -100,7 +100,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
     private func execute(_ line: ByteBuffer, context: ChannelHandlerContext) {
         let slot = nextSlot
         nextSlot += 1
-        switch WireRequest.parse(Array(line.readableBytesView), maxLineBytes: maxLineBytes) {
+        switch WireRequest.parse(Array(line.readableBytesView), maxLineBytes: lineLimit.value) {
         case .failure(let error):
             complete(slot, node.errorReply(error), context: context)
         case .success(let request) where !(role?.may(request.command) ?? false):
@@ -194,7 +194,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if error is LineFrameDecoder.LineTooLong {
-            let reply = node.errorReply(.wireLineTooLong(limit: maxLineBytes))
+            let reply = node.errorReply(.wireLineTooLong(limit: lineLimit.value))
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: reply)), promise: nil)
         }
         context.close(promise: nil)

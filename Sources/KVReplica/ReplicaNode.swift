@@ -16,7 +16,7 @@ final class ReplicaNode: @unchecked Sendable {
     private var responders: [Participant.RequestID: Responder] = [:]
     private var nextRequestID: Participant.RequestID = 1
     private let log: GroupCommitLog
-    private let lockWaitMs: Int
+    private var lockWaitMs: Int
     let logger: Logger
     private let timers = DispatchQueue(label: "kv.replica.timers")
     /// In-doubt seqs that neither the master nor any peer could resolve at the last attempt.
@@ -24,7 +24,9 @@ final class ReplicaNode: @unchecked Sendable {
     let server: String
 
     private let dataDir: String
-    private let snapshotLogBytesMax: Int
+    private var snapshotLogBytesMax: Int
+    /// The request line limit the server holds to (`limits.wireRequestBytesMax`), reported in `stat`.
+    private var requestBytesMax: Int
     private var generation: UInt64
     private var snapshotting = false
 
@@ -36,6 +38,7 @@ final class ReplicaNode: @unchecked Sendable {
         self.logger = logger
         self.dataDir = dataDir
         self.snapshotLogBytesMax = snapshotLogBytesMax
+        requestBytesMax = limits.wireRequestBytesMax
         var participant = Participant(server: server, pageBytesMax: limits.pageBytesMax, txnLimits: limits)
         let opened = try ReplicaStorage.open(directory: dataDir, into: &participant, logger: logger)
         let stat = participant.stat(nowMs: Self.nowMs())
@@ -69,6 +72,16 @@ final class ReplicaNode: @unchecked Sendable {
     /// unless `force` says a reply is held behind theirs.
     func flushLog(force: Bool = false) { log.flush(onlyForCallerRecords: !force) }
 
+    /// Takes a reload's time-out, limits and snapshot threshold for every request from now on.
+    func apply(lockWaitMs: Int, snapshotLogBytesMax: Int, limits: ClusterConfig.Limits) {
+        lock.lock()
+        self.lockWaitMs = lockWaitMs
+        self.snapshotLogBytesMax = snapshotLogBytesMax
+        requestBytesMax = limits.wireRequestBytesMax
+        participant.apply(limits: limits)
+        lock.unlock()
+    }
+
     /// Transactions prepared here and not yet decided.
     func inDoubt() -> [ReplicaStat.InDoubt] {
         lock.lock()
@@ -87,6 +100,8 @@ final class ReplicaNode: @unchecked Sendable {
         guard case .reply(let id, var reply) = action, var stat = reply.stat else { return action }
         for index in stat.inDoubt.indices { stat.inDoubt[index].blocked = blocked.contains(stat.inDoubt[index].seq) }
         stat.logSyncs = log.counters.syncs
+        stat.dataDir = dataDir
+        stat.requestBytesMax = requestBytesMax
         reply.stat = stat
         return .reply(id, reply)
     }

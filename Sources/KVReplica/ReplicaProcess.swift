@@ -7,7 +7,7 @@ import Logging
 /// The replica process from configuration to shutdown: what `kv-replicad` runs (its command parses the flags and
 /// exits with the code this returns). In the library so that every part of the replica is reachable from tests.
 public enum ReplicaProcess {
-    /// Runs until SIGTERM or SIGINT; answers the process's exit code: 0 after a clean stop, 78 (EX_CONFIG) for a
+    /// Runs until SIGTERM or SIGINT (SIGHUP reloads cluster.yaml: `ReplicaReloader`); answers the process's exit code: 0 after a clean stop, 78 (EX_CONFIG) for a
     /// configuration that restarting will not fix, 1 for any other failure to start.
     public static func run(configPath config: String, id: String, logLevel: String, threads: Int,
                            clusterKeyFile: String?, tlsKeyFile: String?) -> Int32 {
@@ -63,11 +63,17 @@ public enum ReplicaProcess {
         }
         let resolver = InDoubtResolver(node: node, cluster: cluster, me: me, group: server.group,
                                        clusterKey: clusterKey, tls: tls, logger: logger)
+        let reloader = ReplicaReloader(config: cluster, id: me.id, listen: "\(listen)", node: node, server: server,
+                                       resolver: resolver, logger: logger)
+        resolver.onPass = { reloader.inDoubtChanged(count: $0, blocked: $1) }
         resolver.start()
-        let inDoubt = node.inDoubt().count
-        SystemdNotify.send("READY=1\nSTATUS=serving on \(listen); \(inDoubt) transaction(s) in doubt")
+        SystemdNotify.send("READY=1\nSTATUS=serving on \(listen); \(node.inDoubt().count) transaction(s) in doubt")
         logger.info("replica \(me.id) ready on \(listen)\(tls == nil ? "" : " (mutual TLS)") (dialled as \(me.address)), data in \(me.dataDir)")
-        let signals = SignalTrap(signals: [SIGTERM, SIGINT]) { signal in
+        let signals = SignalTrap(signals: [SIGTERM, SIGINT, SIGHUP]) { signal in
+            if signal == SIGHUP {
+                reloader.reload()
+                return
+            }
             logger.info("signal \(signal): stopping")
             SystemdNotify.send("STOPPING=1")
             server.shutdown()

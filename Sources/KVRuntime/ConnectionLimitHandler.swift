@@ -3,12 +3,21 @@ import Synchronization
 
 /// How many connections a listener holds, shared by its pipelines.
 public final class ConnectionCount: Sendable {
-    public let limit: Int
+    private let limitValue: Atomic<Int>
     private let open = Atomic<Int>(0)
 
     public init(limit: Int) {
         precondition(limit > 0, "a listener needs room for one connection")
-        self.limit = limit
+        limitValue = Atomic(limit)
+    }
+
+    /// Places in all; a reload may change it (connections held beyond a lowered limit stay until they close).
+    public var limit: Int {
+        get { limitValue.load(ordering: .relaxed) }
+        set {
+            precondition(newValue > 0, "a listener needs room for one connection")
+            limitValue.store(newValue, ordering: .relaxed)
+        }
     }
 
     public var current: Int { open.load(ordering: .relaxed) }
@@ -16,6 +25,7 @@ public final class ConnectionCount: Sendable {
     /// Takes a place; false (and nothing taken) when every place is taken.
     func acquire() -> Bool {
         var value = open.load(ordering: .relaxed)
+        let limit = self.limit
         while value < limit {
             let (exchanged, original) = open.compareExchange(expected: value, desired: value + 1, ordering: .acquiringAndReleasing)
             if exchanged { return true }

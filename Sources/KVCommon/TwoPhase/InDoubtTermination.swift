@@ -35,8 +35,9 @@ public struct InDoubtTermination {
     }
 
     /// Prepare + commit time-outs: a live transaction younger than this is the coordinator's business.
-    public let liveLimitMs: UInt64
-    public let askMaster: Bool
+    /// Both may change at a reload (time-outs, `master.query_listen`); they judge the next tick on.
+    public var liveLimitMs: UInt64
+    public var askMaster: Bool
     /// This replica's id, left out of the members it asks.
     public let me: String
     /// Seqs being asked about, with the targets still to ask after the current one.

@@ -119,12 +119,12 @@ public struct Participant {
     private var parkedKeys: [RequestID: [UInt8]] = [:]
 
     /// Bytes one page (`list`, `page`) may take on the wire; a page always holds at least one entry.
-    public let pageBytesMax: Int
+    public private(set) var pageBytesMax: Int
 
     /// `limits.txn_ops_max` and `limits.txn_bytes_max`, applied here too: the master checks a transaction
     /// before it prepares it, and a replica must not let any peer lock more than those allow.
-    public let txnOpsMax: Int
-    public let txnBytesMax: Int
+    public private(set) var txnOpsMax: Int
+    public private(set) var txnBytesMax: Int
 
     public init(server: String, decisionMemory: Int = 1 << 20, pageBytesMax: Int = 1 << 20,
                 txnLimits: ClusterConfig.Limits = .init()) {
@@ -134,6 +134,13 @@ public struct Participant {
         txnOpsMax = txnLimits.txnOpsMax
         txnBytesMax = txnLimits.txnBytesMax
         decided = DecisionMemory(capacity: decisionMemory)
+    }
+
+    /// Takes reloaded limits: requests from now on are judged by them (a prepared transaction keeps its locks).
+    public mutating func apply(limits: ClusterConfig.Limits) {
+        pageBytesMax = limits.pageBytesMax
+        txnOpsMax = limits.txnOpsMax
+        txnBytesMax = limits.txnBytesMax
     }
 
     /// Seqs prepared here and not yet decided, oldest first.

@@ -23,6 +23,10 @@ public struct ReplicaStat: Equatable, Sendable {
     public var fenceMaster = ""
     /// Reads waiting for a key's lock (each answers once the transaction holding it is decided).
     public var parkedReads = 0
+    /// The data directory this process serves and the longest request line it takes now (filled in by the
+    /// replica process; "" and 0 from older replicas): a master reload checks both against the new file.
+    public var dataDir = ""
+    public var requestBytesMax = 0
 
     public struct InDoubt: Equatable, Sendable {
         public var seq: UInt64

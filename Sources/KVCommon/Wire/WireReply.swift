@@ -70,6 +70,8 @@ public struct WireReply: Equatable, Sendable {
             writer.field("fence_epoch", stat.fenceEpoch)
             writer.field("fence_master", stat.fenceMaster)
             writer.field("parked_reads", stat.parkedReads)
+            if !stat.dataDir.isEmpty { writer.field("data_dir", stat.dataDir) }
+            if stat.requestBytesMax > 0 { writer.field("request_bytes_max", stat.requestBytesMax) }
         }
         if let page {
             writer.field("entries", rawJSON: page.json())
@@ -101,6 +103,7 @@ public struct WireReply: Equatable, Sendable {
         var base64 = false
         var keys: UInt64?, digest: String?, lastCommitted: UInt64?, inDoubt: [JSONValue]?, logSyncs: UInt64?
         var joined: Bool?, joinedSince: UInt64?, maxSeq: UInt64?, fenceEpoch: UInt64?, fenceMaster: String?, parkedReads: UInt64?
+        var dataDir: String?, requestBytesMax: UInt64?
         var entries: [JSONValue]?, done: Bool?
         var succeeded: Bool?, reads: [JSONValue]?, writeCreated: [JSONValue]?
 
@@ -124,6 +127,8 @@ public struct WireReply: Equatable, Sendable {
             case "fence_epoch": fenceEpoch = value.uint64Value
             case "fence_master": fenceMaster = value.stringValue
             case "parked_reads": parkedReads = value.uint64Value
+            case "data_dir": dataDir = value.stringValue
+            case "request_bytes_max": requestBytesMax = value.uint64Value
             case "entries": entries = value.arrayValue
             case "done": done = value.boolValue
             case "succeeded": succeeded = value.boolValue
@@ -165,6 +170,8 @@ public struct WireReply: Equatable, Sendable {
                 stat.fenceEpoch = fenceEpoch ?? 0
                 stat.fenceMaster = fenceMaster ?? ""
                 stat.parkedReads = Int(clamping: parkedReads ?? 0)
+                stat.dataDir = dataDir ?? ""
+                stat.requestBytesMax = Int(clamping: requestBytesMax ?? 0)
                 reply.stat = stat
             }
             if let entries, let done {
