@@ -530,6 +530,43 @@ def test_reload_after_editing_the_config(system):
     assert system.http("PUT", "/kv/big", body=b"x" * 11)[0] == 200
 
 
+def test_a_replica_reloads_with_systemctl_reload_and_keeps_its_status_line_current(system):
+    """`systemctl reload kv-replica@r2` (ExecReload: SIGHUP) re-reads the file without a restart; a broken file
+    is refused and the replica keeps serving; STATUS= (systemctl status) shows the last reload's answer."""
+    pid = system.show("kv-replica@r2.service", "MainPID")
+    original = system.read_file("/etc/kv/cluster.yaml")
+    system.systemctl("reload", "kv-replica@r2")
+    wait_until(lambda: "reload 1 accepted" in system.show("kv-replica@r2.service", "StatusText"), 10,
+               "r2's status line to show the reload")
+    assert "reload 1 accepted: nothing this replica uses changed" in system.journal("kv-replica@r2")
+
+    system.write_file("/etc/kv/cluster.yaml", original.replace("value_bytes_max: 1048576", "value_bytes_max: ten"))
+    system.systemctl("reload", "kv-replica@r2")
+    wait_until(lambda: "reload rejected" in system.show("kv-replica@r2.service", "StatusText"), 10,
+               "r2's status line to show the refusal")
+    assert "cluster.yaml:" in system.show("kv-replica@r2.service", "StatusText")
+    system.write_file("/etc/kv/cluster.yaml", original)
+    system.systemctl("reload", "kv-replica@r2")
+    wait_until(lambda: "reload 2 accepted" in system.show("kv-replica@r2.service", "StatusText"), 10,
+               "r2 to take the restored file")
+    assert system.show("kv-replica@r2.service", "MainPID") == pid, "a reload must not restart the replica"
+    assert system.is_active("kv-replica@r2.service") == "active"
+    assert system.http("PUT", "/kv/after-replica-reload", body=b"1")[0] == 200
+
+
+def test_the_units_open_file_limit_fits_the_configured_connections(system):
+    """LimitNOFILE=1024:1048576: each process raises its soft limit to what cluster.yaml admits. The hard limit is
+    the unit's, unless the machine booting this systemd has a lower one (a container's), which no unit can pass."""
+    import resource
+    ceiling = min(1048576, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    for unit, needed in (("kv-replica@r1.service", 1024 + 256), ("kv-master.service", 1024 + 256)):
+        pid = system.show(unit, "MainPID")
+        limits = system.read_file(f"/proc/{pid}/limits")
+        line = next(l for l in limits.splitlines() if l.startswith("Max open files"))
+        soft, hard = (int(v) for v in line.split()[3:5])
+        assert hard == ceiling and soft >= needed, (unit, line, ceiling)
+
+
 def test_logs_are_in_the_journal(system):
     journal = system.journal("kv-replica@r1")
     assert "replica r1 ready on 127.0.0.1:" in journal, journal[-3000:]
