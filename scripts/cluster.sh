@@ -3,6 +3,7 @@
 #   scripts/cluster.sh            set up (packages, build) and start, then print curl examples
 #   scripts/cluster.sh stop       stop what start started (by PID)
 #   scripts/cluster.sh status     which processes are running
+#   scripts/cluster.sh reload     after editing cluster.yaml: SIGHUP to each replica, then the master's reload
 #   scripts/cluster.sh stop-replica r2 | kill-replica r2 | start-replica r2   one replica (SIGTERM / SIGKILL / start)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -219,6 +219,26 @@ class Cluster:
         """Asks the master to re-read cluster.yaml (POST /admin/reload); returns (status, body)."""
         return self.http("POST", "/admin/reload")
 
+    RELOAD_ANSWER = re.compile(r"reload rejected|reload \d+ accepted: ")
+
+    def reload_replica(self, rid, timeout_s=10):
+        """SIGHUP to replica `rid` (what `systemctl reload kv-replica@ID` sends); waits for its answer in its log
+        and returns that line ("reload N accepted: ..." or "reload rejected, ...")."""
+        answers = lambda: [l for l in self.log(rid).splitlines() if self.RELOAD_ANSWER.search(l)]
+        before = len(answers())
+        pid = self._pid(rid)
+        if pid is None:
+            raise RuntimeError(f"replica {rid} is not running")
+        os.kill(pid, signal.SIGHUP)
+        return wait_until(lambda: answers()[before] if len(answers()) > before else None, timeout_s,
+                          f"{rid} to answer its reload")
+
+    def reload(self):
+        """The documented order after an edit: every running replica first (so limits the master will accept
+        already hold there), then the master. Returns ({rid: answer line}, (status, body) of the master's)."""
+        replicas = {rid: self.reload_replica(rid) for rid in self.replica_ids if self.is_running(rid)}
+        return replicas, self.reload_master()
+
     # ----- addresses ----------------------------------------------------------------------------------------
 
     def replica(self, rid):
@@ -590,7 +610,7 @@ http {{
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["start", "stop", "status", "start-replica", "stop-replica",
+    parser.add_argument("command", choices=["start", "stop", "status", "reload", "start-replica", "stop-replica",
                                             "kill-replica"])
     parser.add_argument("replica", nargs="?", help="replica id, for the *-replica commands")
     parser.add_argument("--config", default=os.path.join(REPO, "cluster.yaml"))
@@ -621,6 +641,13 @@ def main():
     elif args.command == "stop":
         cluster.stop()
         print("kv stopped")
+    elif args.command == "reload":
+        replicas, (status, body) = cluster.reload()
+        for rid, line in replicas.items():
+            print(f"{rid}: {line.split('] ', 1)[-1]}")
+        print(f"master: {status} {body.get('message') if body else ''}")
+        if status != 200 or any("rejected" in line for line in replicas.values()):
+            sys.exit(1)
     elif args.command.endswith("-replica"):
         if args.replica not in cluster.replica_ids:
             sys.exit(f"name a replica: one of {', '.join(cluster.replica_ids)}")

@@ -43,21 +43,12 @@ final class FastCGIServer {
             unsetenv("LISTEN_FDNAMES")
             return
         }
-        let address: String
-        switch listen {
-        case .unix(let path):
-            unlink(path)
-            address = path
-        case .tcp(let host, let port):
-            address = "\(host):\(port)"
-        }
-        let fd = FCGX_OpenSocket(address, 1024)
-        guard fd >= 0 else { throw MasterError.fastCGI("cannot listen on \(address): \(String(cString: strerror(errno)))") }
+        let fd = try FastCGIListener.open(listen)
         // Owner and group only: nginx connects as a member of the socket's group (put its user in the master's
         // group, or run both as one user); any other local user would otherwise reach the master past nginx.
         if case .unix(let path) = listen { chmod(path, 0o660) }
         listenFD = fd
-        listenDescription = address
+        listenDescription = "\(listen)"
     }
 
     /// Starts `workers` threads that serve requests with `handler` until the process exits.

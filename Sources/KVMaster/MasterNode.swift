@@ -65,7 +65,7 @@ final class MasterNode: @unchecked Sendable {
         let tokens = try config.security.tokensFile.map(TokenFile.load)
         published.withLock { $0.tokens = tokens }
         // Before anything in the directory is read or written: a second master must not touch it.
-        lock = try DirectoryLock(directory: config.master.decisionLogDir)
+        lock = try DirectoryLock(directory: config.master.decisionLogDir, process: "kv-master")
         stateFile = MasterStateFile(directory: config.master.decisionLogDir)
         let recovered = try stateFile.read()
         let settings = TransactionManager.Settings(config: config)

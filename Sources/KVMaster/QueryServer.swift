@@ -38,7 +38,11 @@ final class QueryServer {
                         QueryHandler(node: node, serverID: serverID))
                 }
             }
-        channel = try bootstrap.bind(host: host, port: port).wait()
+        do {
+            channel = try bootstrap.bind(host: host, port: port).wait()
+        } catch {
+            throw StorageError.listenFailed(error, address: "\(host):\(port)", setting: "master.query_listen")
+        }
     }
 
     func close() { channel.close(promise: nil) }

@@ -24,6 +24,7 @@ final class ReplicaNode: @unchecked Sendable {
     let server: String
 
     private let dataDir: String
+    private let directoryLock: DirectoryLock
     private var snapshotLogBytesMax: Int
     /// The request line limit the server holds to (`limits.wireRequestBytesMax`), reported in `stat`.
     private var requestBytesMax: Int
@@ -39,6 +40,8 @@ final class ReplicaNode: @unchecked Sendable {
         self.dataDir = dataDir
         self.snapshotLogBytesMax = snapshotLogBytesMax
         requestBytesMax = limits.wireRequestBytesMax
+        // Before anything in the directory is read: a second replica on it would append to the same log.
+        directoryLock = try DirectoryLock(directory: dataDir, process: "kv-replicad")
         var participant = Participant(server: server, pageBytesMax: limits.pageBytesMax, txnLimits: limits)
         let opened = try ReplicaStorage.open(directory: dataDir, into: &participant, logger: logger)
         let stat = participant.stat(nowMs: Self.nowMs())

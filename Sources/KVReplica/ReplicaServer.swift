@@ -74,7 +74,8 @@ final class ReplicaServer {
             channel = try bootstrap.bind(host: host, port: port).wait()
         } catch {
             try? group.syncShutdownGracefully()
-            throw error
+            throw StorageError.listenFailed(error, address: "\(host):\(port)",
+                                            setting: "replicas[\(serverID)].listen, or its port")
         }
     }
 

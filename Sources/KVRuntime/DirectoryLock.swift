@@ -8,8 +8,8 @@ public final class DirectoryLock {
     private let fd: Int32
     public let path: String
 
-    /// Takes the lock or throws `StorageError.locked` naming the holder.
-    public init(directory: String) throws {
+    /// Takes the lock or throws `StorageError.locked` naming the holder; `process` names what takes it.
+    public init(directory: String, process: String) throws {
         try FileIO.makeDirectory(directory)
         path = directory + "/lock"
         fd = try FileIO.open(path, flags: O_RDWR | O_CREAT)
@@ -18,7 +18,7 @@ public final class DirectoryLock {
             let holder = String(decoding: (try? FileIO.readAll(path)) ?? [], as: UTF8.self)
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             close(fd)
-            if code == EWOULDBLOCK { throw StorageError.locked(path: directory, holder: holder) }
+            if code == EWOULDBLOCK { throw StorageError.locked(path: directory, holder: holder, process: process) }
             throw StorageError.io(operation: "flock", path: path, errno: code)
         }
         try FileIO.truncate(fd, to: 0, path: path)

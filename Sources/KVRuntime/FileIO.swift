@@ -61,11 +61,20 @@ public enum FileIO {
     }
 
     /// Creates `path` and its parents if missing.
+    /// Creates `path` and any missing parents (mode 0777 less the umask, as mkdir -p), keeping the real errno of
+    /// a failure so the message says what is wrong (a file in the way, no permission, a read-only disk).
     public static func makeDirectory(_ path: String) throws {
-        do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        } catch {
-            throw StorageError.io(operation: "mkdir", path: path, errno: EACCES)
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if mkdir(current, 0o777) != 0 {
+                let code = errno
+                guard code == EEXIST else { throw StorageError.io(operation: "mkdir", path: current, errno: code) }
+                var isDirectory: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: current, isDirectory: &isDirectory), isDirectory.boolValue else {
+                    throw StorageError.io(operation: "mkdir", path: current, errno: ENOTDIR)
+                }
+            }
         }
     }
 

@@ -10,17 +10,6 @@ from crash_helpers import exit_code, read_replica, start_cluster, wait_healthy
 from kvcluster import free_port, wait_until
 
 
-def hup(cluster, rid, count):
-    """SIGHUP to replica `rid`; waits for its `count`-th reload answer in its log and returns that line."""
-    os.kill(cluster.procs[rid].pid, signal.SIGHUP)
-
-    def answered():
-        lines = [line for line in cluster.log(rid).splitlines()
-                 if "reload rejected" in line or " accepted: " in line]
-        return lines[count - 1] if len(lines) >= count else None
-    return wait_until(answered, 10, f"{rid} to answer reload {count}")
-
-
 def test_sighup_applies_new_peer_addresses_and_time_outs_and_a_moved_peer_settles_a_blocked_transaction(
         unstarted_cluster):
     """The master dies after delivering `com` to r1 only (master-mid-commit-send), and stays down. The coordinator's
@@ -48,14 +37,14 @@ def test_sighup_applies_new_peer_addresses_and_time_outs_and_a_moved_peer_settle
     c.stop_replica("r1")
     config["timeouts"] = {"prepare_timeout_ms": 300, "commit_timeout_ms": 300}
     c.write_config(config)
-    line = hup(c, "r3", 1)
+    line = c.reload_replica("r3")
     assert "reload 1 accepted" in line and "timeouts.prepare_timeout_ms 60000 → 300" in line, line
     wait_until(lambda: c.stat("r3")["in_doubt"][0]["blocked"], 10, "r3 to report the seq blocked")
 
     config["replicas"][0]["port"] = free_port()
     c.write_config(config)
     c.start_replica("r1")
-    line = hup(c, "r3", 2)
+    line = c.reload_replica("r3")
     assert f"peer r1 moved to 127.0.0.1:{config['replicas'][0]['port']}" in line, line
     wait_until(lambda: c.stat("r3")["in_doubt"] == [], 10, "r3 to learn the outcome from r1 at its new address")
     assert f"in-doubt {seq}: learned commit" in c.log("r3")
@@ -63,7 +52,7 @@ def test_sighup_applies_new_peer_addresses_and_time_outs_and_a_moved_peer_settle
     assert c.is_running("r3"), "SIGHUP must never stop a replica"
 
     # r2 was not reloaded: it still asks r1 where the prepare put it. Its own reload settles it too.
-    assert "moved" in hup(c, "r2", 1)
+    assert "moved" in c.reload_replica("r2")
     wait_until(lambda: c.stat("r2")["in_doubt"] == [], 10, "r2 to learn the outcome after its reload")
 
     c.start_master()
@@ -82,7 +71,7 @@ def test_a_bad_edit_leaves_the_old_configuration_in_force_on_every_process(clust
     status, body = cluster.reload_master()
     assert status == 400 and "cluster.yaml:" in body["message"], body
     for n, rid in enumerate(cluster.replica_ids):
-        line = hup(cluster, rid, 1)
+        line = cluster.reload_replica(rid)
         assert "reload rejected, the old configuration stays in force: config: " in line and "cluster.yaml:" in line, line
         assert cluster.is_running(rid)
     assert cluster.http("PUT", "/kv/after-bad-edit", body=b"x" * 2000)[0] == 200
@@ -90,14 +79,14 @@ def test_a_bad_edit_leaves_the_old_configuration_in_force_on_every_process(clust
     without = copy.deepcopy(good)
     without["replicas"] = [r for r in without["replicas"] if r["id"] != "r3"]
     cluster.write_config(without)
-    line = hup(cluster, "r3", 2)
+    line = cluster.reload_replica("r3")
     assert "no replica with id 'r3'" in line and "keeps its old configuration" in line, line
 
     limited = copy.deepcopy(good)
     limited["limits"] = {"value_bytes_max": 1000}
     cluster.write_config(limited)
     for rid in cluster.replica_ids:
-        line = hup(cluster, rid, 2 if rid != "r3" else 3)
+        line = cluster.reload_replica(rid)
         assert "accepted" in line and "limits.value_bytes_max 1048576 → 1000" in line, line
     assert cluster.reload_master()[0] == 200
     status, body = cluster.http("PUT", "/kv/after-good-edit", body=b"x" * 1001)
@@ -108,7 +97,7 @@ def test_a_replica_reload_reports_what_needs_a_restart(cluster):
     config = copy.deepcopy(cluster.config)
     config["replicas"][1]["data_dir"] = config["replicas"][1]["data_dir"] + "-elsewhere"
     cluster.write_config(config)
-    line = hup(cluster, "r2", 1)
+    line = cluster.reload_replica("r2")
     assert "accepted" in line and "needs a restart: replicas[r2].data_dir" in line, line
     # The master refuses the file while r2 still serves its old directory (see test_membership_checks.py).
     assert cluster.stat("r2")["data_dir"].endswith("/r2"), cluster.stat("r2")
@@ -129,7 +118,7 @@ def test_raising_value_bytes_max_by_reload_lets_a_value_at_the_new_limit_through
     status, body = cluster.reload_master()
     assert status == 400 and "reload the replicas first" in body["message"], body
     for rid in cluster.replica_ids:
-        assert f"limits.value_bytes_max 1048576 → {new_limit}" in hup(cluster, rid, 1)
+        assert f"limits.value_bytes_max 1048576 → {new_limit}" in cluster.reload_replica(rid)
     status, body = cluster.reload_master()
     assert status == 200, body
     assert "client_max_body_size to at least 4100k" in body["message"], body
