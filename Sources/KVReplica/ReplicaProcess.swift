@@ -7,6 +7,25 @@ import Logging
 /// The replica process from configuration to shutdown: what `kv-replicad` runs (its command parses the flags and
 /// exits with the code this returns). In the library so that every part of the replica is reachable from tests.
 public enum ReplicaProcess {
+    /// `--check`: validates the file and this replica's entry without starting anything, and prints one line,
+    /// `replica ID: binds ADDRESS, dialled at ADDRESS, data_dir DIR` (scripts/install.sh reads it). Answers 0, or
+    /// 78 after printing the error.
+    public static func check(configPath: String, id: String) -> Int32 {
+        do {
+            let cluster = try ClusterConfig.load(path: configPath)
+            guard let me = cluster.replica(id: id) else {
+                let known = cluster.replicas.map(\.id).joined(separator: ", ")
+                FileHandle.standardError.write(Data("config: \(configPath): no replica with id '\(id)' (known: \(known))\n".utf8))
+                return 78
+            }
+            print("replica \(id): binds \(cluster.listenAddress(of: me)), dialled at \(me.address), data_dir \(me.dataDir)")
+            return 0
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            return 78
+        }
+    }
+
     /// Runs until SIGTERM or SIGINT (SIGHUP reloads cluster.yaml: `ReplicaReloader`); answers the process's exit code: 0 after a clean stop, 78 (EX_CONFIG) for a
     /// configuration that restarting will not fix, 1 for any other failure to start.
     public static func run(configPath config: String, id: String, logLevel: String, threads: Int,

@@ -28,7 +28,15 @@ struct ReplicaCommand: ParsableCommand {
         + "unit hands the key over this way).", valueName: "path"))
     var tlsKeyFile: String?
 
+    @Flag(help: "Validate cluster.yaml and this replica's entry, print where it binds and its data directory, and exit.")
+    var check = false
+
     func run() throws {
+        if check {
+            let code = ReplicaProcess.check(configPath: config, id: id)
+            if code != 0 { throw ExitCode(code) }
+            return
+        }
         let code = ReplicaProcess.run(configPath: config, id: id, logLevel: logLevel, threads: threads,
                                       clusterKeyFile: clusterKeyFile, tlsKeyFile: tlsKeyFile)
         if code != 0 { throw ExitCode(code) }
