@@ -8,9 +8,10 @@ set -euo pipefail
 
 UNITS="kv.target kv-master.socket kv-master.service kv-replica@.service"
 if [ -d /run/systemd/system ]; then
-    # Every loaded kv unit, including replica instances that are no longer enabled.
+    # Every loaded kv unit, including replica instances that are no longer enabled; not the master's on a
+    # replica-only host (install.sh --role replica), where kv.target's Wants= names units that are not there.
     mapfile -t loaded < <(systemctl list-units --all --plain --no-legend 'kv.target' 'kv-master.*' 'kv-replica@*' \
-                          | awk '{ print $1 }')
+                          | awk '$2 != "not-found" { print $1 }')
     if [ ${#loaded[@]} -gt 0 ]; then
         systemctl stop "${loaded[@]}"
         echo "uninstall: stopped ${loaded[*]}"

@@ -151,3 +151,12 @@ def test_a_reload_on_every_host_replicas_first(hosts):
     a.systemctl("reload", "kv-master")
     wait_until(lambda: a.http("PUT", "/kv/big", body=b"x" * 1001)[0] == 413, 10, "the master to take the limit")
     assert a.http("PUT", "/kv/small", body=b"x" * 1000)[0] == 200
+
+
+def test_uninstall_on_a_replica_host_keeps_its_data(hosts):
+    a, b = hosts
+    out = b.run("/run/kvtest/src/scripts/uninstall.sh").stdout
+    assert "stopped" in out and "kv-replica@r2.service" in out, out
+    assert not b.exists("/usr/local/bin/kv-replicad") and not b.exists("/etc/systemd/system/kv-replica@.service")
+    assert b.exists("/var/lib/private/kv/r2/lock") and b.exists("/etc/kv/cluster.yaml")
+    assert a.http("PUT", "/kv/across", body=b"gone")[0] == 503, "r2 and r3 are gone with their host's units"
