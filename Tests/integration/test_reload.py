@@ -112,3 +112,15 @@ def test_a_reload_the_master_refuses_changes_nothing_it_serves(cluster):
     status, body = cluster.http("GET", "/status")
     assert body["config_epoch"] == 1 and "keeps none" in body["last_reload_error"], body
     assert {r["id"]: r["address"] for r in body["replicas"]} == before, body["replicas"]
+
+
+def test_master_settings_in_a_reload_wait_for_a_restart_and_say_so(cluster):
+    """OPERATIONS, Reconfigure: the master's own settings need a restart; a reload keeps their old values."""
+    config = copy.deepcopy(cluster.config)
+    config["master"]["worker_threads"] = int(config["master"].get("worker_threads", 96)) + 1
+    config["limits"] = {"value_bytes_max": 10}
+    cluster.write_config(config)
+    status, body = cluster.http("POST", "/admin/reload")
+    assert status == 200 and "master settings need a restart (systemctl restart kv-master)" in body["message"], body
+    status, body = cluster.http("PUT", "/kv/big", body=b"x" * 11)
+    assert status == 413, "the rest of the file took effect"
