@@ -618,7 +618,12 @@ def main():
     parser.add_argument("--http-port", type=int, default=8080)
     parser.add_argument("--https-port", type=int, default=8443)
     args = parser.parse_args()
-    cluster = Cluster(args.config, args.run_dir, http_port=args.http_port, detached=True, https_port=args.https_port)
+    try:
+        cluster = Cluster(args.config, args.run_dir, http_port=args.http_port, detached=True, https_port=args.https_port)
+    except Exception as exc:  # noqa: BLE001 (any parse error: say it and stop)
+        if args.command != "reload":
+            raise
+        sys.exit(f"{args.config} does not parse ({exc}); nothing was reloaded: every process would refuse it too")
     names = ["nginx", "master"] + cluster.replica_ids
     if args.command == "start":
         running = [n for n in names if cluster.is_running(n)]

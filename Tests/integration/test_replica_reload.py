@@ -147,3 +147,33 @@ def test_raising_value_bytes_max_by_reload_lets_a_value_at_the_new_limit_through
     assert response.status == 200 and data == big, (response.status, len(data))
     status, body = cluster.http("PUT", "/kv/bigger", body=big + b"x", timeout_s=30)
     assert status == 413 and body["server"] == "m1" and f"{new_limit} bytes" in body["message"], body
+
+
+def test_cluster_sh_reload_reloads_the_replicas_then_the_master(cluster):
+    """`scripts/cluster.sh reload` (its kvcluster.py command), as OPERATIONS gives it for the dev cluster."""
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "kvcluster.py")
+
+    def reload():
+        return subprocess.run([sys.executable, script, "reload", "--config", cluster.config_path, "--run-dir",
+                               cluster.run_dir, "--http-port", str(cluster.http_port)],
+                              capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    config = copy.deepcopy(cluster.config)
+    config["limits"] = {"value_bytes_max": 500}
+    cluster.write_config(config)
+    run = reload()
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["r1", "r2", "r3", "master"], lines
+    assert all("reload 1 accepted" in line and "1048576 → 500" in line for line in lines[:3]), lines
+    assert lines[3].startswith("master: 200 configuration epoch 2 in force"), lines
+    assert cluster.http("PUT", "/kv/k", body=b"x" * 501)[0] == 413
+    # A file the processes refuse: each says so, and the command fails.
+    cluster.write_config(text=open(cluster.config_path).read().replace("value_bytes_max: 500", "value_bytes_max: -1"))
+    run = reload()
+    assert run.returncode == 1 and run.stdout.count("reload rejected") == 4 and "master: 400 reload rejected" in run.stdout, run.stdout
+    # One that is not even YAML: nothing is sent.
+    cluster.write_config(text="replicas: [\n")
+    run = reload()
+    assert run.returncode == 1 and "does not parse" in run.stderr and "nothing was reloaded" in run.stderr, run.stderr
