@@ -161,11 +161,7 @@ final class MasterNode: @unchecked Sendable {
             notes.append("HTTP tokens: \(tokens.map { "\($0.count) in force" } ?? "off (security.tokens_file unset)")")
         }
         // Read once at start, by every process of the cluster: a change takes a restart of all of them.
-        let files = { (config: ClusterConfig) in
-            [config.security.clusterKeyFile, config.security.linkTLS?.certFile, config.security.linkTLS?.keyFile,
-             config.security.linkTLS?.caFile]
-        }
-        if files(loaded) != files(old) {
+        if loaded.security.startOnlyFiles != old.security.startOnlyFiles {
             notes.append("security.cluster_key_file and security.tls need a restart of every process (they are read "
                 + "at start)")
         }

@@ -154,6 +154,12 @@ public struct ClusterConfig: Equatable, Sendable {
         public var tokensFile: String?
         /// Mutual TLS on every cluster link (replica ports, `query_listen`, peer queries); nil: plain TCP.
         public var linkTLS: LinkTLSFiles?
+
+        /// The files every process reads once, at start (the cluster key and the link TLS files): a reload that
+        /// changes them needs a restart of every process.
+        public var startOnlyFiles: [String?] {
+            [clusterKeyFile, linkTLS?.certFile, linkTLS?.keyFile, linkTLS?.caFile]
+        }
     }
 
     /// `security.tls`: this host's certificate and key, and the CA every peer's certificate must chain to. Each

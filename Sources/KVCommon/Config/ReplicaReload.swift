@@ -36,7 +36,7 @@ public struct ReplicaReload: Equatable, Sendable {
         if mine.address != old.address, loaded.listenAddress(of: mine) == running.listenAddress(of: old) {
             applied.append("replica \(id) is dialled at \(mine.address)")
         }
-        if Self.securityFiles(loaded) != Self.securityFiles(running) {
+        if loaded.security.startOnlyFiles != running.security.startOnlyFiles {
             restart.append("security.cluster_key_file and security.tls (read at start by every process)")
             config.security = running.security
         }
@@ -80,11 +80,6 @@ public struct ReplicaReload: Equatable, Sendable {
             notes.append("peer \(peer.id) removed (still asked, at \(peer.address), about transactions it took part in)")
         }
         return notes
-    }
-
-    private static func securityFiles(_ config: ClusterConfig) -> [String?] {
-        [config.security.clusterKeyFile, config.security.linkTLS?.certFile, config.security.linkTLS?.keyFile,
-         config.security.linkTLS?.caFile]
     }
 
     /// "section.field old → new" for each stored property that differs (found by reflection, so a new setting
