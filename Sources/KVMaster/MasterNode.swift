@@ -166,11 +166,10 @@ final class MasterNode: @unchecked Sendable {
                 + "at start)")
         }
         // nginx refuses larger bodies before the master sees them; it cannot be asked, so say exactly what to set.
-        let body = { (limits: ClusterConfig.Limits) in limits.valueBytesMax + 3 * limits.keyBytesMax + 16 }
-        if body(loaded.limits) > body(old.limits) {
-            notes.append("nginx must pass request bodies of up to \(body(loaded.limits)) bytes: set client_max_body_size "
-                + "to at least \((body(loaded.limits) + 1023) / 1024)k in kv-locations.conf (/etc/nginx/snippets/) "
-                + "and reload nginx")
+        let body = loaded.limits.valueBodyBytesMax
+        if body > old.limits.valueBodyBytesMax {
+            notes.append("nginx must pass request bodies of up to \(body) bytes: set client_max_body_size "
+                + "to at least \((body + 1023) / 1024)k in kv-locations.conf (/etc/nginx/snippets/) and reload nginx")
         }
         if loaded.master != old.master {
             loaded.master = old.master

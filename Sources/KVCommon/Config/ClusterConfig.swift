@@ -101,8 +101,12 @@ public struct ClusterConfig: Equatable, Sendable {
         /// The largest HTTP request body the master reads: a put's value, `POST /kv` with a fully escaped key,
         /// or `POST /txn` at its limits with every byte JSON-escaped (six bytes for a control character).
         public var httpBodyBytesMax: Int {
-            max(valueBytesMax + 3 * keyBytesMax + 16, 6 * txnBytesMax + txnOpsMax * 192 + 64)
+            max(valueBodyBytesMax, 6 * txnBytesMax + txnOpsMax * 192 + 64)
         }
+
+        /// The largest body of a single-value write (a put's value, `POST /kv` with a fully escaped key): what
+        /// nginx's `client_max_body_size` must pass.
+        public var valueBodyBytesMax: Int { valueBytesMax + 3 * keyBytesMax + 16 }
 
         /// One entry (key, value, version, created) on the wire at the key and value limits: both base64 in
         /// JSON, as pages and `txn` reads carry them (a `get` reply is never larger).
