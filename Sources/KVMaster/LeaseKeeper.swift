@@ -29,7 +29,6 @@ final class LeaseKeeper: @unchecked Sendable {
     private static let inFlightMax = 256
     /// Deadlines are checked this often: a lease expires at most this late, plus its transaction's time.
     private static let tickMs: UInt32 = 20
-    private static let attemptsMax = 5
 
     init(node: MasterNode, reads: ReplicaReads, logger: Logger) {
         self.node = node
@@ -108,23 +107,21 @@ final class LeaseKeeper: @unchecked Sendable {
     private func startExpiry(_ id: UInt64, attempt: Int) {
         if attempt > 0 { refresh(id) }
         guard let lease = book.withTable({ $0.leases[id] }) else { return }
-        var intent = WriteRequest.txn(LeaseTable.removal(of: lease)).intent
-        intent.expiry = true
+        let intent = TransactionManager.WriteIntent(txn: LeaseTable.removal(of: lease), expiry: true)
         inFlight.add(1, ordering: .relaxed)
         node.write(intent) { [self] answer in
             inFlight.subtract(1, ordering: .relaxed)
-            switch Self.verdict(answer) {
-            case .removed:
+            let verdict = LeaseRemoval.verdict(answer)
+            switch LeaseRemoval.afterExpiry(verdict, attempt: attempt) {
+            case .done:
                 logger.debug("lease \(id) expired: \(lease.keys.count) key(s) deleted")
-            case .compareFailed where attempt + 1 < Self.attemptsMax:
-                again.withLock { $0.append((id, attempt + 1, 0)) }
-            case .conflict:
-                // A client's write held one of the keys at that instant: soon again, as often as it takes.
-                again.withLock { $0.append((id, attempt, LeaseBook.nowMs + Int64.random(in: 5...30))) }
-            case .compareFailed, .notRun:
-                // Still due: try again in a second (the lease stays expired, and keepalives refuse it meanwhile).
-                if attempt == 0 { logger.warning("lease \(id) expired but its removal did not commit; retrying") }
-                again.withLock { $0.append((id, 1, LeaseBook.nowMs + 1000)) }
+            case .again(let next, let delay):
+                if next == 1 && attempt == 0 && verdict == .notRun {
+                    logger.warning("lease \(id) expired but its removal did not commit; retrying")
+                }
+                again.withLock { $0.append((id, next, LeaseBook.nowMs + Int64.random(in: delay))) }
+            case .giveUp:
+                book.withTable { $0.removalFailed(id) }
             }
         }
     }
@@ -136,43 +133,27 @@ final class LeaseKeeper: @unchecked Sendable {
         guard book.withTable({ $0.beginRevoke(id, nowMs: LeaseBook.nowMs) }) != nil else { return .notFound }
         var compareFailures = 0
         var attempts = 0
-        while compareFailures < Self.attemptsMax, attempts < Self.attemptsMax * 10 {
-            attempts += 1
+        while true {
             if compareFailures > 0 { refresh(id) }
             guard let lease = book.withTable({ $0.leases[id] }) else { return .notFound }
             let answer = node.write(WriteRequest.txn(LeaseTable.removal(of: lease)).intent)
-            switch Self.verdict(answer) {
-            case .removed(let outcome): return .removed(outcome, keys: lease.keys.count)
-            case .compareFailed:
-                compareFailures += 1
-                continue
-            case .conflict:
-                usleep(UInt32.random(in: 2_000...20_000))
-                continue
-            case .notRun:
+            let verdict = LeaseRemoval.verdict(answer)
+            switch LeaseRemoval.afterRevoke(verdict, compareFailures: compareFailures, attempts: attempts) {
+            case .done:
+                guard case .removed(let outcome) = verdict else { return .notFound }
+                return .removed(outcome, keys: lease.keys.count)
+            case .again(let failures, let delay):
+                attempts += 1
+                compareFailures = failures
+                if delay.upperBound > 0 { usleep(UInt32(Int64.random(in: delay)) * 1000) }
+            case .giveUp:
                 book.withTable { $0.removalFailed(id) }
-                return .failed(answer)
+                return verdict == .notRun ? .failed(answer) : .busy
             }
         }
-        book.withTable { $0.removalFailed(id) }
-        return .busy
     }
 
     // MARK: - Shared
-
-    private enum Verdict {
-        case removed(Coordinator.Outcome)
-        case compareFailed
-        /// Aborted because another transaction held one of its keys: worth running again at once.
-        case conflict
-        case notRun
-    }
-
-    private static func verdict(_ answer: TransactionManager.WriteAnswer) -> Verdict {
-        guard case .outcome(let outcome) = answer else { return .notRun }
-        guard outcome.committed else { return outcome.failure == .conflict ? .conflict : .notRun }
-        return outcome.txn?.succeeded == true ? .removed(outcome) : .compareFailed
-    }
 
     /// After a failed compare: re-reads the lease's keys and marks those written since their attachment as
     /// stale (a table loaded at start knows the markers' versions, not the keys').
@@ -180,8 +161,8 @@ final class LeaseKeeper: @unchecked Sendable {
         defer { reads.closeThreadConnections() }
         guard let lease = book.withTable({ $0.leases[id] }) else { return }
         for (key, version) in lease.keys {
-            guard case .answered(let reply) = reads.read(.get(key), in: node.view) else { continue }
-            let current = reply.status ? reply.seq ?? 0 : 0
+            guard case .answered(let reply) = reads.read(.get(key), in: node.view),
+                  let current = LeaseTable.version(from: reply) else { continue }
             if current != version { book.withTable { $0.markStale(key, of: id, attachedAt: version) } }
         }
     }

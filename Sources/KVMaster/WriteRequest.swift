@@ -17,9 +17,7 @@ enum WriteRequest {
     var intent: TransactionManager.WriteIntent {
         switch self {
         case .single(let op): return .init(op)
-        case .txn(let spec):
-            return .init(prepare: prepare(seq: 1), writes: spec.success.compactMap(\.write),
-                         failureWrites: spec.failure.compactMap(\.write))
+        case .txn(let spec): return .init(txn: spec)
         }
     }
 }

@@ -126,6 +126,20 @@ final class LeaseTableTests: XCTestCase {
         XCTAssertEqual(table.beginAttach(bytes("x"), to: 7, nowMs: 10_000).failure, .notFound, "expired")
     }
 
+    /// A refresh marks a key stale only when a read showed another version: a read that failed (its wait for a
+    /// locked key ran out, the replica is not in sync) shows nothing. Taken as "absent", the lease's removal would
+    /// delete only the marker, and the key, if the write holding it aborted, would outlive its lease.
+    func testARefreshReadThatFailedShowsNoVersion() {
+        let found = WireReply(status: true, code: .ok, message: "v", seq: 12, server: "r1", value: bytes("v"))
+        XCTAssertEqual(LeaseTable.version(from: found), 12)
+        XCTAssertEqual(LeaseTable.version(from: WireReply(status: false, code: .notFound, message: "not found",
+                                                           seq: nil, server: "r1")), 0)
+        XCTAssertNil(LeaseTable.version(from: WireReply(status: false, code: .timeout, message: "key is locked by "
+            + "undecided transaction 9; retry later", seq: nil, server: "r1")))
+        XCTAssertNil(LeaseTable.version(from: WireReply(status: false, code: .notSynced, message: "not in sync",
+                                                        seq: nil, server: "r1")))
+    }
+
     func testReservedKeysAreOutOfEveryClientScope() {
         XCTAssertTrue(LeaseKeys.isReserved(LeaseKeys.record(1)))
         XCTAssertFalse(LeaseKeys.isReserved([0xFF] + bytes("kv")))
@@ -143,5 +157,46 @@ private extension Result {
     var failure: Failure? {
         if case .failure(let failure) = self { return failure }
         return nil
+    }
+}
+
+/// What the master does after a lease's removal answers: an expiry never gives up, a revoke does.
+final class LeaseRemovalTests: XCTestCase {
+    private func outcome(committed: Bool, succeeded: Bool?, failure: Coordinator.Failure? = nil)
+        -> TransactionManager.WriteAnswer {
+        var outcome = Coordinator.Outcome(seq: 7, committed: committed, txn: nil, failure: failure, replicas: [],
+                                          pendingCommit: [])
+        if let succeeded { outcome.txn = TxnResult(succeeded: succeeded, reads: [], writeCreated: []) }
+        return .outcome(outcome)
+    }
+
+    func testTheVerdictTellsARemovalFromAFailedCompareAConflictAndAWriteThatDidNotRun() {
+        guard case .removed = LeaseRemoval.verdict(outcome(committed: true, succeeded: true)) else {
+            return XCTFail("a committed removal whose compares held removed the lease")
+        }
+        XCTAssertEqual(LeaseRemoval.verdict(outcome(committed: true, succeeded: false)), .compareFailed)
+        XCTAssertEqual(LeaseRemoval.verdict(outcome(committed: false, succeeded: nil, failure: .conflict)), .conflict)
+        XCTAssertEqual(LeaseRemoval.verdict(outcome(committed: false, succeeded: nil, failure: .unavailable)), .notRun)
+        XCTAssertEqual(LeaseRemoval.verdict(.refused("too many transactions in flight")), .notRun)
+    }
+
+    func testAnExpiryRetriesAfterAFailedCompareAtOnceThenEverySecondAndNeverGivesUp() {
+        XCTAssertEqual(LeaseRemoval.afterExpiry(.compareFailed, attempt: 0), .again(attempt: 1, delayMs: 0...0))
+        let last = LeaseRemoval.compareAttemptsMax - 1
+        XCTAssertEqual(LeaseRemoval.afterExpiry(.compareFailed, attempt: last), .again(attempt: 1, delayMs: 1000...1000))
+        XCTAssertEqual(LeaseRemoval.afterExpiry(.notRun, attempt: 0), .again(attempt: 1, delayMs: 1000...1000))
+        XCTAssertEqual(LeaseRemoval.afterExpiry(.conflict, attempt: 2), .again(attempt: 2, delayMs: 5...30))
+    }
+
+    func testARevokeGivesUpOnAWriteThatDidNotRunOrOnKeysThatKeepChanging() {
+        XCTAssertEqual(LeaseRemoval.afterRevoke(.notRun, compareFailures: 0, attempts: 0), .giveUp)
+        XCTAssertEqual(LeaseRemoval.afterRevoke(.compareFailed, compareFailures: 0, attempts: 0),
+                       .again(attempt: 1, delayMs: 0...0))
+        XCTAssertEqual(LeaseRemoval.afterRevoke(.compareFailed, compareFailures: LeaseRemoval.compareAttemptsMax - 1,
+                                                attempts: 4), .giveUp)
+        XCTAssertEqual(LeaseRemoval.afterRevoke(.conflict, compareFailures: 1, attempts: 3),
+                       .again(attempt: 1, delayMs: 2...20))
+        XCTAssertEqual(LeaseRemoval.afterRevoke(.conflict, compareFailures: 0,
+                                                attempts: LeaseRemoval.revokeAttemptsMax - 1), .giveUp)
     }
 }

@@ -4,8 +4,9 @@ import KVCommon
 ///
 /// A seq's outcome is witnessed by irrevocable announcements (a commit or abort ack a replica sent, a `qry`
 /// answer, a master's durable COMMIT record, the outcome told to a client) and by the decision records in each
-/// replica's current log. The committed history is a model per key: each write in the order its COMMIT became
-/// durable (two writes of one key are serialized by its lock, so that is the order replicas apply them).
+/// replica's current log. The committed history is a model per key (`SimModel`): each write in the order its
+/// COMMIT became durable (two writes of one key are serialized by its lock, so that is the order replicas apply
+/// them), with transactions evaluated by the model itself.
 /// The invariants:
 /// - seq-unique: no replica gets two different operations under one seq;
 /// - agreement: no seq has both a commit witness and an abort witness;
@@ -16,8 +17,15 @@ import KVCommon
 /// - replay: whenever a replica's log is fully synced, replaying it reproduces the live state;
 /// - linearizable reads: a read returns a committed version, and never one older than a write acknowledged
 ///   before the read began;
+/// - index: each master publishes indexes densely and in order, once each, for durable commits, with the changes
+///   the model says the write made;
+/// - txn-branch: the branch the replicas chose for a transaction is the one the model's compares give;
+/// - lease-removal: a lease's removal deletes only keys whose current value is the write that attached them to
+///   that lease, and an attachment commits only while its lease exists;
+/// - lease-early: no expiry starts before the time a client was told the lease lives until;
 /// - at quiescence: nothing in flight, locked or in doubt; every configured replica in sync and holding
-///   exactly the model's state (no acknowledged write lost, no value that was never committed).
+///   exactly the model's state (no acknowledged write lost, no value that was never committed), reserved keys
+///   included; and, every lease having expired, nothing of any lease left (lease-left).
 final class SimChecker {
     private(set) var violation: String?
     private let context: SimContext
@@ -26,12 +34,16 @@ final class SimChecker {
     private var abortWitness: [UInt64: String] = [:]
     private var ended: Set<UInt64> = []
     private(set) var durableCommits: Set<UInt64> = []
-    private var operations: [UInt64: WriteOp] = [:]
-    private var arrived: [UInt64: (op: WriteOp, replica: String)] = [:]
-    private var seen: [String: [UInt64: WriteOp]] = [:]
-    private var writes: [Int: [UInt64: WriteOp]] = [:]
-    /// Per key, the committed writes in decision order: (seq, value or nil for a delete, step acknowledged).
-    private var history: [[UInt8]: [(seq: UInt64, value: [UInt8]?, acked: Int?)]] = [:]
+    private var operations: [UInt64: SimOp] = [:]
+    private var arrived: [UInt64: (op: SimOp, replica: String)] = [:]
+    private var seen: [String: [UInt64: SimOp]] = [:]
+    /// The committed writes, per key in decision order.
+    private var model = SimModel()
+    /// What each committed seq did in the model: a transaction's branch, the changes watchers must see.
+    private var applied: [UInt64: SimModel.Applied] = [:]
+    /// Per lease, the time (the masters' clock, ms) until which a client was told it lives: its grant's request
+    /// plus the TTL, or a keepalive's answer plus the TTL.
+    private var promised: [UInt64: Int64] = [:]
     private var reads: [Int: (key: [UInt8], step: Int)] = [:]
     private var nextRead = 0
     /// The state a restart would rebuild: each replica's durable log, replayed incrementally.
@@ -73,8 +85,6 @@ final class SimChecker {
 
     // MARK: - Master events
 
-    func writeStarted(_ id: UInt64, _ op: WriteOp, master: Int) { writes[master, default: [:]][id] = op }
-
     /// A master sent a prepare: the seq's operation, for the model (the latest one sent: a seq whose first
     /// prepare reached no replica before its master crashed may be issued again harmlessly).
     func prepareSent(_ seq: UInt64, _ request: WireRequest, master: Int) {
@@ -102,9 +112,7 @@ final class SimChecker {
         operations[seq] = op
     }
 
-    private static func operation(_ request: WireRequest) -> WriteOp {
-        request.command == .del ? .delete(key: request.key) : .put(key: request.key, value: request.value)
-    }
+    private static func operation(_ request: WireRequest) -> SimOp { SimOp(request) }
 
     // MARK: - The change index (watch)
 
@@ -130,43 +138,42 @@ final class SimChecker {
             fail("index", "master #\(master) published index \(index), expected \(nextIndex[master] ?? 0)")
         }
         nextIndex[master] = index + 1
-        guard let change = changes.first, changes.count == 1 else {
-            return fail("index", "index \(index) has \(changes.count) changes; every simulated write changes one key")
-        }
-        let seq = change.version
+        // Each change's version is its seq; an index without changes (a transaction that wrote nothing) names none.
+        guard let seq = changes.first?.version else { return }
         if let other = publishedIndexes.updateValue(seq, forKey: index), other != seq {
             fail("index", "index \(index) published for seq \(seq) and for seq \(other)")
         }
         guard durableCommits.contains(seq) else {
             return fail("index", "index \(index) published for seq \(seq) before its COMMIT was durable")
         }
-        let expected: ChangeHistory.Change.Kind
-        switch operations[seq] {
-        case .put(let key, let value)?:
-            expected = .put
-            if change.key != key || change.value != value { fail("index", "index \(index) is not seq \(seq)'s put") }
-        case .delete(let key)?:
-            expected = .delete
-            if change.key != key { fail("index", "index \(index) is not seq \(seq)'s delete") }
-        case nil:
+        guard let expected = applied[seq]?.changes else {
             return fail("index", "index \(index) for an unknown operation \(seq)")
         }
-        if change.kind != expected || change.index != index { fail("index", "index \(index): \(change)") }
+        let seen = changes.map { ($0.kind == .put, $0.key, $0.kind == .put ? $0.value : []) }
+        if seen.count != expected.count || !zip(seen, expected).allSatisfy({ $0.0 == $1.isPut && $0.1 == $1.key && $0.2 == $1.value }) {
+            return fail("index", "index \(index) publishes \(changes.count) change(s) of seq \(seq), not the \(expected.count) "
+                + "its \(operations[seq]?.brief ?? "write") made")
+        }
+        for change in changes where change.index != index || change.version != seq {
+            fail("index", "index \(index): \(change)")
+        }
+        // A lease's expiry shows its deletes of client keys as `expire`; nothing else does.
+        for change in changes where change.kind == .expire && LeaseKeys.isReserved(change.key) {
+            fail("index", "index \(index): a reserved key published as expired")
+        }
     }
 
     func masterCommitDurable(_ seq: UInt64, master: Int) {
         guard durableCommits.insert(seq).inserted else { return }
         announce(seq, committed: true, by: "master #\(master) COMMIT record")
         guard let op = operations[seq] else { return fail("commit-record", "COMMIT \(seq) for an unknown operation") }
-        switch op {
-        case .put(let key, let value):
-            // A put's seq is the key's new version: it must be above the version it replaces.
-            if let last = history[key]?.last, last.value != nil, last.seq >= seq {
-                fail("versions", "\(seq) committed on a key at version \(last.seq): its version would go back")
-            }
-            history[key, default: []].append((seq, value, nil))
-        case .delete(let key): history[key, default: []].append((seq, nil, nil))
+        var versionWentBack = false
+        let result = model.commit(op, seq: seq, versionWentBack: &versionWentBack)
+        applied[seq] = result
+        if versionWentBack {
+            fail("versions", "\(seq) committed on a key at a version not below it: its version would go back")
         }
+        for violation in result.violations { fail("lease-removal", violation) }
     }
 
     func writeAnswered(_ id: UInt64, _ answer: TransactionManager.WriteAnswer, master: Int) {
@@ -182,8 +189,11 @@ final class SimChecker {
             return fail("client-commit", "master #\(master) told the client \(seq) committed without a durable COMMIT")
         }
         announce(seq, committed: true, by: "master #\(master) told the client committed")
-        guard let key = operations[seq]?.key, let index = history[key]?.firstIndex(where: { $0.seq == seq }) else { return }
-        if history[key]![index].acked == nil { history[key]![index].acked = context.step }
+        if let branch = applied[seq]?.succeeded, let told = outcome.txn?.succeeded, branch != told {
+            fail("txn-branch", "seq \(seq): the replicas took the \(told ? "success" : "failure") branch, the committed "
+                + "history says \(branch ? "success" : "failure")")
+        }
+        model.acknowledge(seq, keys: (applied[seq]?.changes ?? []).map(\.key), step: context.step)
     }
 
     func masterAnswered(_ reply: WireReply, master: Int) {
@@ -210,7 +220,7 @@ final class SimChecker {
     /// A read's answer: a committed version, not older than any write acknowledged before the read began.
     func readAnswered(_ id: Int, key: [UInt8], reply: WireReply, replica: String) {
         guard let read = reads.removeValue(forKey: id) else { return }
-        let entries = history[key] ?? []
+        let entries = model.history[key] ?? []
         let lastAcked = entries.lastIndex { ($0.acked ?? Int.max) < read.step } ?? -1
         if reply.status {
             guard let index = entries.firstIndex(where: { $0.seq == reply.seq }) else {
@@ -257,7 +267,7 @@ final class SimChecker {
     func replicaSends(_ replica: SimReplica, request: WireRequest, reply: WireReply) {
         guard let seq = request.seq else { return }
         let command = request.command
-        if (command == .put || command == .del) && reply.status
+        if (command == .put || command == .del || command == .txn) && reply.status
             && !replica.hasPrepare(seq, durableOnly: true) && !replica.hasCommit(seq, durableOnly: true) {
             fail("reply-durability", "\(replica.name) voted yes for \(seq) before its PREPARE (or COMMIT) record was durable")
         }
@@ -324,19 +334,36 @@ final class SimChecker {
                     + "in doubt \(replica.participant.inDoubt), parked reads \(replica.parked.count), "
                     + "joined \(replica.participant.joined)")
             }
-            for key in context.config.keys {
+            let keys = Set(context.config.keys + model.keys + replica.participant.store.keys)
+            for key in keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
                 if let holder = replica.participant.lockHolder(of: key) {
                     fail("quiescence", "\(replica.name) still locks key \(key.brief) for \(holder)")
                 }
-                let expected = history[key]?.last
+                let expected = model.entry(key)
                 let entry = replica.participant.store[key]
-                if entry?.value != expected?.value || (expected?.value != nil && entry?.version != expected?.seq) {
-                    let wanted = expected.map { "\($0.value.map { $0.brief } ?? "absent") at \($0.seq)" } ?? "absent"
+                if entry?.value != expected?.value || entry?.version != expected?.version {
+                    let wanted = expected.map { "\($0.value.brief) at \($0.version)" } ?? "absent"
                     let found = entry.map { "\($0.value.brief) at \($0.version)" } ?? "absent"
-                    fail("lost-write", "\(replica.name) holds \(key.brief) = \(found), the committed history ends in \(wanted)")
+                    fail("lost-write", "\(replica.name) holds \(key.leaseBrief) = \(found), the committed history ends in \(wanted)")
                 }
             }
         }
+        // Healing lets every lease expire (no client keeps one alive then).
+        for leftover in model.leaseLeftovers() { fail("lease-left", leftover) }
+    }
+
+    // MARK: - Leases
+
+    /// A client learned that lease `id` lives until `untilMs` at least.
+    func leasePromised(_ id: UInt64, untilMs: Int64) {
+        promised[id] = max(promised[id] ?? 0, untilMs)
+    }
+
+    /// A master starts the removal of lease `id` because it expired: never before the time a client was promised.
+    func leaseExpiryStarted(_ id: UInt64, nowMs: Int64, master: Int) {
+        guard let until = promised[id], nowMs < until else { return }
+        fail("lease-early", "master #\(master) expires lease \(id) at \(nowMs) ms, but a client was told it lives until "
+            + "\(until) ms")
     }
 }
 

@@ -19,6 +19,12 @@ struct SimConfig {
         case qryLiesAborted
         /// A replica sends replies without waiting for the records listed before them to be fsynced.
         case replyBeforeDurable
+        /// A master that starts does not give every lease its full TTL again: it counts the leases' time as if
+        /// their deadlines had run on while it was down (3 s, the longest TTL the simulation grants).
+        case leaseRecoveryCountsDowntime
+        /// After a removal's compare failed, the master takes a read of a key that failed (its wait for a locked
+        /// key ran out) as "absent", and marks the key stale (the bug `LeaseTable.version(from:)` fixed).
+        case leaseRefreshReadsFailureAsAbsent
     }
 
     var seed: UInt64
@@ -47,6 +53,10 @@ struct SimConfig {
     var compactBytes: Int
     /// Whether this run starts a second master process on the same decision-log directory.
     var secondMaster: Bool
+    /// Weight of a client's lease request (grant, attach, keepalive, revoke) among a step's choices (0 = none).
+    var leaseWeight: Int
+    /// Lease requests clients make at most in one run.
+    var maxLeaseRequests: Int
 
     static let replicaNodes = ["r1", "r2", "r3"]
     /// Replica processes not in the first configuration: targets for a move or an added replica.
@@ -69,7 +79,9 @@ struct SimConfig {
             reloadWeight: random.pick([0, 1, 3]),
             inDoubtLimitMs: random.pick([0, 200, 600]),
             compactBytes: random.pick([120, 400, 1 << 20]),
-            secondMaster: random.percent(15)
+            secondMaster: random.percent(15),
+            leaseWeight: random.pick([0, 40, 100]),
+            maxLeaseRequests: 20 + random.below(40)
         )
     }
 }

@@ -29,6 +29,11 @@ final class SimMaster {
     let disk: SimMasterDisk
     private let settings: () -> TransactionManager.Settings
     private let replicaIsUp: (String) -> Bool
+    private let keyRead: (String, [UInt8]) -> WireReply?
+    /// The lease side of the process (`LeaseKeeper`), from its start until it crashes.
+    private(set) var leases: SimLeases?
+    /// The listing of the reserved keys that loads the lease table: its call and connection.
+    private var leaseListing: (call: UInt64, connection: Int)?
     private(set) var up = false
     private(set) var manager: TransactionManager?
     private var links: [ClusterConfig.Replica: Link] = [:]
@@ -51,7 +56,8 @@ final class SimMaster {
     var crashAfterPersists: Int?
 
     init(node: String, instance: Int, context: SimContext, network: SimNetwork, checker: SimChecker, disk: SimMasterDisk,
-         settings: @escaping () -> TransactionManager.Settings, replicaIsUp: @escaping (String) -> Bool) {
+         settings: @escaping () -> TransactionManager.Settings, replicaIsUp: @escaping (String) -> Bool,
+         keyRead: @escaping (String, [UInt8]) -> WireReply?) {
         self.node = node
         self.instance = instance
         self.context = context
@@ -60,6 +66,7 @@ final class SimMaster {
         self.disk = disk
         self.settings = settings
         self.replicaIsUp = replicaIsUp
+        self.keyRead = keyRead
     }
 
     var view: MembershipView? { manager?.view }
@@ -90,6 +97,7 @@ final class SimMaster {
         up = true
         disk.open()
         manager = candidate
+        leases = makeLeases()
         checker.masterStarted(instance, history: candidate.history)
         context.trace("\(node): start, state \(String(describing: disk.state)), generations \(disk.generations.map(\.number))")
         feed(.start)
@@ -99,6 +107,8 @@ final class SimMaster {
         guard up else { return }
         up = false
         manager = nil
+        leases = nil
+        leaseListing = nil
         links = [:]
         timers = []
         inbox = []
@@ -147,7 +157,6 @@ final class SimMaster {
     func write(_ op: WriteOp) {
         let id = newID()
         context.stats.writes += 1
-        checker.writeStarted(id, op, master: instance)
         context.trace("\(node): write #\(id) \(op.brief)")
         feed(.write(id, TransactionManager.WriteIntent(op)))
     }
@@ -183,6 +192,11 @@ final class SimMaster {
     /// answered a read, whose connection carries that one call.
     @discardableResult
     func receive(_ reply: WireReply, call: UInt64, connection: Int) -> Bool {
+        if leaseListing?.call == call {
+            leaseListing = nil
+            leases?.listAnswered(reply)
+            return true
+        }
         if let read = reads.removeValue(forKey: call) {
             checker.readAnswered(read.read, key: read.key, reply: reply, replica: read.replica)
             return true
@@ -203,6 +217,10 @@ final class SimMaster {
     }
 
     func connectionClosed(_ connection: Int) {
+        if leaseListing?.connection == connection {
+            leaseListing = nil
+            leases?.listFailed()
+        }
         for (replica, link) in links where link.connection == connection {
             links[replica] = nil
             for id in link.calls.keys.sorted() {
@@ -243,16 +261,20 @@ final class SimMaster {
                 }
                 context.trace("\(node): answer #\(id): \(answer.brief)")
                 checker.writeAnswered(id, answer, master: instance)
+                _ = leases?.answered(id, answer)
             case .changed(let index, let changes):
                 checker.changesPublished(index, changes, master: instance)
+                leases?.changed(changes)
             case .answerQuery(let id, let reply):
                 guard let (connection, call) = queries.removeValue(forKey: id) else { continue }
                 checker.masterAnswered(reply, master: instance)
                 network.send(on: connection, from: node, .reply(call: call, reply))
             case .answerReload(_, _, let message):
                 context.trace("\(node): \(message)")
-            case .paused, .pauseFailed:
-                break
+            case .paused(let id):
+                leases?.paused(id)
+            case .pauseFailed(let id, _):
+                leases?.pauseFailed(id)
             case .log(let file):
                 execute(file)
                 persistPoint("decision log \(file)")
@@ -324,6 +346,43 @@ final class SimMaster {
         execute(manager!.handle(.connected(replica)))
         guard up else { return }
         send(request, to: replica, call)
+    }
+
+    // MARK: - Leases
+
+    /// Starts reading the lease table (`LeaseKeeper.load`): writes pause, a participant lists the reserved keys.
+    func startLeaseLoad() { leases?.startLoad(pause: newID()) }
+
+    private func makeLeases() -> SimLeases {
+        SimLeases(context: context, checker: checker, master: SimLeases.Master(
+            submit: { [unowned self] intent, what, register in
+                let id = newID()
+                register(id)
+                context.trace("\(node): write #\(id) \(what)")
+                feed(.write(id, intent))
+            },
+            pause: { [unowned self] id in feed(.pause(id, timeoutMs: 5000)) },
+            resume: { [unowned self] id in feed(.resume(id)) },
+            list: { [unowned self] after in listReserved(after: after) },
+            read: { [unowned self] key in
+                guard let participants = manager?.view.participants, !participants.isEmpty else { return nil }
+                return keyRead(context.random.pick(participants).host, key)
+            },
+            name: node, instance: instance))
+    }
+
+    /// Sends a page request for the reserved keys to a participant on a connection of its own.
+    private func listReserved(after: [UInt8]) -> Bool {
+        guard let participants = manager?.view.participants, !participants.isEmpty else { return false }
+        let replica = context.random.pick(participants)
+        guard replicaIsUp(replica.host) else { return false }
+        let call = newID()
+        let connection = network.open(client: node, server: replica.host)
+        leaseListing = (call, connection)
+        let request = WireRequest(seq: UInt64(SimLeases.pageLimit), command: .list, key: LeaseKeys.reserved, value: after)
+        context.trace("\(node): list the leases on \(replica.host)")
+        network.send(on: connection, from: node, .request(call: call, request))
+        return true
     }
 
     private func newID() -> UInt64 {

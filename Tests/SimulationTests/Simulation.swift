@@ -64,7 +64,22 @@ final class Simulation {
     private func makeMaster(node: String, instance: Int) -> SimMaster {
         SimMaster(node: node, instance: instance, context: context, network: network, checker: checker, disk: disk,
                   settings: { [unowned self] in settings() },
-                  replicaIsUp: { [unowned self] in replica($0)?.up == true && !cutOff.contains($0) })
+                  replicaIsUp: { [unowned self] in replica($0)?.up == true && !cutOff.contains($0) },
+                  keyRead: { [unowned self] node, key in read(key, on: node) })
+    }
+
+    /// A `get` of `key` on `node`, answered at once: nil when the replica cannot be reached; for a key locked by
+    /// an undecided transaction, the answer of a read whose wait for the decision ran out.
+    private func read(_ key: [UInt8], on node: String) -> WireReply? {
+        guard let target = replica(node), target.up, !cutOff.contains(node), target.participant.joined else { return nil }
+        if let holder = target.participant.lockHolder(of: key) {
+            return WireReply(status: false, code: .timeout, message: "key is locked by undecided transaction \(holder); "
+                + "retry later", seq: nil, server: node)
+        }
+        guard let entry = target.participant.store[key] else {
+            return WireReply(status: false, code: .notFound, message: "not found", seq: nil, server: node)
+        }
+        return WireReply(status: true, code: .ok, message: "", seq: entry.version, server: node, value: entry.value)
     }
 
     func settings() -> TransactionManager.Settings {
@@ -125,6 +140,7 @@ final class Simulation {
             }
             for timer in process.timers { option(Self.weight(of: timer)) { process.fire(timer) } }
             option(10) { process.read(self.config.keys[random(self.config.keys.count)]) }
+            addLeaseSteps(process, option)
         }
         for replica in replicas where replica.up {
             if replica.unsynced > 0 { option(50) { replica.sync(count: random(2) == 0 ? nil : 1 + random(replica.unsynced)) } }
@@ -133,6 +149,19 @@ final class Simulation {
         }
         addFaults(option)
         actions[context.random.weighted(weights)]()
+    }
+
+    /// The lease side of a running master: its load, its expiries, and clients' lease requests.
+    private func addLeaseSteps(_ process: SimMaster, _ option: (Int, @escaping () -> Void) -> Void) {
+        guard let leases = process.leases else { return }
+        if leases.loadDue { option(20) { process.startLeaseLoad() } }
+        if leases.hasDueWork { option(40) { leases.tick() } }
+        guard leases.loading == .loaded, context.leaseRequests < config.maxLeaseRequests,
+              (process.manager?.inFlight ?? 0) < config.maxInFlight else { return }
+        option(config.leaseWeight) {
+            self.context.leaseRequests += 1
+            leases.clientRequest(keys: self.config.keys)
+        }
     }
 
     private static func weight(of timer: TransactionManager.Timer) -> Int {
@@ -464,6 +493,8 @@ final class Simulation {
         if let action = productiveHealingAction() { return action }
         guard !isQuiescent else { return nil }
         var turns: [() -> Void] = master.timers.map { timer in { self.master.fire(timer) } }
+        // Time passes a step at a time: leases no client keeps alive any more come due.
+        if let leases = master.leases, !leases.isSettled { turns.append { leases.tick() } }
         for replica in replicas where replica.up && !replica.participant.inDoubt.isEmpty {
             turns.append { replica.resolverPass() }
         }
@@ -474,7 +505,9 @@ final class Simulation {
 
     /// What the quiescence check expects: nothing running, syncing, unsynced, parked or in doubt.
     private var isQuiescent: Bool {
-        guard master.isIdle, let view = master.view, view.syncing.isEmpty else { return false }
+        guard master.isIdle, let view = master.view, view.syncing.isEmpty, master.leases?.isSettled == true else {
+            return false
+        }
         return file.allSatisfy { entry in replica(entry.node).map { $0.up && $0.isIdle && $0.participant.joined } ?? false }
     }
 
@@ -484,6 +517,10 @@ final class Simulation {
         if disk.unsynced > 0 { return { self.master.syncDecisions() } }
         if let replica = replicas.first(where: { $0.up && $0.unsynced > 0 }) { return { replica.sync() } }
         if let replica = replicas.first(where: { $0.up && !$0.parked.isEmpty }) { return { replica.timeOutRead() } }
+        if let leases = master.leases {
+            if leases.loadDue { return { self.master.startLeaseLoad() } }
+            if leases.hasDueWork { return { leases.tick() } }
+        }
         return nil
     }
 }

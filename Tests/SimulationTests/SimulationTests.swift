@@ -100,6 +100,18 @@ final class SimulationTests: XCTestCase {
         expectCaught(.replyBeforeDurable, invariants: ["reply-durability"])
     }
 
+    func testCheckerCatchesAMasterThatDoesNotExtendLeasesWhenItStarts() {
+        expectCaught(.leaseRecoveryCountsDowntime, invariants: ["lease-early"])
+    }
+
+    func testCheckerCatchesALeaseRefreshThatTakesAFailedReadAsAbsent() {
+        expectCaught(.leaseRefreshReadsFailureAsAbsent, invariants: ["lease-left", "lease-removal"], within: 2000) { config in
+            config.leaseWeight = 100
+            config.maxLeaseRequests = 80
+            config.faultWeight = 4
+        }
+    }
+
     func testSameSeedReplaysTheSameRun() {
         for seed: UInt64 in [7, 8, 9] {
             let first = Simulation(config: .make(seed: seed), trace: .tail(200)).run()
@@ -114,11 +126,16 @@ final class SimulationTests: XCTestCase {
     /// Runs seeds until one passes as is but fails with `mutation` on one of the invariants that mutation
     /// breaks, so a detection is attributed to the mutation and not to a bug the unmutated code may have
     /// (a mutation also changes the schedule, which can expose such a bug first; those seeds are skipped).
-    private func expectCaught(_ mutation: SimConfig.Mutation, invariants: [String], within seeds: UInt64 = 300) {
+    private func expectCaught(_ mutation: SimConfig.Mutation, invariants: [String], within seeds: UInt64 = 300,
+                              adjust: (inout SimConfig) -> Void = { _ in }) {
         var otherFailures = 0
         for seed in 1...seeds {
-            let result = Simulation(config: .make(seed: seed, mutation: mutation)).run()
-            guard let failure = result.failure, Simulation(config: .make(seed: seed)).run().failure == nil else { continue }
+            var config = SimConfig.make(seed: seed, mutation: mutation)
+            adjust(&config)
+            let result = Simulation(config: config).run()
+            guard let failure = result.failure else { continue }
+            config.mutation = .none
+            guard Simulation(config: config).run().failure == nil else { continue }
             guard invariants.contains(where: { failure.hasPrefix($0 + ":") }) else {
                 otherFailures += 1
                 continue

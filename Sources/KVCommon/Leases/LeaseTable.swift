@@ -192,6 +192,14 @@ public struct LeaseTable: Sendable {
         leases[id]!.stale[key] = version
     }
 
+    /// The version a key's `get` reply shows, for `markStale`: 0 for a key that is absent, nil when the read
+    /// failed (its wait for a locked key ran out, the replica is not in sync) and shows nothing: taken as absent,
+    /// it would mark an attached key stale, and the removal would leave the key behind.
+    public static func version(from reply: WireReply) -> UInt64? {
+        if reply.status { return reply.seq ?? 0 }
+        return reply.code == .notFound ? 0 : nil
+    }
+
     /// Whether any marker is known (a client key's change can then concern a lease).
     public var hasAttachments: Bool { !owner.isEmpty }
 
