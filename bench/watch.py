@@ -12,7 +12,9 @@
 - latency: 1,000 streams on 1,000 keys and writes at a fixed rate spread over the keys (each stream gets
   rate/1000 events a second); per event, from the write's answer (the commit is durable and published just
   before it) and from the write's request to the event's arrival: p50, p99, max.
-- idle: put and get throughput (wrk, as bench/run.sh) with no watcher and with 1,000 idle streams.
+- idle: put and get throughput (wrk, as bench/run.sh) with no watcher and with 1,000 idle streams, and the CPU
+  time the cluster's processes (master, replicas, nginx) spent per request, which the machine's load moves far
+  less than throughput: on 2 shared cores throughput drifts by 2x between runs of the same thing.
 
 Runs a real cluster on free loopback ports in a temporary directory (release binaries), prints markdown tables
 and stops everything it started. Every loop is bounded in count and time.
@@ -226,10 +228,30 @@ async def latency(cluster, watchers, rate, seconds, writers=16):
             "request_p50": percentile(from_request, 50), "request_p99": percentile(from_request, 99)}
 
 
+def cluster_cpu_s(cluster):
+    """CPU seconds (user and system) the cluster's server processes have used so far: the master, the replicas,
+    nginx's master and workers."""
+    pids = [pid for pid in (cluster._pid(name) for name in list(cluster.procs)) if pid]
+    nginx = cluster._pid("nginx")
+    if nginx:
+        pids += [int(p) for p in subprocess.run(["pgrep", "-P", str(nginx)], capture_output=True,
+                                                text=True).stdout.split()]
+    total = 0
+    for pid in set(pids):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(cluster, script, seconds, connections):
+    """(requests/s, cluster CPU microseconds per request) of one wrk run."""
     # No wrk time-out, as before: this measures throughput, and a slow request counts as slow, not as an error.
+    before = cluster_cpu_s(cluster)
     summary = cluster.wrk(script, connections, seconds, env={"KV_KEYS": "1000"}, timeout_s="2s")
-    return (summary["requests"] - summary["non2xx"]) / (summary["duration_us"] / 1e6)
+    spent = cluster_cpu_s(cluster) - before
+    done = summary["requests"] - summary["non2xx"]
+    return done / (summary["duration_us"] / 1e6), spent * 1e6 / max(1, done)
 
 
 async def idle(cluster, watchers, seconds, connections, rounds):
@@ -237,6 +259,7 @@ async def idle(cluster, watchers, seconds, connections, rounds):
         code, _ = await put(cluster.http_port, f"key{i}", "v" * 32)
         assert code == 200
     results = {"none": {"put": [], "get": []}, "idle": {"put": [], "get": []}}
+    cpu = {"none": {"put": [], "get": []}, "idle": {"put": [], "get": []}}
     streams = []
     for number in range(rounds):
         # ABBA: each mode goes first in half the rounds. Always measuring "none" first put it right after the
@@ -254,10 +277,12 @@ async def idle(cluster, watchers, seconds, connections, rounds):
                 streams = []
                 await wait_held_at_most(cluster, 0)
             for kind in ("put", "get"):
-                results[mode][kind].append(await asyncio.to_thread(wrk, cluster, f"{kind}.lua", seconds, connections))
+                rate, cpu_us = await asyncio.to_thread(wrk, cluster, f"{kind}.lua", seconds, connections)
+                results[mode][kind].append(rate)
+                cpu[mode][kind].append(cpu_us)
     for w in streams:
         w.close()
-    return results
+    return results, cpu
 
 
 async def wait_released(cluster, timeout_s):
@@ -313,7 +338,7 @@ def main():
             print(f"| the write's answer | {r['answer_p50']:.2f} | {r['answer_p99']:.2f} | {r['answer_max']:.2f} |")
             print(f"| the write's request | {r['request_p50']:.2f} | {r['request_p99']:.2f} | – |")
         if args.only in (None, "idle"):
-            r = asyncio.run(idle(cluster, 1000, args.seconds, args.connections, args.rounds))
+            r, cpu = asyncio.run(idle(cluster, 1000, args.seconds, args.connections, args.rounds))
             print(f"\n### Throughput with 1,000 idle streams ({args.rounds} ABBA rounds of "
                   f"{args.seconds} s, wrk -c{args.connections}, medians)\n")
             print("| | none (req/s) | 1,000 idle (req/s) | ratio of medians | median of round ratios |\n"
@@ -324,9 +349,19 @@ def main():
                 ratios = sorted(i / n for i, n in zip(r["idle"][kind], r["none"][kind]))
                 print(f"| {kind} | {none:.0f} | {with_idle:.0f} | {with_idle / none:.3f} | "
                       f"{ratios[len(ratios) // 2]:.3f} |")
+            print("\n| | none (CPU µs/request) | 1,000 idle (CPU µs/request) | ratio of medians | "
+                  "median of round ratios |\n|---|---|---|---|---|")
+            for kind in ("put", "get"):
+                none = sorted(cpu["none"][kind])[len(cpu["none"][kind]) // 2]
+                with_idle = sorted(cpu["idle"][kind])[len(cpu["idle"][kind]) // 2]
+                ratios = sorted(i / n for i, n in zip(cpu["idle"][kind], cpu["none"][kind]))
+                print(f"| {kind} | {none:.1f} | {with_idle:.1f} | {with_idle / none:.3f} | "
+                      f"{ratios[len(ratios) // 2]:.3f} |")
             for kind in ("put", "get"):
                 pairs = "  ".join(f"{n:.0f}/{i:.0f}" for n, i in zip(r["none"][kind], r["idle"][kind]))
-                print(f"\n{kind} per round (none/idle, ABBA order): {pairs}")
+                print(f"\n{kind} req/s per round (none/idle, ABBA order): {pairs}")
+                pairs = "  ".join(f"{n:.1f}/{i:.1f}" for n, i in zip(cpu["none"][kind], cpu["idle"][kind]))
+                print(f"{kind} CPU µs/request per round (none/idle): {pairs}")
     finally:
         cluster.kill_all()
         shutil.rmtree(root, ignore_errors=True)
