@@ -306,6 +306,18 @@ async def wait_held_at_most(cluster, streams, timeout_s=60):
     raise TimeoutError("closed streams were not let go")
 
 
+def print_comparison(figures, unit, decimals):
+    """One markdown table of `idle`'s figures (per mode and kind, one per round): medians and their ratio."""
+    print(f"\n| | none ({unit}) | 1,000 idle ({unit}) | ratio of medians | median of round ratios |\n"
+          "|---|---|---|---|---|")
+    for kind in ("put", "get"):
+        none = sorted(figures["none"][kind])[len(figures["none"][kind]) // 2]
+        with_idle = sorted(figures["idle"][kind])[len(figures["idle"][kind]) // 2]
+        ratios = sorted(i / n for i, n in zip(figures["idle"][kind], figures["none"][kind]))
+        print(f"| {kind} | {none:.{decimals}f} | {with_idle:.{decimals}f} | {with_idle / none:.3f} | "
+              f"{ratios[len(ratios) // 2]:.3f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["held", "latency", "idle"])
@@ -340,23 +352,9 @@ def main():
         if args.only in (None, "idle"):
             r, cpu = asyncio.run(idle(cluster, 1000, args.seconds, args.connections, args.rounds))
             print(f"\n### Throughput with 1,000 idle streams ({args.rounds} ABBA rounds of "
-                  f"{args.seconds} s, wrk -c{args.connections}, medians)\n")
-            print("| | none (req/s) | 1,000 idle (req/s) | ratio of medians | median of round ratios |\n"
-                  "|---|---|---|---|---|")
-            for kind in ("put", "get"):
-                none = sorted(r["none"][kind])[len(r["none"][kind]) // 2]
-                with_idle = sorted(r["idle"][kind])[len(r["idle"][kind]) // 2]
-                ratios = sorted(i / n for i, n in zip(r["idle"][kind], r["none"][kind]))
-                print(f"| {kind} | {none:.0f} | {with_idle:.0f} | {with_idle / none:.3f} | "
-                      f"{ratios[len(ratios) // 2]:.3f} |")
-            print("\n| | none (CPU µs/request) | 1,000 idle (CPU µs/request) | ratio of medians | "
-                  "median of round ratios |\n|---|---|---|---|---|")
-            for kind in ("put", "get"):
-                none = sorted(cpu["none"][kind])[len(cpu["none"][kind]) // 2]
-                with_idle = sorted(cpu["idle"][kind])[len(cpu["idle"][kind]) // 2]
-                ratios = sorted(i / n for i, n in zip(cpu["idle"][kind], cpu["none"][kind]))
-                print(f"| {kind} | {none:.1f} | {with_idle:.1f} | {with_idle / none:.3f} | "
-                      f"{ratios[len(ratios) // 2]:.3f} |")
+                  f"{args.seconds} s, wrk -c{args.connections}, medians)")
+            print_comparison(r, "req/s", 0)
+            print_comparison(cpu, "CPU µs/request", 1)
             for kind in ("put", "get"):
                 pairs = "  ".join(f"{n:.0f}/{i:.0f}" for n, i in zip(r["none"][kind], r["idle"][kind]))
                 print(f"\n{kind} req/s per round (none/idle, ABBA order): {pairs}")
