@@ -48,7 +48,7 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kv-sync-") as root:
         os.chmod(root, 0o755)
-        print(f"| keys | value bytes | time to sync and join r4 (s) | keys/s |\n|---|---|---|---|")
+        print("| keys | value bytes | time to sync and join r4 (s) | keys/s |\n|---|---|---|---|")
         for keys in args.keys or [50_000, 500_000]:
             seconds = measure(root, keys, args.value_bytes)
             print(f"| {keys} | {args.value_bytes} | {seconds:.2f} | {keys / seconds:.0f} |", flush=True)

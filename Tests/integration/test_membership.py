@@ -4,8 +4,6 @@ import os
 import threading
 import time
 
-import pytest
-
 from crash_helpers import Ledger, Writers, check_identical, check_ledger, wait_healthy
 from kvcluster import free_port, wait_until
 

@@ -3,9 +3,6 @@ compaction and restarts, and many waiters on a few worker threads. Real nginx, m
 import json
 import threading
 import time
-import urllib.parse
-
-import pytest
 
 from helpers import running_cluster
 from kvcluster import wait_until
