@@ -23,8 +23,11 @@ Search (linearizability_search.py): Wing & Gong / Lowe with Porcupine's structur
 by time (calls first on ties, so touching operations count as concurrent) in a doubly linked list; linearizing
 a call lifts it and its return out of the list; reaching a return whose call is not linearized backtracks; a
 cache of visited (linearized-bitset, state) pairs prunes repeats; unknown-outcome ops are kept aside and
-interchangeable ones are tried in one order only. It is bounded by steps and time: past either, the verdict
-is None, "unknown (budget exceeded)", never a hang and never a guess. Sound reductions before searching:
+interchangeable ones are tried in one order only. It finds a linearization greedily when one exists, but
+refuting a late violation means exhausting every earlier configuration, so past a tenth of its step budget the
+key goes to a sweep (Lowe's just-in-time linearization: the set of configurations carried through the events in
+time order), whose work grows with the concurrency rather than the length of the history. Both are bounded by
+steps and time: past either, the verdict is None, "unknown (budget exceeded)", never a hang and never a guess. Sound reductions before searching:
 values no get or CAS ever compares against are folded into one token (the model cannot tell them apart), and
 an UNKNOWN put of such a value is dropped when no delete answered "existed" and no CAS answered False or
 unknown after its invocation (it can then only make other operations harder to explain, and it may always be
@@ -38,7 +41,7 @@ flight at the cut count as unknown) that is not linearizable, shrunk greedily wh
 import threading
 import time
 
-from linearizability_search import _ANY, INF, _Budget, _explain, _Op, _search
+from linearizability_search import _ANY, INF, _Budget, _decide, _explain, _Op
 
 OK, FAIL, UNKNOWN = "ok", "fail", "unknown"
 PUT, GET, DELETE, CAS = "put", "get", "delete", "cas"
@@ -195,7 +198,7 @@ def check(history, time_budget_s=60.0, max_steps=5_000_000, explain=True, explai
             verdict, why = False, f"key {key!r}: one value reported with two seqs, or one seq with two values"
         else:
             try:
-                verdict, why = _search(prepared, deadline, max_steps), ""
+                verdict, why = _decide(prepared, deadline, max_steps), ""
             except _Budget as exc:
                 verdict, why = None, f"key {key!r}: budget exceeded ({exc}; {len(prepared)} ops)"
         result.per_key[key] = verdict

@@ -126,6 +126,82 @@ def _search(ops, deadline, max_steps, order=(_LATE, _LISTED)):
     return True
 
 
+def _effect(op, state):
+    """(legal?, new state) of linearizing op at state."""
+    code, out = op.code, op.out
+    if code == 0:
+        return True, op.a
+    if code == 1:
+        return out == state, state
+    if code == 2:
+        return out is _ANY or out == (state is not None), None
+    hit = state == op.a
+    return out is _ANY or out == hit, op.b if hit else state
+
+
+def _sweep(ops, deadline, max_steps):
+    """Lowe's just-in-time linearization over one key's ops: True, False, or raises _Budget.
+
+    Events are swept in time order (calls first on ties) with the set of configurations (state, bitset of the
+    running ops already linearized). At a return, the set is closed under linearizing running ops, and only the
+    configurations that linearized the returning op survive (its bit then cleared). Its work grows with the
+    concurrency, not with the length of the history, so refuting a late stale read costs what accepting it
+    would; the depth-first search instead must exhaust every earlier configuration. Unknown ops stay running
+    forever, so two reductions keep their subsets from exploding: of two with the same effect and output, the
+    later-called one never goes first; and a configuration is dropped when another has the same state and the
+    same known ops linearized with a subset of its unknown ones (an unknown op may also never take effect, so
+    the other can do all it can)."""
+    unknown, twin, last = 0, {}, {}
+    for i in sorted((i for i, op in enumerate(ops) if op.ret == INF), key=lambda i: ops[i].call):
+        sig = (ops[i].code, ops[i].a, ops[i].b, ops[i].out)
+        twin[i], last[sig], unknown = last.get(sig, -1), i, unknown | 1 << i
+    events = sorted([(op.call, 0, i) for i, op in enumerate(ops)]
+                    + [(op.ret, 1, i) for i, op in enumerate(ops) if op.ret != INF])
+    configs, running, steps = {(None, 0): [0]}, [], 0  # (state, known bits) -> minimal sets of unknown bits
+    for _, is_ret, i in events:
+        if not is_ret:
+            running.append(i)
+            continue
+        seen = {group: list(sets) for group, sets in configs.items()}
+        frontier = [(state, known | u) for (state, known), sets in configs.items() for u in sets]
+        while frontier:
+            state, bits = frontier.pop()
+            for j in running:
+                if bits >> j & 1 or (twin.get(j, -1) >= 0 and not bits >> twin[j] & 1):
+                    continue
+                steps += 1
+                if steps & 2047 == 0 and (steps > max_steps or time.monotonic() > deadline):
+                    raise _Budget(f"{steps} sweep steps, {sum(map(len, seen.values()))} configurations")
+                legal, new = _effect(ops[j], state)
+                if not legal:
+                    continue
+                b = bits | 1 << j
+                sets, u = seen.setdefault((new, b & ~unknown), []), b & unknown
+                if any(k & u == k for k in sets):
+                    continue  # as good or better is already there
+                sets[:] = [k for k in sets if k & u != u] + [u]
+                frontier.append((new, b))
+        mask = 1 << i
+        configs = {(state, known ^ mask): sets for (state, known), sets in seen.items() if known & mask}
+        running.remove(i)
+        if not configs:
+            return False
+    return True
+
+
+def _decide(ops, deadline, max_steps):
+    """The depth-first search with a tenth of the step budget (enough when a linearization exists: it is
+    usually found greedily), then the sweep with the whole budget: True, False, or raises _Budget."""
+    try:
+        return _search(ops, deadline, max(max_steps // 10, 2048))
+    except _Budget as exc:
+        first = str(exc)
+    try:
+        return _sweep(ops, deadline, max_steps)
+    except _Budget as exc:
+        raise _Budget(f"{first}; then {exc}") from None
+
+
 def _cut(ops, t):
     """The prefix of a history at time t: ops invoked by t; those still running count as unknown."""
     out = []
@@ -138,7 +214,7 @@ def _cut(ops, t):
 
 def _violates(ops, deadline, max_steps):
     try:
-        return _search(ops, deadline, max_steps) is False
+        return _decide(ops, deadline, max_steps) is False
     except _Budget:
         return False
 

@@ -7,7 +7,8 @@ import itertools
 import random
 import time
 
-from linearizability import CAS, DELETE, FAIL, GET, INF, OK, PUT, UNKNOWN, History, check
+from linearizability import CAS, DELETE, FAIL, GET, INF, OK, PUT, UNKNOWN, History, _prepare, check
+from linearizability_search import _sweep
 
 
 def verdict(history, **kwargs):
@@ -258,24 +259,60 @@ def _orders(left, ops, state):
     return False
 
 
+def small_random_history(rng):
+    h = History()
+    for n in range(rng.randrange(1, 8)):
+        kind, call = rng.choice([PUT, PUT, GET, GET, DELETE, CAS]), rng.uniform(0, 10)
+        outcome = rng.choice([OK, OK, OK, OK, UNKNOWN, FAIL])
+        output = {GET: rng.choice(["a", "b", None]), DELETE: rng.random() < 0.5, CAS: rng.random() < 0.5}.get(kind)
+        h.add(f"c{n}", kind, rng.choice("xxy"), call, INF if outcome == UNKNOWN else call + rng.uniform(0, 4),
+              outcome, output, rng.choice(["a", "b", "c"]) if kind in (PUT, CAS) else None,
+              rng.choice(["a", "b", None]))
+    return h
+
+
 def test_agrees_with_brute_force_on_small_random_histories():
     rng = random.Random(7)
     counts = {True: 0, False: 0}
     for _ in range(600):
-        h = History()
-        for n in range(rng.randrange(1, 8)):
-            kind, call = rng.choice([PUT, PUT, GET, GET, DELETE, CAS]), rng.uniform(0, 10)
-            outcome = rng.choice([OK, OK, OK, OK, UNKNOWN, FAIL])
-            output = {GET: rng.choice(["a", "b", None]), DELETE: rng.random() < 0.5, CAS: rng.random() < 0.5}.get(kind)
-            h.add(f"c{n}", kind, rng.choice("xxy"), call, INF if outcome == UNKNOWN else call + rng.uniform(0, 4),
-                  outcome, output, rng.choice(["a", "b", "c"]) if kind in (PUT, CAS) else None,
-                  rng.choice(["a", "b", None]))
+        h = small_random_history(rng)
         expected = brute_force(h.ops)
         result = check(h)
         assert result.linearizable is expected, (expected, str(result), h.ops)
         counts[expected] += 1
     print(f"brute force agreed on {counts[True]} linearizable and {counts[False]} non-linearizable histories")
     assert min(counts.values()) > 100
+
+
+def test_the_sweep_alone_agrees_with_brute_force_on_small_random_histories():
+    """The sweep is the fallback once the depth-first search runs out of steps: it must be exact on its own."""
+    rng = random.Random(8)
+    counts = {True: 0, False: 0}
+    for _ in range(600):
+        h = small_random_history(rng)
+        expected = brute_force(h.ops)
+        got = all(_sweep(_prepare([op for op in h.ops if op.key == key])[0], time.monotonic() + 60, 10**6)
+                  for key in {op.key for op in h.ops})
+        assert got is expected, (expected, h.ops)
+        counts[expected] += 1
+    print(f"the sweep agreed on {counts[True]} linearizable and {counts[False]} non-linearizable histories")
+    assert min(counts.values()) > 100
+
+
+def test_a_stale_last_read_after_1500_ops_on_a_hot_key_is_refuted_within_a_small_step_budget():
+    """The CI failure of 2026-12-03: after ~6,000 ops by 8 clients on 4 keys, with unknown outcomes about, a
+    final read answering a value superseded long before exhausted the depth-first search's 5 M steps ("unknown"):
+    refuting a late read means trying every earlier configuration. The sweep refutes it within 2 M steps."""
+    rng = random.Random(12)
+    h = simulate(rng, ops=6000, clients=8, keys=["a", "b", "c", "d"], p_unknown=0.03)
+    assert check(h, max_steps=2_000_000).linearizable is True
+    last = max(op.ret for op in h.ops if op.ret != INF)
+    puts = [op for op in h.ops if op.kind == PUT and op.outcome == OK and op.key == "a"]
+    h.add("c99", GET, "a", last + 1, last + 2, output=puts[0].value)
+    started = time.monotonic()
+    result = check(h, time_budget_s=600, max_steps=2_000_000, explain=False)
+    print(f"{time.monotonic() - started:.2f}s: {result}")
+    assert result.linearizable is False and result.key == "a", result
 
 
 def test_a_few_thousand_ops_on_five_hot_keys_check_in_seconds():
@@ -298,7 +335,7 @@ def test_a_few_thousand_ops_on_five_hot_keys_check_in_seconds():
     old = [op.value for op in h.ops if op.kind == PUT and op.key == victim.key and op.outcome == OK
            and op.ret < victim.call - 20]
     victim.output = old[len(old) // 2]
-    # Proving it takes about 500,000 steps (2026-12-02); the budget is four times that.
+    # The depth-first search gives up after 200,000 steps (a tenth of the budget); the sweep then refutes it.
     started = time.monotonic()
     result = check(h, time_budget_s=600, max_steps=2_000_000, explain_budget_s=600)
     elapsed = time.monotonic() - started

@@ -12,6 +12,7 @@ import pytest
 
 import kvcluster
 import linkpki
+from crash_helpers import wait_healthy
 from helpers import exchange_until_close, replica_address, running_cluster
 from kvcluster import WireClient
 
@@ -23,6 +24,7 @@ def tls_cluster(tmp_path):
 
 
 def digests(cluster):
+    wait_healthy(cluster)  # a 200 comes before the replicas' acks: read once every `com` is delivered
     return [cluster.stat(rid)["digest"] for rid in cluster.replica_ids]
 
 

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from crash_helpers import wait_healthy
 from helpers import exchange_until_close, replica_address
 from kvcluster import WireClient, role_key, read_key
 import kvwire
@@ -184,6 +185,7 @@ def test_a_master_with_an_old_epoch_is_fenced(cluster):
     assert cluster.http("PUT", "/kv/f", body=b"real")[0] == 200
     epoch, master = fence(cluster, "r1")
     assert epoch >= 1 and master.startswith("m1/"), (epoch, master)
+    wait_healthy(cluster)  # the put's `com` may still be on its way to a replica
     before = [cluster.stat(rid)["digest"] for rid in cluster.replica_ids]
     for client_id, stale_epoch in (("m-old", epoch - 1), (master, epoch - 1), ("m-other", epoch)):
         stale = as_master(cluster, "r1", client_id, stale_epoch)
