@@ -156,7 +156,7 @@ class Cluster:
 
     @staticmethod
     def generate(root, replicas=3, timeouts=None, limits=None, storage=None, worker_threads=96, authenticated=True,
-                 tokens=False, link_tls=False, watch=None, leases=None):
+                 tokens=False, link_tls=False, watch=None, leases=None, availability=None):
         """Writes a cluster.yaml on free loopback ports under `root` and returns a Cluster for it; `authenticated`:
         with a cluster key (created on first start), as the shipped configuration has; `tokens`: the HTTP API
         needs bearer tokens (security.tokens_file: tokens.yaml, with an admin token the Cluster then sends);
@@ -174,7 +174,7 @@ class Cluster:
         for i in range(1, replicas + 1):
             lines += [f"  - id: r{i}", "    host: 127.0.0.1", f"    port: {free_port()}", f"    data_dir: data/r{i}"]
         for section, values in (("timeouts", timeouts), ("limits", limits), ("storage", storage), ("watch", watch),
-                               ("leases", leases)):
+                               ("leases", leases), ("availability", availability)):
             if values:
                 lines.append(f"{section}:")
                 lines += [f"  {k}: {v}" for k, v in values.items()]
@@ -334,6 +334,14 @@ class Cluster:
 
     def kill_replica(self, rid):
         self._signal(rid, signal.SIGKILL)
+
+    def pause(self, name):
+        """SIGSTOP: the process keeps its sockets (connections stay up, nothing is answered), as a stalled disk or
+        a long GC pause looks from outside. `resume` sends SIGCONT; a paused process still dies by SIGKILL."""
+        os.kill(self._pid(name), signal.SIGSTOP)
+
+    def resume(self, name):
+        os.kill(self._pid(name), signal.SIGCONT)
 
     def wait_replica_ready(self, rid, timeout_s=30):
         def ready():

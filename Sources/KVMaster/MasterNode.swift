@@ -41,6 +41,8 @@ final class MasterNode: @unchecked Sendable {
     /// The full configuration the manager's settings came from (limits and time-outs for the router).
     private var config: ClusterConfig
     private var configLoadedAt = Date()
+    /// Ejections with their times, for `/status` (on the loop).
+    private var ejectionLog = EjectionLog()
     // Readable from any thread.
     private let published = Mutex<(view: MasterView?, reloadError: String?, tokens: AccessTokens?)>((nil, nil, nil))
     /// The seq epoch as last persisted: every new link's handshake states it (see `MasterFence`).
@@ -223,9 +225,9 @@ final class MasterNode: @unchecked Sendable {
                          parkedCommits: manager.parkedCommits, decisionLogSyncs: decisions.syncCount,
                          transfers: Dictionary(uniqueKeysWithValues: manager.view.replicas.compactMap { replica in
                              manager.transferProgress(of: replica.id).map { (replica.id, $0) }
-                         }), fenced: manager.fenced)
+                         }), fenced: manager.fenced, ejected: manager.ejectedIDs, ejections: ejectionLog.entries)
         }.wait()) ?? MasterStatus(seqEpoch: 0, inFlight: 0, pendingCommits: 0, parkedCommits: 0, decisionLogSyncs: 0,
-                                  transfers: [:], fenced: nil)
+                                  transfers: [:], fenced: nil, ejected: [], ejections: [])
     }
 
     /// A replica's `seq;qry;;` on query_listen; `respond` runs on the loop (the query server's channel is there).
@@ -307,6 +309,8 @@ final class MasterNode: @unchecked Sendable {
                 publish(membership)
             case .closeLink(let replica):
                 links.removeValue(forKey: replica)?.close()
+            case .ejected(let ejection):
+                ejectionLog.record(ejection)
             case .note(let level, let text):
                 switch level {
                 case .info: logger.info("\(text)")
@@ -384,6 +388,9 @@ struct MasterStatus {
     var transfers: [String: StateTransfer.Progress]
     /// Why this master is fenced (another one took over), nil while it runs the cluster.
     var fenced: String?
+    /// Replicas out of the in-sync set because they were ejected, and the recent ejections.
+    var ejected: [String]
+    var ejections: [EjectionLog.Entry]
 }
 
 /// One answer handed from the event loop to a thread that sleeps until it arrives.

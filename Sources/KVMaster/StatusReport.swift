@@ -40,7 +40,7 @@ struct StatusReport {
             case .success(let reply):
                 upCount += syncing ? 0 : 1
                 writer.field("up", true)
-                writer.field("state", syncing ? "syncing" : "up")
+                writer.field("state", !syncing ? "up" : counters.ejected.contains(link.replica.id) ? "ejected" : "syncing")
                 if let stat = reply.stat {
                     if !syncing { digests[link.replica.id] = "\(stat.keys):\(stat.digestHex)" }
                     writer.field("joined", stat.joined)
@@ -53,7 +53,7 @@ struct StatusReport {
                 }
             case .failure(let failure):
                 writer.field("up", false)
-                writer.field("state", "down")
+                writer.field("state", counters.ejected.contains(link.replica.id) ? "ejected" : "down")
                 writer.field("error", failure.reason)
             }
             if let progress = counters.transfers[link.replica.id], syncing || progress.phase != "joined" {
@@ -77,9 +77,13 @@ struct StatusReport {
         }
         let total = view.membership.participants.count
         let syncingIDs = view.membership.syncing.sorted()
+        let ejectAfterMs = config.availability.ejectAfterMs
         var message = upCount == total ? "all \(total) replicas up"
-            : "\(upCount) of \(total) replicas up; writes fail until every replica answers"
-        if !syncingIDs.isEmpty { message += "; syncing: \(syncingIDs.joined(separator: ", "))" }
+            : "\(upCount) of \(total) replicas up; " + (ejectAfterMs == 0 ? "writes fail until every replica answers"
+                : "writes fail until every replica answers or a failed one is ejected (after \(ejectAfterMs) ms)")
+        if !counters.ejected.isEmpty { message += "; ejected: \(counters.ejected.joined(separator: ", "))" }
+        let syncingOnly = syncingIDs.filter { !counters.ejected.contains($0) }
+        if !syncingOnly.isEmpty { message += "; syncing: \(syncingOnly.joined(separator: ", "))" }
         let identical = Set(digests.values).count <= 1 && digests.count == total
         if verify { message += identical ? "; verify: all in-sync replicas identical" : "; verify: REPLICAS DIFFER" }
         var writer = JSONWriter(capacity: 1024)
@@ -109,6 +113,9 @@ struct StatusReport {
         leases.field("count", UInt64(leaseCount))
         leases.field("keys", UInt64(attached))
         writer.field("leases", rawJSON: leases.finish())
+        writer.field("availability", rawJSON: EjectionLog.statusJSON(config.availability, replicas: config.replicas.count,
+                                                                      ejected: counters.ejected,
+                                                                      entries: counters.ejections))
         writer.field("replicas", rawJSON: JSONWriter.array(replicas))
         if verify {
             var check = JSONWriter(capacity: 256)

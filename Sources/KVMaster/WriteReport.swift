@@ -69,6 +69,10 @@ struct WriteReport {
         // The change index of a commit: watchers see this write at it, and `?index=` waits for what follows it.
         if outcome.committed { writer.field("index", outcome.index) }
         extra?(&writer)
+        if !outcome.ejected.isEmpty {
+            // Not written to these: they are out of the in-sync set and get it by their resync.
+            writer.field("ejected", rawJSON: JSONWriter.array(strings: outcome.ejected))
+        }
         writer.field("replicas", rawJSON: replicasJSON())
         let headers = outcome.committed ? [("X-Kv-Index", String(outcome.index))] : []
         return HTTPResponse(status: httpStatus, headers: headers, body: writer.finish())

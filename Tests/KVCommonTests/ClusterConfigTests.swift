@@ -232,6 +232,21 @@ final class ClusterConfigTests: XCTestCase {
 
     // MARK: - Where a replica binds
 
+    func testAvailabilityIsStrictByDefaultAndItsFloorIsBounded() throws {
+        let strict = try parse(text(replacing: 13, with: "    data_dir: ./data/r2"))
+        XCTAssertEqual(strict.availability.ejectAfterMs, 0, "strict unless cluster.yaml turns ejection on")
+        XCTAssertEqual(strict.availability.minInSync(of: 2), 2)
+        let on = try parse(text(replacing: 13, with: "    data_dir: ./data/r2", "availability:", "  eject_after_ms: 3000",
+                                "  min_in_sync_replicas: 1"))
+        XCTAssertEqual(on.availability, ClusterConfig.Availability(ejectAfterMs: 3000, minInSyncReplicas: 1))
+        assertConfigError(text(replacing: 13, with: "    data_dir: ./data/r2", "availability:", "  min_in_sync_replicas: 3"),
+                          line: 15, column: 25, "availability.min_in_sync_replicas must be 1-2")
+        assertConfigError(text(replacing: 13, with: "    data_dir: ./data/r2", "availability:", "  eject_after_ms: -1"),
+                          line: 15, column: 19, "availability.eject_after_ms must be 0-3600000")
+        assertConfigError(text(replacing: 13, with: "    data_dir: ./data/r2", "availability:", "  eject: 1"),
+                          line: 15, column: 3, "unknown field 'eject'", "eject_after_ms")
+    }
+
     func testAReplicaBindsLoopbackUnlessToldOtherwise() throws {
         let config = try parse(text(replacing: 11, with: "    host: 127.0.0.1"))
         XCTAssertEqual(config.listenAddress(of: config.replicas[0]), ClusterConfig.Endpoint(host: "127.0.0.1", port: 7001))

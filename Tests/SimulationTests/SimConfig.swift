@@ -1,3 +1,5 @@
+import KVCommon
+
 /// What one simulated run looks like: derived from its seed alone, so `KV_SIM_SEED=<seed>` replays it.
 struct SimConfig {
     /// How messages travel.
@@ -25,6 +27,11 @@ struct SimConfig {
         /// After a removal's compare failed, the master takes a read of a key that failed (its wait for a locked
         /// key ran out) as "absent", and marks the key stale (the bug `LeaseTable.version(from:)` fixed).
         case leaseRefreshReadsFailureAsAbsent
+        /// The master persists ejected replicas as in sync: a restart counts them in sync again, though writes
+        /// committed without them.
+        case ejectionNotPersisted
+        /// Reads still go to an ejected replica, as if the executor routed them by the view before the ejection.
+        case ejectedReplicaServesReads
     }
 
     var seed: UInt64
@@ -57,6 +64,10 @@ struct SimConfig {
     var leaseWeight: Int
     /// Lease requests clients make at most in one run.
     var maxLeaseRequests: Int
+    /// Weight of a client read among a step's choices.
+    var readWeight = 10
+    /// Ejection on in some seeds (the delay is only a label: the simulation fires timers in any order).
+    var availability: ClusterConfig.Availability
 
     static let replicaNodes = ["r1", "r2", "r3"]
     /// Replica processes not in the first configuration: targets for a move or an added replica.
@@ -81,7 +92,9 @@ struct SimConfig {
             compactBytes: random.pick([120, 400, 1 << 20]),
             secondMaster: random.percent(15),
             leaseWeight: random.pick([0, 40, 100]),
-            maxLeaseRequests: 20 + random.below(40)
+            maxLeaseRequests: 20 + random.below(40),
+            availability: ClusterConfig.Availability(ejectAfterMs: random.pick([0, 0, 300]),
+                                                     minInSyncReplicas: random.pick([nil, 1, 2]))
         )
     }
 }

@@ -49,6 +49,8 @@ final class SimMaster {
     /// The seq epoch as last persisted, which a new link's handshake states (as `MasterNode`'s `LinkEpoch`).
     private var linkEpoch: UInt64 = 0
     private var starts = 0
+    /// Replicas this run ejected that have not rejoined yet (for the rejoin count).
+    private var ejectedNow: Set<String> = []
     private var handshakeLink: MasterLink { MasterLink(master: manager!.linkIdentity, epoch: linkEpoch) }
     /// The participants of the last view this process published (kept across its crashes).
     private(set) var lastParticipants: [ClusterConfig.Replica] = []
@@ -232,7 +234,10 @@ final class SimMaster {
 
     /// A client read: a `get` to a participant of the view, on a connection of its own.
     func read(_ key: [UInt8]) {
-        guard let participants = manager?.view.participants, !participants.isEmpty else { return }
+        guard var participants = manager?.view.participants, !participants.isEmpty else { return }
+        if context.mutation == .ejectedReplicaServesReads, let manager {
+            participants += manager.view.replicas.filter { manager.ejectedIDs.contains($0.id) }
+        }
         let replica = context.random.pick(participants)
         guard replicaIsUp(replica.host) else { return }
         let call = newID()
@@ -278,7 +283,12 @@ final class SimMaster {
             case .log(let file):
                 execute(file)
                 persistPoint("decision log \(file)")
-            case .persist(let state):
+            case .persist(var state):
+                if context.mutation == .ejectionNotPersisted, let manager, let members = state.members {
+                    // The ejected replicas stay in the persisted in-sync set, as they were before.
+                    state.members = members + manager.view.replicas.filter { manager.ejectedIDs.contains($0.id) }
+                        .map { MasterState.Member(replica: $0, joinedAt: 0) }
+                }
                 disk.write(state)
                 linkEpoch = state.seqEpoch
                 persistPoint("state file \(state.seqEpoch)/\(state.configEpoch)")
@@ -288,12 +298,20 @@ final class SimMaster {
                 timers.removeAll { $0 == timer }
             case .publish(let view):
                 lastParticipants = view.participants
+                let rejoined = ejectedNow.filter { id in view.participants.contains { $0.id == id } }
+                context.stats.ejectedRejoins += rejoined.count
+                ejectedNow.subtract(rejoined)
                 context.trace("\(node): view \(view.participants.map(\.id)) syncing \(view.syncing.sorted())")
             case .closeLink(let replica):
                 // As MasterNode: the link goes, and what was written on it may still arrive.
                 if let link = links.removeValue(forKey: replica) { network.close(link.connection, keepingRequests: true) }
             case .note(_, let text):
                 context.trace("\(node): \(text)")
+            case .ejected(let ejection):
+                context.trace("\(node): ejected \(ejection.replica) (\(ejection.count) in a row)")
+                context.stats.ejections += 1
+                if ejection.holdMs > 0 { context.stats.heldOffResyncs += 1 }
+                ejectedNow.insert(ejection.replica)
             }
         }
     }

@@ -83,20 +83,24 @@ final class Simulation {
     }
 
     func settings() -> TransactionManager.Settings {
-        TransactionManager.Settings(
+        var settings = TransactionManager.Settings(
             masterID: "m1",
             replicas: file.map { ClusterConfig.Replica(id: $0.id, host: $0.node, port: 7000, dataDir: "/data/\($0.node)") },
             timeouts: ClusterConfig.Timeouts(), inFlightMax: config.maxInFlight, compactBytes: config.compactBytes)
+        settings.availability = config.availability
+        return settings
     }
 
 
     func run() -> SimResult {
         defer { checker.detach() }
+        let ejection = "eject after \(config.availability.ejectAfterMs) ms (floor "
+            + "\(config.availability.minInSync(of: file.count)))"
         context.trace("config: \(config.network.rawValue) network, \(config.steps) steps, up to \(config.maxWrites) "
             + "writes (\(config.maxInFlight) at once), \(config.keys.count) keys, partition \(config.partitionPercent)%, "
             + "fault weight \(config.faultWeight), reload weight \(config.reloadWeight), in-doubt limit "
             + "\(config.inDoubtLimitMs) ms, compaction at \(config.compactBytes) bytes, second master "
-            + "\(config.secondMaster), mutation \(config.mutation.rawValue)")
+            + "\(config.secondMaster), \(ejection), mutation \(config.mutation.rawValue)")
         master.start(lock: SimMaster.locksDirectory)
         settle()
         let last = context.step + config.steps
@@ -139,7 +143,7 @@ final class Simulation {
                 option(60) { process.syncDecisions(count: random(2) == 0 ? nil : 1 + random(self.disk.unsynced)) }
             }
             for timer in process.timers { option(Self.weight(of: timer)) { process.fire(timer) } }
-            option(10) { process.read(self.config.keys[random(self.config.keys.count)]) }
+            option(config.readWeight) { process.read(self.config.keys[random(self.config.keys.count)]) }
             addLeaseSteps(process, option)
         }
         for replica in replicas where replica.up {
@@ -168,6 +172,10 @@ final class Simulation {
         switch timer {
         case .probe, .redeliver, .transferRetry: return 15
         case .transferStep, .phase, .admission, .pause, .closeLinks: return 3
+        // Rarely, so that replicas flap (ejected again before their count starts over) and are held off.
+        case .ejectionCalm: return 1
+        // Timers fire in any order here, so an ejection may come as early as the first failure.
+        case .eject: return 5
         }
     }
 
@@ -493,6 +501,11 @@ final class Simulation {
         if let action = productiveHealingAction() { return action }
         guard !isQuiescent else { return nil }
         var turns: [() -> Void] = master.timers.map { timer in { self.master.fire(timer) } }
+        // A reload the master refused (an ejection left none of the replicas it keeps in sync) is retried, as an
+        // operator would once the cluster has resynced.
+        if master.up, master.manager?.reloadPending == false, master.manager?.settings.replicas != settings().replicas {
+            turns.append { self.master.reload(self.settings()) }
+        }
         // Time passes a step at a time: leases no client keeps alive any more come due.
         if let leases = master.leases, !leases.isSettled { turns.append { leases.tick() } }
         for replica in replicas where replica.up && !replica.participant.inDoubt.isEmpty {

@@ -1,4 +1,5 @@
 import Foundation
+import KVCommon
 import XCTest
 
 /// Deterministic simulation of a cluster running the real `TransactionManager`, `Participant` and
@@ -108,6 +109,21 @@ final class SimulationTests: XCTestCase {
         expectCaught(.leaseRefreshReadsFailureAsAbsent, invariants: ["lease-left", "lease-removal"], within: 2000) { config in
             config.leaseWeight = 100
             config.maxLeaseRequests = 80
+            config.faultWeight = 4
+        }
+    }
+
+    func testCheckerCatchesAnEjectionThatIsNotPersisted() {
+        expectCaught(.ejectionNotPersisted, invariants: ["linearizable-read", "quiescence"], within: 2000) { config in
+            config.availability = ClusterConfig.Availability(ejectAfterMs: 300)
+            config.faultWeight = 4
+        }
+    }
+
+    func testCheckerCatchesReadsServedByAnEjectedReplica() {
+        expectCaught(.ejectedReplicaServesReads, invariants: ["linearizable-read"], within: 2000) { config in
+            config.availability = ClusterConfig.Availability(ejectAfterMs: 300)
+            config.readWeight = 80
             config.faultWeight = 4
         }
     }

@@ -428,6 +428,51 @@ def test_replica_sigkill_under_load_is_restarted_and_loses_nothing(system):
     assert_replicas_hold(system, writers.acked)
 
 
+def availability(system):
+    return system.http("GET", "/status")[1]["availability"]
+
+
+def test_with_ejection_on_a_replica_sigkill_costs_at_most_eject_after_ms_of_503s(system):
+    """The one line of cluster.yaml that turns ejection on, applied by `systemctl reload kv-master`: a replica
+    killed under load is ejected (writes go on without it), and when systemd has restarted it, it is resynced and
+    rejoins with an identical digest. Then the shipped strict mode again."""
+    original = system.read_file("/etc/kv/cluster.yaml")
+    assert "  eject_after_ms: 0\n" in original
+    system.write_file("/etc/kv/cluster.yaml", original.replace("  eject_after_ms: 0\n", "  eject_after_ms: 500\n"))
+    system.systemctl("reload", "kv-master")
+    wait_until(lambda: availability(system)["eject_after_ms"] == 500, 10, "ejection to be on")
+    joined = system.wire(replica_port(system, "r2"), ";stat;;")[0]["joined_since"]
+    old_pid = system.show("kv-replica@r2.service", "MainPID")
+    try:
+        with Writers(system, "eject-r2") as writers:
+            writers.wait_for_acks(200)
+            killed = time.monotonic()
+            system.systemctl("kill", "-s", "KILL", "kv-replica@r2")
+            wait_restarted(system, "kv-replica@r2.service", old_pid)
+
+            def rejoined():
+                replicas = system.http("GET", "/status")[1]["replicas"]
+                return next(r for r in replicas if r["id"] == "r2")["state"] == "up"
+            wait_until(rejoined, 60, "r2 to be resynced and rejoin", interval_s=0.1)
+            back = time.monotonic() - killed
+            writers.wait_for_acks(200)
+        window = writers.error_window()
+        for _, _, status, message in writers.failures():
+            assert status == 503 and "r2" in message, (status, message)
+        assert window <= 0.5 + 1.0, window
+        assert availability(system)["ejections"][0]["replica"] == "r2"
+        assert system.wire(replica_port(system, "r2"), ";stat;;")[0]["joined_since"] > joined, "r2 was resynced"
+        assert "ejected r2 after 500 ms" in system.journal("kv-master")
+        REPORT.append(f"with eject_after_ms 500, systemctl kill -s KILL kv-replica@r2 under load: 503 for "
+                      f"{window:.2f}s ({len(writers.failures())} writes), {len(writers.acked)} acknowledged; r2 "
+                      f"resynced and in again {back:.2f}s after the kill")
+        assert_replicas_hold(system, writers.acked)
+    finally:
+        system.write_file("/etc/kv/cluster.yaml", original)
+        system.systemctl("reload", "kv-master")
+    wait_until(lambda: availability(system)["eject_after_ms"] == 0, 10, "strict mode again")
+
+
 def test_master_restart_under_load_fails_cleanly_resumes_and_loses_nothing(system):
     old_pid = system.show("kv-master.service", "MainPID")
     with Writers(system, "restart-master") as writers:

@@ -138,6 +138,23 @@ public struct ClusterConfig: Equatable, Sendable {
         public init() {}
     }
 
+    /// `availability:`: whether writes go on without a replica that failed (see OPERATIONS.md, Availability).
+    public struct Availability: Equatable, Sendable {
+        /// A participant unreachable or timing out for this long is ejected: taken out of the in-sync set
+        /// durably, resynced when it is reachable again. 0: never (strict: each write answers 503 naming it).
+        public var ejectAfterMs: Int = 0
+        /// Ejection never leaves fewer in-sync replicas than this; nil: a majority of the configured replicas.
+        public var minInSyncReplicas: Int?
+
+        public init(ejectAfterMs: Int = 0, minInSyncReplicas: Int? = nil) {
+            self.ejectAfterMs = ejectAfterMs
+            self.minInSyncReplicas = minInSyncReplicas
+        }
+
+        /// The floor in force for `replicas` configured replicas.
+        public func minInSync(of replicas: Int) -> Int { minInSyncReplicas ?? (replicas / 2 + 1) }
+    }
+
     /// `leases:`: how many leases the master keeps and how long one may live (see OPERATIONS.md, Leases).
     public struct Leases: Equatable, Sendable {
         /// Leases granted and not yet expired or revoked; past it `POST /lease` answers 503.
@@ -193,6 +210,7 @@ public struct ClusterConfig: Equatable, Sendable {
     public var security = Security()
     public var watch = Watch()
     public var leases = Leases()
+    public var availability = Availability()
     /// `replicas[].listen` by replica id: where a replica binds, when not on loopback at its `port`.
     public var replicaListen: [String: Endpoint] = [:]
 

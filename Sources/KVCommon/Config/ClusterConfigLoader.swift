@@ -9,7 +9,8 @@ struct ClusterConfigLoader {
 
     mutating func load(_ root: YAMLNode, path: String) throws -> ClusterConfig {
         let top = try Fields(root, path: "cluster.yaml", loader: self, known: ["master", "replicas", "timeouts", "limits", "storage",
-                                                                                    "security", "watch", "leases"])
+                                                                                    "security", "watch", "leases",
+                                                                                    "availability"])
         let master = try loadMaster(try top.require("master"))
         guard case .sequence(let items, let listMark) = try top.require("replicas") else {
             throw error(top.node("replicas")!.mark, "replicas must be a list of replicas")
@@ -87,6 +88,13 @@ struct ClusterConfigLoader {
             leases.leasesMax = try fields.int("leases_max", in: 0...10_000_000) ?? leases.leasesMax
             leases.ttlMaxS = try fields.int("ttl_max_s", in: 1...31_536_000) ?? leases.ttlMaxS
         }
+        var availability = ClusterConfig.Availability()
+        if let node = top.node("availability") {
+            let fields = try Fields(node, path: "availability", loader: self,
+                                    known: ["eject_after_ms", "min_in_sync_replicas"])
+            availability.ejectAfterMs = try fields.int("eject_after_ms", in: 0...3_600_000) ?? 0
+            availability.minInSyncReplicas = try fields.int("min_in_sync_replicas", in: 1...replicas.count)
+        }
         var security = ClusterConfig.Security()
         if let node = top.node("security") {
             let fields = try Fields(node, path: "security", loader: self, known: ["cluster_key_file", "tokens_file", "tls"])
@@ -108,7 +116,8 @@ struct ClusterConfigLoader {
             }
         }
         return ClusterConfig(path: path, master: master, replicas: replicas, timeouts: timeouts, limits: limits,
-                             storage: storage, security: security, watch: watch, leases: leases, replicaListen: listens)
+                             storage: storage, security: security, watch: watch, leases: leases,
+                             availability: availability, replicaListen: listens)
     }
 
     private func loadMaster(_ node: YAMLNode) throws -> ClusterConfig.Master {

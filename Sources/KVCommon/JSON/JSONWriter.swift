@@ -59,6 +59,15 @@ public struct JSONWriter {
         return out
     }
 
+    /// Encodes `values` as a JSON array of strings.
+    public static func array(strings values: [String]) -> [UInt8] {
+        array(values.map { value in
+            var quoted: [UInt8] = []
+            appendString(value.utf8, to: &quoted)
+            return quoted
+        })
+    }
+
     /// Appends `text` as a quoted JSON string with the escapes RFC 8259 requires.
     public static func appendString<S: Sequence>(_ text: S, to out: inout [UInt8]) where S.Element == UInt8 {
         let done: Void? = text.withContiguousStorageIfAvailable { appendEscaped($0, to: &out) }

@@ -72,6 +72,8 @@ public struct Coordinator {
         public var pendingCommit: [String]
         /// A commit's change index (set by the `TransactionManager`; 0 for an abort).
         public var index: UInt64 = 0
+        /// Configured replicas that were out of the in-sync set, ejected, when it began (set by the manager).
+        public var ejected: [String] = []
     }
 
     private enum ReplicaState: Equatable { case awaitingVote, yes, no, unreachable }
@@ -282,6 +284,19 @@ public struct Coordinator {
         phase = .finished
         return [.finish(Outcome(seq: seq, committed: false, txn: nil, failure: failure ?? .aborted,
                                 replicas: orderedReports(), pendingCommit: []))]
+    }
+
+    /// The participants the current phase still waits for: no vote yet while preparing, no ack while committing.
+    public var awaited: [String] {
+        switch phase {
+        case .preparing:
+            return participants.indices.filter { peers[$0].state == .awaitingVote }.map { participants[$0] }
+        case .committing:
+            return participants.indices.filter { !peers[$0].acked && peers[$0].state != .unreachable }
+                .map { participants[$0] }
+        case .deciding, .aborting, .finished:
+            return []
+        }
     }
 
     /// Once the decision is durable (committing), the outcome the client may be told already: committed, with

@@ -125,6 +125,7 @@ extension TransactionManager {
     mutating func replied(_ replica: ClusterConfig.Replica, _ call: Call, _ reply: WireReply,
                           into actions: inout [Action]) {
         if reply.code == .fenced { observeRefusal(replica, reply, into: &actions) }
+        replicaAnswered(replica, into: &actions)
         switch call {
         case .txn(let seq):
             drive(seq, .reply(replica: replica.id, reply), into: &actions)
@@ -188,11 +189,14 @@ extension TransactionManager {
                          into actions: inout [Action]) {
         switch call {
         case .txn(let seq):
+            replicaFailing(replica, reason, into: &actions)
             drive(seq, .unreachable(replica: replica.id, reason: reason), into: &actions)
         case .transfer(let target, let attempt, let step):
             guard transfers[target]?.attempt == attempt else { return }
             transferEvent(target, .unreachable(step, reason), into: &actions)
-        case .deliver, .resolve, .connect, .probe, .bootstrap, .bootstrapReset, .membership:
+        case .deliver, .connect, .probe:
+            replicaFailing(replica, "unreachable: \(reason)", into: &actions)
+        case .resolve, .bootstrap, .bootstrapReset, .membership:
             break
         }
     }

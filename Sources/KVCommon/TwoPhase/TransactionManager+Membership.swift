@@ -215,6 +215,7 @@ extension TransactionManager {
         slots[index].joinedAt = transfer.joinedAt
         let copied = transfer.current?.progress.total ?? 0
         actions.append(.note(.notice, "\(replica) is in sync (\(copied) keys copied) and takes part again"))
+        ejectedReplicaRejoined(replica, into: &actions)
         membershipChanged(into: &actions)
         replicaSynced(replica, into: &actions)
         if pausedBy == .transfer(replica) { releasePause(into: &actions) }

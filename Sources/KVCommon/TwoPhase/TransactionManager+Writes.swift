@@ -31,7 +31,7 @@ extension TransactionManager {
         let coordinator = Coordinator(seq: seq, prepare: prepare, participants: participantIDs)
         actions.append(.startTimer(.phase(seq), ms: settings.timeouts.prepareTimeoutMs))
         advance(Running(coordinator: coordinator, writeID: id, intent: intent, participants: participants,
-                        phase: coordinator.phase), .start, into: &actions)
+                        ejected: ejectedIDs, phase: coordinator.phase), .start, into: &actions)
     }
 
     mutating func admissionTimedOut(_ id: WriteID, into actions: inout [Action]) {
@@ -134,6 +134,7 @@ extension TransactionManager {
             transaction.answered = true
             var answer = early
             answer.index = transaction.index
+            answer.ejected = transaction.ejected
             actions.append(.answerWrite(transaction.writeID, .outcome(answer)))
         }
         let phase = transaction.coordinator.phase
@@ -167,6 +168,7 @@ extension TransactionManager {
         if !transaction.answered {
             var answer = outcome
             if outcome.committed { answer.index = transaction.index }
+            answer.ejected = transaction.ejected
             actions.append(.answerWrite(transaction.writeID, .outcome(answer)))
         }
         grantPauseIfDrained(into: &actions)

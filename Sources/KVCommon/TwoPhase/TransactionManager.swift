@@ -47,6 +47,8 @@ public struct TransactionManager {
         public var historyBytesMax = 16 << 20
         /// How often replicas that are not connected are probed (and membership looked at).
         public var probeIntervalMs = 500
+        /// Whether and when a failed participant is ejected (`availability:`).
+        public var availability = ClusterConfig.Availability()
 
         public init(masterID: String, replicas: [ClusterConfig.Replica], timeouts: ClusterConfig.Timeouts,
                     inFlightMax: Int, compactBytes: Int) {
@@ -62,6 +64,7 @@ public struct TransactionManager {
                       inFlightMax: config.limits.inFlightTransactionsMax, compactBytes: config.storage.snapshotLogBytesMax)
             historyMax = config.watch.historyMax
             historyBytesMax = config.watch.historyBytesMax
+            availability = config.availability
         }
 
         func replica(_ id: String) -> ClusterConfig.Replica? { replicas.first { $0.id == id } }
@@ -142,6 +145,10 @@ public struct TransactionManager {
         case transferRetry(String)
         /// Links a reload dropped are closed once the writes of the old configuration had time to finish.
         case closeLinks(ReloadID)
+        /// Replica `String` has been failing for `availability.eject_after_ms` (unless it answered since).
+        case eject(String)
+        /// Replica `String` stayed in sync since it rejoined: its ejections no longer count towards damping.
+        case ejectionCalm(String)
     }
 
     public enum Event: Equatable {
@@ -187,6 +194,8 @@ public struct TransactionManager {
         case closeLink(ClusterConfig.Replica)
         /// A line for the operator's log.
         case note(NoteLevel, String)
+        /// A replica was ejected (the membership without it is persisted and published before this).
+        case ejected(Ejection)
     }
 
     public enum NoteLevel: Equatable, Sendable { case info, notice, warning }
@@ -207,6 +216,8 @@ public struct TransactionManager {
         /// The change index its COMMIT got (0 until it is logged).
         var index: UInt64 = 0
         var participants: [ClusterConfig.Replica]
+        /// Configured replicas ejected when it began: it is not written to them.
+        var ejected: [String]
         var registration = Registration.running
         var answered = false
         var phase: Coordinator.Phase
@@ -232,6 +243,8 @@ public struct TransactionManager {
         /// Keys and whether anything was in doubt, at its last `stat` (for the bootstrap of an empty cluster).
         var lastKeys: Int?
         var lastInDoubt = false
+        /// Syncing because it was ejected (write answers list it).
+        var ejected = false
     }
 
     struct Transfer {
@@ -267,6 +280,8 @@ public struct TransactionManager {
     /// Derived from `slots` and `reported` whenever they change (rarely), since every write reads them.
     private(set) var participantReplicas: [ClusterConfig.Replica] = []
     private(set) var participantIDs: [String] = []
+    /// Configured replicas out of the in-sync set because they were ejected (write answers list them).
+    public private(set) var ejectedIDs: [String] = []
     /// Whether every in-sync replica has reported since the start (see `floorSeqs`).
     private(set) var admissionOpen = false
     /// Until every in-sync replica has reported once: a master may take over from another only while starting.
@@ -281,6 +296,11 @@ public struct TransactionManager {
     /// Numbers the attempts of every transfer, so a reply of an abandoned one is never taken for a later one's.
     var transferAttempts = 0
     var closing: [ReloadID: [ClusterConfig.Replica]] = [:]
+    /// In-sync replicas failing now (unreachable, or no answer in time), with the latest reason; an
+    /// `.eject` timer runs for each while ejection is on.
+    var failing: [String: String] = [:]
+    /// Replicas ejected recently, for damping and `/status` (see TransactionManager+Ejection).
+    var ejections: [String: Ejection] = [:]
 
     /// Who this process says it is in every link's handshake, and so in the replicas' fences: the master's id and
     /// a token of this run, so that two processes of one id (one started on a copy of the other's decision log)
@@ -314,6 +334,7 @@ public struct TransactionManager {
         let participating = slots.filter { !$0.syncing }
         participantReplicas = participating.map(\.replica)
         participantIDs = participating.map(\.replica.id)
+        ejectedIDs = slots.filter(\.ejected).map(\.replica.id)
         admissionOpen = participating.allSatisfy { reported.contains($0.replica) }
         if admissionOpen && !reported.isEmpty { starting = false }
     }
@@ -349,6 +370,7 @@ public struct TransactionManager {
         case .connected(let replica): connected(replica, into: &actions)
         case .disconnected(let replica):
             if let index = slotIndex(replica) { slots[index].connected = false }
+            replicaFailing(replica, "its connection was lost", into: &actions)
         case .timer(let timer): fired(timer, into: &actions)
         case .logged(.commit(let seq)): commitDurable(seq, into: &actions)
         case .logged(.compaction(let generation)):
@@ -363,7 +385,9 @@ public struct TransactionManager {
 
     private mutating func fired(_ timer: Timer, into actions: inout [Action]) {
         switch timer {
-        case .phase(let seq): drive(seq, .timeout, into: &actions)
+        case .phase(let seq):
+            if settings.availability.ejectAfterMs > 0 { phaseTimedOut(seq, into: &actions) }
+            drive(seq, .timeout, into: &actions)
         case .redeliver(let seq): redeliver(seq, into: &actions)
         case .admission(let id): admissionTimedOut(id, into: &actions)
         case .pause(let owner): pauseTimedOut(owner, into: &actions)
@@ -371,6 +395,8 @@ public struct TransactionManager {
         case .transferStep(let id): transferEvent(id, .deadlinePassed, into: &actions)
         case .transferRetry(let id): startAttempt(id, into: &actions)
         case .closeLinks(let id): actions += (closing.removeValue(forKey: id) ?? []).map(Action.closeLink)
+        case .eject(let id): ejectionDue(id, into: &actions)
+        case .ejectionCalm(let id): ejections[id] = nil
         }
     }
 
