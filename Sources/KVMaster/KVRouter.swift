@@ -18,6 +18,7 @@ import KVCommon
 /// | GET /status[?verify=1]       | master and per-replica state                                            |
 /// | GET /ping                    | 200 without touching replicas (a ceiling for benchmarks)                |
 /// | POST /admin/reload           | re-read cluster.yaml: 200 in force, 400 rejected (old one stays)        |
+/// | POST /admin/repair           | resync replicas that differ from the majority: 200, 409 no majority     |
 ///
 /// With `security.tokens_file`, every request but `/ping` needs `Authorization: Bearer <token>`: 401 without a
 /// known one, 403 outside its role (`KVRouter+Access`).
@@ -68,6 +69,10 @@ struct KVRouter {
             if let denied = permit(.admin) { return denied }
             let report = node.reload()
             return json(report.ok ? 200 : 400, report.ok, report.message, seq: nil)
+        case "/admin/repair":
+            guard request.method == "POST" else { return methodNotAllowed("POST") }
+            if let denied = permit(.admin) { return denied }
+            return ReplicaRepair(node: node).response(serverID: view.config.master.id)
         case "/status":
             guard request.method == "GET" else { return methodNotAllowed("GET") }
             let verify = ["1", "true", "yes"].contains(request.query("verify") ?? "")

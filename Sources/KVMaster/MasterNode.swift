@@ -244,6 +244,11 @@ final class MasterNode: @unchecked Sendable {
 
     // MARK: - On the loop
 
+    /// Hands `event` to the manager on the loop (from any thread; events so handed keep their order).
+    func submit(_ event: TransactionManager.Event) {
+        loop.execute { [self] in feed(event) }
+    }
+
     private func feed(_ event: TransactionManager.Event) {
         // Actions may produce events at once (a failed connect, say): they wait until these actions are done.
         guard !feeding else {

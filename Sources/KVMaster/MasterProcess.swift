@@ -67,6 +67,7 @@ public enum MasterProcess {
         // (libfcgi writes with write(2), which raises SIGPIPE).
         signal(SIGPIPE, SIG_IGN)
         let leases = LeaseKeeper(node: node, reads: ReplicaReads(), logger: logger)
+        ReplicaRepair.startPeriodic(node: node, logger: logger)
         leases.start()
         server.start(workers: cluster.master.workerThreads) {
             KVRouter(node: node, reads: reads, leases: leases).handle($0)

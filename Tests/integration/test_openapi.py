@@ -62,7 +62,7 @@ def test_spec_is_valid_openapi(spec):
     assert documented == {
         ("/kv/{key}", "get"), ("/kv/{key}", "put"), ("/kv/{key}", "delete"),
         ("/kv", "get"), ("/kv", "post"), ("/txn", "post"),
-        ("/status", "get"), ("/ping", "get"), ("/admin/reload", "post"), ("/watch", "get"),
+        ("/status", "get"), ("/ping", "get"), ("/admin/reload", "post"), ("/admin/repair", "post"), ("/watch", "get"),
         ("/lease", "post"), ("/lease", "get"), ("/lease/{id}", "get"), ("/lease/{id}", "delete"),
         ("/lease/{id}/keepalive", "post"),
     }
@@ -213,6 +213,8 @@ def test_every_operation_answers_as_documented(cluster, spec):
     _, body = api.call("GET", "/status", "/status?verify=1", expect=200)
     assert body["verify"]["identical"] is True
     api.call("GET", "/ping", "/ping", expect=200)
+    _, body = api.call("POST", "/admin/repair", "/admin/repair", expect=200)
+    assert body["repair"]["identical"] is True, body
 
     # POST /admin/reload: accepted, rejected (the old configuration stays), accepted again
     with open(cluster.config_path) as f:

@@ -145,6 +145,9 @@ public struct ClusterConfig: Equatable, Sendable {
         public var ejectAfterMs: Int = 0
         /// Ejection never leaves fewer in-sync replicas than this; nil: a majority of the configured replicas.
         public var minInSyncReplicas: Int?
+        /// Compare the in-sync replicas every `verifyIntervalS` and resync those that differ from the majority.
+        public var autoRepair = false
+        public var verifyIntervalS = 300
 
         public init(ejectAfterMs: Int = 0, minInSyncReplicas: Int? = nil) {
             self.ejectAfterMs = ejectAfterMs

@@ -91,9 +91,12 @@ struct ClusterConfigLoader {
         var availability = ClusterConfig.Availability()
         if let node = top.node("availability") {
             let fields = try Fields(node, path: "availability", loader: self,
-                                    known: ["eject_after_ms", "min_in_sync_replicas"])
+                                    known: ["eject_after_ms", "min_in_sync_replicas", "auto_repair",
+                                            "verify_interval_s"])
             availability.ejectAfterMs = try fields.int("eject_after_ms", in: 0...3_600_000) ?? 0
             availability.minInSyncReplicas = try fields.int("min_in_sync_replicas", in: 1...replicas.count)
+            availability.autoRepair = try fields.bool("auto_repair") ?? false
+            availability.verifyIntervalS = try fields.int("verify_interval_s", in: 1...86_400) ?? 300
         }
         var security = ClusterConfig.Security()
         if let node = top.node("security") {
@@ -234,6 +237,14 @@ struct ClusterConfigLoader {
                 throw loader.error(node(name)!.mark, "\(path).\(name) must be 1-64 letters, digits, '-', '_' or '.'")
             }
             return text
+        }
+
+        func bool(_ name: String) throws -> Bool? {
+            guard let node = node(name) else { return nil }
+            guard case .scalar(let text, _) = node, ["true", "false"].contains(text) else {
+                throw loader.error(node.mark, "\(path).\(name) must be true or false")
+            }
+            return text == "true"
         }
 
         func int(_ name: String, in range: ClosedRange<Int>) throws -> Int? {

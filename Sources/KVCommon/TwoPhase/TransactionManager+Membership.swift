@@ -144,7 +144,7 @@ extension TransactionManager {
         transfer.attempt = transferAttempts
         transfer.dirty = []
         guard let source = slots.first(where: { $0.replica.id != replica && !$0.syncing && $0.connected
-            && $0.lastJoined == true })?.replica
+            && $0.lastJoined == true && transfer.sources?.contains($0.replica.id) != false })?.replica
         else {
             transfer.progress = StateTransfer.Progress(phase: "retrying", loaded: 0, total: 0, attempt: transfer.attempt,
                                                        error: "no healthy replica to copy from")

@@ -171,6 +171,8 @@ public struct TransactionManager {
         case resume(PauseID)
         /// A validated configuration to switch to; `notes` are added to the answer.
         case reload(Settings, ReloadID, notes: [String])
+        /// Resync the replicas that differ from the majority (made with writes paused, fed before they resume).
+        case repair(RepairPlan)
     }
 
     public enum Action: Equatable {
@@ -249,6 +251,8 @@ public struct TransactionManager {
 
     struct Transfer {
         var replica: ClusterConfig.Replica
+        /// The replicas it may copy from (a repair's majority); nil: any in-sync one.
+        var sources: Set<String>?
         var attempt = 0
         /// The attempt under way, or nil while waiting to retry.
         var current: StateTransfer?
@@ -380,6 +384,7 @@ public struct TransactionManager {
         case .resume(let id):
             if pausedBy == .client(id) { releasePause(into: &actions) }
         case .reload(let settings, let id, let notes): reload(settings, id, notes: notes, into: &actions)
+        case .repair(let plan): repair(plan, into: &actions)
         }
     }
 
