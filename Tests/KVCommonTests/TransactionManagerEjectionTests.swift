@@ -125,6 +125,10 @@ final class TransactionManagerEjectionTests: XCTestCase {
         XCTAssertTrue(refused.contains(.startTimer(.eject("r2"), ms: 1000)), "looked at again later: \(refused)")
         XCTAssertTrue(refused.contains { if case .note(.warning, let text) = $0 { return text.contains("min_in_sync_replicas 2") } else { return false } })
         XCTAssertFalse(refused.contains { if case .persist = $0 { return true } else { return false } })
+        let again = manager.handle(.timer(.eject("r2")))
+        XCTAssertFalse(again.contains { if case .note(.warning, _) = $0 { return true } else { return false } },
+                       "the warning is said once per outage: \(again)")
+        XCTAssertTrue(again.contains(.startTimer(.eject("r2"), ms: 1000)))
     }
 
     /// The default floor is a majority of the configured replicas.

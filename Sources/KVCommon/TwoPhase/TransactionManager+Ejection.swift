@@ -47,6 +47,7 @@ extension TransactionManager {
     /// `replica` answered: its ejection clock stops.
     mutating func replicaAnswered(_ replica: ClusterConfig.Replica, into actions: inout [Action]) {
         guard !failing.isEmpty, failing.removeValue(forKey: replica.id) != nil else { return }
+        ejectionsRefused.remove(replica.id)
         actions.append(.cancelTimer(.eject(replica.id)))
     }
 
@@ -78,14 +79,17 @@ extension TransactionManager {
                 && reported.contains(slot.replica) && failing[slot.replica.id] == nil
         }.count
         guard remaining >= minInSync else {
-            // Looked at again later: another replica may come back, or this one may answer.
-            actions.append(.note(.warning, "\(id) has been failing for \(ejectAfterMs) ms (\(reason)) but is not "
-                + "ejected: that would leave \(remaining) healthy in-sync replicas, below min_in_sync_replicas "
-                + "\(minInSync); writes answer 503 until it is back"))
+            // Looked at again later: another replica may come back, or this one may answer. Said once per outage.
+            if ejectionsRefused.insert(id).inserted {
+                actions.append(.note(.warning, "\(id) has been failing for \(ejectAfterMs) ms (\(reason)) but is not "
+                    + "ejected: that would leave \(remaining) healthy in-sync replicas, below min_in_sync_replicas "
+                    + "\(minInSync); writes answer 503 until it is back"))
+            }
             actions.append(.startTimer(.eject(id), ms: ejectAfterMs))
             return
         }
         failing[id] = nil
+        ejectionsRefused.remove(id)
         var record = ejections[id] ?? Ejection(replica: id, reason: reason, count: 0, holdMs: 0)
         record.count += 1
         record.reason = reason

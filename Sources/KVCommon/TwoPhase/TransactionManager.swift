@@ -305,6 +305,8 @@ public struct TransactionManager {
     var failing: [String: String] = [:]
     /// Replicas ejected recently, for damping and `/status` (see TransactionManager+Ejection).
     var ejections: [String: Ejection] = [:]
+    /// Failing replicas the floor kept in (the warning is logged once per outage).
+    var ejectionsRefused: Set<String> = []
 
     /// Who this process says it is in every link's handshake, and so in the replicas' fences: the master's id and
     /// a token of this run, so that two processes of one id (one started on a copy of the other's decision log)
