@@ -257,8 +257,12 @@ final class Simulation {
     private func holdersOtherThan(_ node: String) -> Int {
         guard master.manager?.reloadPending != true else { return 0 }
         let persisted = Set((disk.state?.members ?? []).map(\.replica))
+        // With ejection on, a holder that is down may be ejected at any moment, leaving the wiped one as the only
+        // participant (with a floor of 1): only holders that are up count then.
+        let ejecting = config.availability.ejectAfterMs > 0
         return master.lastParticipants.filter { member in
             member.host != node && persisted.contains(member) && replica(member.host)?.holdsData == true
+                && (!ejecting || replica(member.host)?.up == true)
                 && file.contains { $0.id == member.id && $0.node == member.host }
         }.count
     }
@@ -436,6 +440,11 @@ final class Simulation {
             for member in members {
                 if let index = file.firstIndex(where: { $0.id == member.replica.id }) { file[index].node = member.replica.host }
             }
+            // A replica added on a node an in-sync one is put back on goes (the loader refuses two at one address;
+            // the process on that node is the in-sync one's).
+            let nodes = Set(members.map(\.replica.host))
+            let ids = Set(members.map(\.replica.id))
+            file.removeAll { !ids.contains($0.id) && nodes.contains($0.node) }
             context.trace("cluster.yaml: the in-sync replicas put back as they were")
             master.start(lock: SimMaster.locksDirectory)
         }

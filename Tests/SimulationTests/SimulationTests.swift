@@ -114,9 +114,11 @@ final class SimulationTests: XCTestCase {
     }
 
     func testCheckerCatchesAnEjectionThatIsNotPersisted() {
-        expectCaught(.ejectionNotPersisted, invariants: ["linearizable-read", "quiescence"], within: 2000) { config in
+        expectCaught(.ejectionNotPersisted, invariants: ["linearizable-read", "quiescence", "lost-write"],
+                     within: 2000) { config in
             config.availability = ClusterConfig.Availability(ejectAfterMs: 300)
             config.faultWeight = 4
+            config.readWeight = 80
         }
     }
 

@@ -152,6 +152,7 @@ extension TransactionManager {
                 slots[index].lastKeys = stat.keys
                 slots[index].lastInDoubt = !stat.inDoubt.isEmpty
                 slots[index].connected = true
+                if slots[index].lastJoined == true { witnessed(replica, into: &actions) }
             }
             if call == .connect {
                 resolveInDoubt(replica, stat, into: &actions)

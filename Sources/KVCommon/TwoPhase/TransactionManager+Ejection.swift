@@ -48,6 +48,7 @@ extension TransactionManager {
     mutating func replicaAnswered(_ replica: ClusterConfig.Replica, into actions: inout [Action]) {
         guard !failing.isEmpty, failing.removeValue(forKey: replica.id) != nil else { return }
         ejectionsRefused.remove(replica.id)
+        witnesses[replica.id] = nil
         actions.append(.cancelTimer(.eject(replica.id)))
     }
 
@@ -63,33 +64,47 @@ extension TransactionManager {
         }
     }
 
-    /// The `.eject` timer of `id` fired: eject it if it is still failing and the floor allows.
+    /// The `.eject` timer of `id` fired while it is still failing: ask every other participant for `stat` now.
+    /// Only those that answer from now on, in sync, count towards the floor (`witnessed`): one that went silent
+    /// meanwhile may have lost its disk, and ejecting the last good copy for it would leave nothing in sync. Too few
+    /// by the next firing: the floor holds the replica in (said once per outage) and the others are asked again.
     mutating func ejectionDue(_ id: String, into actions: inout [Action]) {
         let ejectAfterMs = settings.availability.ejectAfterMs
         guard let reason = failing[id] else { return }
         guard ejectAfterMs > 0, let index = slots.firstIndex(where: { $0.replica.id == id }), !slots[index].syncing else {
             failing[id] = nil
+            witnesses[id] = nil
             return
         }
-        // Only replicas known to hold the data count: connected, reported since the start, answering, and in sync by
-        // their last `stat`. One that crashed may come back empty; ejecting the last good copy for it would leave
-        // the cluster with nothing in sync.
-        let remaining = slots.filter { slot in
-            slot.replica.id != id && !slot.syncing && slot.connected && slot.lastJoined == true
-                && reported.contains(slot.replica) && failing[slot.replica.id] == nil
-        }.count
-        guard remaining >= minInSync else {
-            // Looked at again later: another replica may come back, or this one may answer. Said once per outage.
-            if ejectionsRefused.insert(id).inserted {
-                actions.append(.note(.warning, "\(id) has been failing for \(ejectAfterMs) ms (\(reason)) but is not "
-                    + "ejected: that would leave \(remaining) healthy in-sync replicas, below min_in_sync_replicas "
-                    + "\(minInSync); writes answer 503 until it is back"))
-            }
-            actions.append(.startTimer(.eject(id), ms: ejectAfterMs))
-            return
+        if let answered = witnesses[id], answered.count < minInSync, ejectionsRefused.insert(id).inserted {
+            actions.append(.note(.warning, "\(id) has been failing for \(ejectAfterMs) ms (\(reason)) but is not "
+                + "ejected: only \(answered.count) other in-sync replicas answered since, below min_in_sync_replicas "
+                + "\(minInSync); writes answer 503 until it is back"))
         }
+        witnesses[id] = []
+        for slot in slots where slot.replica.id != id && !slot.syncing {
+            actions.append(.send(slot.replica, .stat, .probe))
+        }
+        actions.append(.startTimer(.eject(id), ms: ejectAfterMs))
+    }
+
+    /// `replica` answered a `stat` in sync: a witness for every ejection waiting for answers.
+    mutating func witnessed(_ replica: ClusterConfig.Replica, into actions: inout [Action]) {
+        guard !witnesses.isEmpty, participantIDs.contains(replica.id), failing[replica.id] == nil else { return }
+        for id in witnesses.keys.sorted() where id != replica.id {
+            witnesses[id]?.insert(replica.id)
+            if let answered = witnesses[id], answered.count >= minInSync { eject(id, into: &actions) }
+        }
+    }
+
+    private mutating func eject(_ id: String, into actions: inout [Action]) {
+        let ejectAfterMs = settings.availability.ejectAfterMs
+        guard let reason = failing[id], let index = slots.firstIndex(where: { $0.replica.id == id }),
+              !slots[index].syncing else { return }
         failing[id] = nil
+        witnesses[id] = nil
         ejectionsRefused.remove(id)
+        actions.append(.cancelTimer(.eject(id)))
         var record = ejections[id] ?? Ejection(replica: id, reason: reason, count: 0, holdMs: 0)
         record.count += 1
         record.reason = reason

@@ -307,6 +307,8 @@ public struct TransactionManager {
     var ejections: [String: Ejection] = [:]
     /// Failing replicas the floor kept in (the warning is logged once per outage).
     var ejectionsRefused: Set<String> = []
+    /// Per failing replica whose ejection is due: the other in-sync replicas that answered `stat` since it was.
+    var witnesses: [String: Set<String>] = [:]
 
     /// Who this process says it is in every link's handshake, and so in the replicas' fences: the master's id and
     /// a token of this run, so that two processes of one id (one started on a copy of the other's decision log)
