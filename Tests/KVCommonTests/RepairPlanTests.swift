@@ -33,19 +33,8 @@ final class RepairPlanTests: XCTestCase {
     }
 
     func testTheManagerResyncsTargetsFromTheSourcesOnly() {
-        let replicas = ["r1", "r2", "r3"].map { ClusterConfig.Replica(id: $0, host: "h-\($0)", port: 7000, dataDir: "/d/\($0)") }
-        let settings = TransactionManager.Settings(masterID: "m1", replicas: replicas, timeouts: ClusterConfig.Timeouts(),
-                                                   inFlightMax: 16, compactBytes: 1 << 20)
-        let members = replicas.map { MasterState.Member(replica: $0, joinedAt: 0) }
-        var manager = TransactionManager(settings: settings, recovered: MasterState(seqEpoch: 1, members: members),
-                                         decisions: [])
-        _ = manager.handle(.start)
-        for replica in replicas {
-            _ = manager.handle(.connected(replica))
-            _ = manager.handle(.replied(replica, .connect, WireReply(
-                status: true, code: .ok, message: "ok", seq: 0, server: replica.id,
-                stat: ReplicaStat(keys: 0, digest: 0, lastCommittedSeq: 0, inDoubt: []))))
-        }
+        let replicas = StartedManager.replicas(["r1", "r2", "r3"])
+        var manager = StartedManager.make(replicas)
         // r1 is listed first, so an unrestricted transfer would copy from it; the plan says it is the minority's
         // copy of nothing here, but r2 differs and must copy from r3 alone.
         let plan = RepairPlan(inSync: ["r1", "r2", "r3"], digests: ["r1": "1:a", "r2": "1:b", "r3": "1:a"])

@@ -7,28 +7,15 @@ import XCTest
 /// back only through a resync, with damping when it flaps.
 final class TransactionManagerEjectionTests: XCTestCase {
     typealias Action = TransactionManager.Action
-    private let replicas = ["r1", "r2", "r3"].map { ClusterConfig.Replica(id: $0, host: "h-\($0)", port: 7000, dataDir: "/d/\($0)") }
+    private let replicas = StartedManager.replicas(["r1", "r2", "r3"])
     private var r3: ClusterConfig.Replica { replicas[2] }
 
     private func started(ejectAfterMs: Int = 1000, minInSync: Int? = nil) -> TransactionManager {
-        var settings = TransactionManager.Settings(masterID: "m1", replicas: replicas, timeouts: ClusterConfig.Timeouts(),
-                                                   inFlightMax: 16, compactBytes: 1 << 20)
-        settings.availability = ClusterConfig.Availability(ejectAfterMs: ejectAfterMs, minInSyncReplicas: minInSync)
-        let members = replicas.map { MasterState.Member(replica: $0, joinedAt: 0) }
-        var manager = TransactionManager(settings: settings, recovered: MasterState(seqEpoch: 1, members: members),
-                                         decisions: [])
-        _ = manager.handle(.start)
-        for replica in replicas {
-            _ = manager.handle(.connected(replica))
-            _ = manager.handle(.replied(replica, .connect, stat(replica)))
-        }
-        return manager
+        StartedManager.make(replicas, availability: ClusterConfig.Availability(ejectAfterMs: ejectAfterMs,
+                                                                               minInSyncReplicas: minInSync))
     }
 
-    private func stat(_ replica: ClusterConfig.Replica) -> WireReply {
-        WireReply(status: true, code: .ok, message: "ok", seq: 0, server: replica.id,
-                  stat: ReplicaStat(keys: 0, digest: 0, lastCommittedSeq: 0, inDoubt: []))
-    }
+    private func stat(_ replica: ClusterConfig.Replica) -> WireReply { StartedManager.stat(replica) }
 
     private func put(_ manager: inout TransactionManager, _ id: UInt64) -> [Action] {
         manager.handle(.write(id, .init(.put(key: Array("k\(id)".utf8), value: [1]))))

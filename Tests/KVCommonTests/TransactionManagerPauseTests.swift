@@ -7,25 +7,10 @@ import XCTest
 /// admits the writes that waited.
 final class TransactionManagerPauseTests: XCTestCase {
     typealias Action = TransactionManager.Action
-    private let replicas = ["r1", "r2"].map { ClusterConfig.Replica(id: $0, host: "h-\($0)", port: 7000, dataDir: "/d/\($0)") }
+    private let replicas = StartedManager.replicas(["r1", "r2"])
 
     /// A started manager whose replicas are connected, in sync and have reported.
-    private func started() -> TransactionManager {
-        let settings = TransactionManager.Settings(masterID: "m1", replicas: replicas, timeouts: ClusterConfig.Timeouts(),
-                                                   inFlightMax: 16, compactBytes: 1 << 20)
-        let members = replicas.map { MasterState.Member(replica: $0, joinedAt: 0) }
-        var manager = TransactionManager(settings: settings, recovered: MasterState(seqEpoch: 1, members: members),
-                                         decisions: [])
-        _ = manager.handle(.start)
-        for replica in replicas {
-            _ = manager.handle(.connected(replica))
-            let stat = ReplicaStat(keys: 0, digest: 0, lastCommittedSeq: 0, inDoubt: [])
-            _ = manager.handle(.replied(replica, .connect,
-                                        WireReply(status: true, code: .ok, message: "ok", seq: 0, server: replica.id,
-                                                  stat: stat)))
-        }
-        return manager
-    }
+    private func started() -> TransactionManager { StartedManager.make(replicas) }
 
     private func put(_ manager: inout TransactionManager, _ id: UInt64) -> [Action] {
         manager.handle(.write(id, .init(.put(key: Array("k\(id)".utf8), value: [1]))))

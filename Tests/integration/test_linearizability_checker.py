@@ -271,32 +271,30 @@ def small_random_history(rng):
     return h
 
 
-def test_agrees_with_brute_force_on_small_random_histories():
-    rng = random.Random(7)
+def assert_agrees_with_brute_force(seed, verdict, what):
+    """`verdict(history)` against the brute-force enumeration on 600 small random histories of `seed`."""
+    rng = random.Random(seed)
     counts = {True: 0, False: 0}
     for _ in range(600):
         h = small_random_history(rng)
         expected = brute_force(h.ops)
-        result = check(h)
-        assert result.linearizable is expected, (expected, str(result), h.ops)
+        got = verdict(h)
+        assert got is expected, (expected, got, h.ops)
         counts[expected] += 1
-    print(f"brute force agreed on {counts[True]} linearizable and {counts[False]} non-linearizable histories")
+    print(f"{what} agreed on {counts[True]} linearizable and {counts[False]} non-linearizable histories")
     assert min(counts.values()) > 100
+
+
+def test_agrees_with_brute_force_on_small_random_histories():
+    assert_agrees_with_brute_force(7, lambda h: check(h).linearizable, "the checker")
 
 
 def test_the_sweep_alone_agrees_with_brute_force_on_small_random_histories():
     """The sweep is the fallback once the depth-first search runs out of steps: it must be exact on its own."""
-    rng = random.Random(8)
-    counts = {True: 0, False: 0}
-    for _ in range(600):
-        h = small_random_history(rng)
-        expected = brute_force(h.ops)
-        got = all(_sweep(_prepare([op for op in h.ops if op.key == key])[0], time.monotonic() + 60, 10**6)
-                  for key in {op.key for op in h.ops})
-        assert got is expected, (expected, h.ops)
-        counts[expected] += 1
-    print(f"the sweep agreed on {counts[True]} linearizable and {counts[False]} non-linearizable histories")
-    assert min(counts.values()) > 100
+    def sweep(h):
+        return all(_sweep(_prepare([op for op in h.ops if op.key == key])[0], time.monotonic() + 60, 10**6)
+                   for key in {op.key for op in h.ops})
+    assert_agrees_with_brute_force(8, sweep, "the sweep")
 
 
 def test_a_stale_last_read_after_1500_ops_on_a_hot_key_is_refuted_within_a_small_step_budget():
